@@ -1,0 +1,65 @@
+//! `vivify bench-unet`: seconds per UNet forward at a given config and size, random weights.
+
+use crate::args::BenchUnetArgs;
+use crate::model::parse_device;
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use candle_nn::VarBuilder;
+use std::process::ExitCode;
+use std::time::Instant;
+use vivify_core::config::UNetConfig;
+use vivify_core::models::unet::{I2VGenXLUNet, UNetInputs};
+use vivify_core::weights::{random_weights, unet_spec};
+
+pub fn run(args: &BenchUnetArgs) -> Result<ExitCode> {
+    if args.iters == 0 {
+        anyhow::bail!("--iters must be at least 1");
+    }
+    let device = parse_device(&args.device.device)?;
+    let dtype = args.device.dtype.dtype();
+    vivify_core::device::check_compute_dtype(dtype, &device)?;
+    let config = UNetConfig::from_file(&args.config)?;
+    let spec = unet_spec(&config)?;
+    let params: usize = spec.iter().map(|t| t.numel()).sum();
+    let weights = random_weights(&spec, 0, dtype, &device)?;
+    let unet = I2VGenXLUNet::new(&config, VarBuilder::from_tensors(weights, dtype, &device))?;
+
+    let (b, f, h, w) = (args.batch, args.frames, args.height / 8, args.width / 8);
+    let cross = config.cross_attention_dim;
+    let sample = Tensor::randn(0f32, 1., (b, 4, f, h, w), &device)?.to_dtype(dtype)?;
+    let image_latents = Tensor::randn(0f32, 1., (b, 4, f, h, w), &device)?.to_dtype(dtype)?;
+    let image_embeddings = Tensor::randn(0f32, 1., (b, cross), &device)?.to_dtype(dtype)?;
+    let text = Tensor::randn(0f32, 1., (b, 77, cross), &device)?.to_dtype(dtype)?;
+    let inputs = UNetInputs {
+        sample: &sample,
+        timestep: 500.0,
+        fps: 16.0,
+        image_latents: &image_latents,
+        image_embeddings: &image_embeddings,
+        encoder_hidden_states: &text,
+    };
+    let run_once = || -> Result<f64> {
+        let start = Instant::now();
+        let out = unet.forward(&inputs)?;
+        device.synchronize()?;
+        drop(out);
+        Ok(start.elapsed().as_secs_f64())
+    };
+    run_once()?;
+    let mut times = (0..args.iters)
+        .map(|_| run_once())
+        .collect::<Result<Vec<_>>>()?;
+    times.sort_by(f64::total_cmp);
+    let record = serde_json::json!({
+        "impl": "vivify",
+        "params": params,
+        "width": args.width, "height": args.height, "frames": f, "batch": b,
+        "dtype": format!("{dtype:?}").to_lowercase(),
+        "device": if matches!(device, Device::Cpu) { "cpu".to_string() } else { args.device.device.clone() },
+        "threads": candle_core::utils::get_num_threads(),
+        "sec_min": times[0],
+        "sec_median": times[times.len() / 2],
+    });
+    println!("{record}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,3 @@
+pub mod bench_unet;
+pub mod check_model;
+pub mod denoise;

@@ -1,0 +1,24 @@
+//! The `vivify` command line.
+
+mod args;
+mod commands;
+mod model;
+mod progress;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = args::Cli::parse();
+    let result = match cli.command {
+        args::Command::CheckModel(a) => commands::check_model::run(&a),
+        args::Command::Denoise(a) => commands::denoise::run(&a),
+        args::Command::BenchUnet(a) => commands::bench_unet::run(&a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

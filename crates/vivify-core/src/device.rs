@@ -1,0 +1,39 @@
+//! What each device can compute.
+
+use crate::{Error, Result};
+use candle_core::{DType, Device};
+
+/// Refuses compute dtypes the device cannot run: candle's CPU backend has no bf16 matmul or
+/// convolution, and only floating dtypes make sense for the models.
+pub fn check_compute_dtype(dtype: DType, device: &Device) -> Result<()> {
+    match (dtype, device) {
+        (DType::F32 | DType::F16, _) => Ok(()),
+        (DType::BF16, Device::Cpu) => Err(Error::InvalidArgument {
+            field: "dtype",
+            message:
+                "bf16 compute is not available on the CPU; use f32 or f16 there (bf16 runs on CUDA)"
+                    .into(),
+        }),
+        (DType::BF16, _) => Ok(()),
+        (other, _) => Err(Error::InvalidArgument {
+            field: "dtype",
+            message: format!("{other:?} is not a compute dtype; use f32, f16 or bf16"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_refuses_bf16_and_integers() {
+        assert!(check_compute_dtype(DType::F32, &Device::Cpu).is_ok());
+        assert!(check_compute_dtype(DType::F16, &Device::Cpu).is_ok());
+        let err = check_compute_dtype(DType::BF16, &Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`dtype`") && err.contains("bf16"), "{err}");
+        assert!(check_compute_dtype(DType::U8, &Device::Cpu).is_err());
+    }
+}

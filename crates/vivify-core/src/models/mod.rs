@@ -1,0 +1,3 @@
+//! Model ports.
+
+pub mod unet;

@@ -1,0 +1,71 @@
+//! diffusers' `Attention` (to_q, to_k, to_v, to_out.0) with scaled dot-product attention.
+
+use candle_core::{DType, Module, Result, Tensor};
+use candle_nn::{Linear, VarBuilder, linear_b};
+
+#[derive(Debug, Clone)]
+pub struct Attention {
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
+    heads: usize,
+    dim_head: usize,
+}
+
+impl Attention {
+    /// `context_dim` is the width of the keys' source (None: self-attention on `query_dim`).
+    pub fn new(
+        vb: VarBuilder,
+        query_dim: usize,
+        context_dim: Option<usize>,
+        heads: usize,
+        dim_head: usize,
+        qkv_bias: bool,
+    ) -> Result<Self> {
+        let inner = heads * dim_head;
+        let kv_dim = context_dim.unwrap_or(query_dim);
+        Ok(Self {
+            to_q: linear_b(query_dim, inner, qkv_bias, vb.pp("to_q"))?,
+            to_k: linear_b(kv_dim, inner, qkv_bias, vb.pp("to_k"))?,
+            to_v: linear_b(kv_dim, inner, qkv_bias, vb.pp("to_v"))?,
+            to_out: linear_b(inner, query_dim, true, vb.pp("to_out").pp("0"))?,
+            heads,
+            dim_head,
+        })
+    }
+
+    /// (N, L, query_dim) attending to `context` (N, S, context_dim), or to itself.
+    pub fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        let context = context.unwrap_or(x);
+        let q = self.split_heads(&self.to_q.forward(x)?)?;
+        let k = self.split_heads(&self.to_k.forward(context)?)?;
+        let v = self.split_heads(&self.to_v.forward(context)?)?;
+        let out = scaled_dot_product_attention(&q, &k, &v)?;
+        let (n, h, l, d) = out.dims4()?;
+        let out = out.transpose(1, 2)?.reshape((n, l, h * d))?;
+        self.to_out.forward(&out)
+    }
+
+    /// (N, L, H·D) -> (N, H, L, D), contiguous for the batched matmul.
+    fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, l, _) = x.dims3()?;
+        x.reshape((n, l, self.heads, self.dim_head))?
+            .transpose(1, 2)?
+            .contiguous()
+    }
+}
+
+/// softmax(q kᵀ / √d) v over (N, H, L, D) tensors; the softmax runs in f32 for half types.
+pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let dtype = q.dtype();
+    let scale = 1.0 / (q.dim(3)? as f64).sqrt();
+    let scores = (q.matmul(&k.t()?)? * scale)?;
+    let probs = match dtype {
+        DType::F16 | DType::BF16 => {
+            candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(dtype)?
+        }
+        _ => candle_nn::ops::softmax_last_dim(&scores)?,
+    };
+    probs.matmul(v)
+}

@@ -1,0 +1,116 @@
+//! Normalisations computed in two passes (mean, then variance of the deviations) in at least f32,
+//! as PyTorch does: candle's fused layer norm uses E[x²] − E[x]², which loses digits when the
+//! mean is large against the spread.
+
+use candle_core::{D, DType, Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+fn internal_dtype(dtype: DType) -> DType {
+    match dtype {
+        DType::F16 | DType::BF16 => DType::F32,
+        d => d,
+    }
+}
+
+/// Normalises `x` over its last dimension; `x` must already be in the internal dtype.
+fn normalize_last_dim(x: &Tensor, eps: f64) -> Result<Tensor> {
+    let n = x.dim(D::Minus1)? as f64;
+    let centered = x.broadcast_sub(&(x.sum_keepdim(D::Minus1)? / n)?)?;
+    let var = (centered.sqr()?.sum_keepdim(D::Minus1)? / n)?;
+    centered.broadcast_div(&(var + eps)?.sqrt()?)
+}
+
+/// `nn.LayerNorm` with affine weight and bias over the last dimension.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(dim, "weight")?,
+            bias: vb.get(dim, "bias")?,
+            eps,
+        })
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let normed = normalize_last_dim(&x.to_dtype(internal_dtype(dtype))?, self.eps)?;
+        normed
+            .to_dtype(dtype)?
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
+    }
+}
+
+/// `nn.GroupNorm` with affine weight and bias.
+///
+/// `forward` normalises each sample of an (N, C, ...) tensor; `forward_frames` treats an
+/// (B·F, C, H, W) tensor as B videos of F frames and pools the statistics over all frames of a
+/// video, which is what diffusers' GroupNorm on a (B, C, F, H, W) tensor does in the temporal
+/// layers, without moving the frames axis.
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    pub fn new(vb: VarBuilder, groups: usize, channels: usize, eps: f64) -> Result<Self> {
+        if groups == 0 || !channels.is_multiple_of(groups) {
+            candle_core::bail!(
+                "GroupNorm: {channels} channels are not divisible into {groups} groups"
+            );
+        }
+        Ok(Self {
+            weight: vb.get(channels, "weight")?,
+            bias: vb.get(channels, "bias")?,
+            groups,
+            eps,
+        })
+    }
+
+    pub fn forward_frames(&self, x: &Tensor, frames: usize) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let (bf, c) = (dims[0], dims[1]);
+        if frames == 0 || bf % frames != 0 {
+            candle_core::bail!("GroupNorm: batch·frames {bf} is not a multiple of {frames} frames");
+        }
+        let per_group: usize = dims[2..].iter().product::<usize>() * (c / self.groups);
+        let dtype = x.dtype();
+        // (B, F, G, per_group): the statistics reduce over axes 1 and 3.
+        let xs = x.to_dtype(internal_dtype(dtype))?.reshape((
+            bf / frames,
+            frames,
+            self.groups,
+            per_group,
+        ))?;
+        let n = (frames * per_group) as f64;
+        let mean = (xs.sum_keepdim(3)?.sum_keepdim(1)? / n)?;
+        let centered = xs.broadcast_sub(&mean)?;
+        let var = (centered.sqr()?.sum_keepdim(3)?.sum_keepdim(1)? / n)?;
+        let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        self.affine(&normed.to_dtype(dtype)?.reshape(dims)?)
+    }
+
+    fn affine(&self, x: &Tensor) -> Result<Tensor> {
+        let mut shape = vec![1; x.rank()];
+        shape[1] = self.weight.dim(0)?;
+        x.broadcast_mul(&self.weight.reshape(shape.clone())?)?
+            .broadcast_add(&self.bias.reshape(shape)?)
+    }
+}
+
+impl Module for GroupNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_frames(x, 1)
+    }
+}

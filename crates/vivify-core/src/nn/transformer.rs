@@ -1,0 +1,165 @@
+//! `BasicTransformerBlock`, the spatial `Transformer2DModel` (linear projections) and the
+//! `TransformerTemporalModel` that attends across frames at each pixel.
+
+use super::attention::Attention;
+use super::feed_forward::{FeedForward, FeedForwardActivation};
+use super::norm::{GroupNorm, LayerNorm};
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Linear, VarBuilder, linear};
+
+/// LayerNorm eps of the transformer blocks (diffusers' default `norm_eps`).
+const BLOCK_NORM_EPS: f64 = 1e-5;
+/// GroupNorm eps in front of both transformer models.
+const TRANSFORMER_GROUP_NORM_EPS: f64 = 1e-6;
+
+/// self-attention, then attention to `context` (or self-attention again when the block has no
+/// cross-attention width), then a GEGLU feed-forward; each pre-normed and residual.
+#[derive(Debug, Clone)]
+pub struct BasicTransformerBlock {
+    norm1: LayerNorm,
+    attn1: Attention,
+    norm2: LayerNorm,
+    attn2: Attention,
+    norm3: LayerNorm,
+    ff: FeedForward,
+}
+
+impl BasicTransformerBlock {
+    pub fn new(
+        vb: VarBuilder,
+        dim: usize,
+        heads: usize,
+        dim_head: usize,
+        cross_attention_dim: Option<usize>,
+    ) -> Result<Self> {
+        Ok(Self {
+            norm1: LayerNorm::new(vb.pp("norm1"), dim, BLOCK_NORM_EPS)?,
+            attn1: Attention::new(vb.pp("attn1"), dim, None, heads, dim_head, false)?,
+            norm2: LayerNorm::new(vb.pp("norm2"), dim, BLOCK_NORM_EPS)?,
+            attn2: Attention::new(
+                vb.pp("attn2"),
+                dim,
+                cross_attention_dim,
+                heads,
+                dim_head,
+                false,
+            )?,
+            norm3: LayerNorm::new(vb.pp("norm3"), dim, BLOCK_NORM_EPS)?,
+            ff: FeedForward::new(vb.pp("ff"), dim, dim * 4, FeedForwardActivation::Geglu)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        let x = (self.attn1.forward(&self.norm1.forward(x)?, None)? + x)?;
+        let x = (self.attn2.forward(&self.norm2.forward(&x)?, context)? + &x)?;
+        self.ff.forward(&self.norm3.forward(&x)?)? + x
+    }
+}
+
+/// Spatial transformer: tokens are the H·W pixels of each frame; cross-attends to `context`.
+#[derive(Debug, Clone)]
+pub struct Transformer2DModel {
+    norm: GroupNorm,
+    proj_in: Linear,
+    block: BasicTransformerBlock,
+    proj_out: Linear,
+}
+
+impl Transformer2DModel {
+    pub fn new(
+        vb: VarBuilder,
+        channels: usize,
+        heads: usize,
+        dim_head: usize,
+        groups: usize,
+        cross_attention_dim: usize,
+    ) -> Result<Self> {
+        let inner = heads * dim_head;
+        Ok(Self {
+            norm: GroupNorm::new(vb.pp("norm"), groups, channels, TRANSFORMER_GROUP_NORM_EPS)?,
+            proj_in: linear(channels, inner, vb.pp("proj_in"))?,
+            block: BasicTransformerBlock::new(
+                vb.pp("transformer_blocks.0"),
+                inner,
+                heads,
+                dim_head,
+                Some(cross_attention_dim),
+            )?,
+            proj_out: linear(inner, channels, vb.pp("proj_out"))?,
+        })
+    }
+
+    /// x (N, C, H, W), context (N, S, cross_attention_dim).
+    pub fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        let tokens = self
+            .norm
+            .forward(x)?
+            .permute((0, 2, 3, 1))?
+            .reshape((n, h * w, c))?;
+        let tokens = self.proj_in.forward(&tokens)?;
+        let tokens = self.block.forward(&tokens, Some(context))?;
+        let out = self
+            .proj_out
+            .forward(&tokens)?
+            .reshape((n, h, w, c))?
+            .permute((0, 3, 1, 2))?;
+        out + x
+    }
+}
+
+/// Temporal transformer: tokens are the F frames at each pixel; both attentions are
+/// self-attention and there is no positional embedding.
+#[derive(Debug, Clone)]
+pub struct TransformerTemporalModel {
+    norm: GroupNorm,
+    proj_in: Linear,
+    block: BasicTransformerBlock,
+    proj_out: Linear,
+}
+
+impl TransformerTemporalModel {
+    pub fn new(
+        vb: VarBuilder,
+        channels: usize,
+        heads: usize,
+        dim_head: usize,
+        groups: usize,
+    ) -> Result<Self> {
+        let inner = heads * dim_head;
+        Ok(Self {
+            norm: GroupNorm::new(vb.pp("norm"), groups, channels, TRANSFORMER_GROUP_NORM_EPS)?,
+            proj_in: linear(channels, inner, vb.pp("proj_in"))?,
+            block: BasicTransformerBlock::new(
+                vb.pp("transformer_blocks.0"),
+                inner,
+                heads,
+                dim_head,
+                None,
+            )?,
+            proj_out: linear(inner, channels, vb.pp("proj_out"))?,
+        })
+    }
+
+    /// x (B·F, C, H, W).
+    pub fn forward(&self, x: &Tensor, frames: usize) -> Result<Tensor> {
+        let (bf, c, h, w) = x.dims4()?;
+        let b = bf / frames;
+        // (B, F, C, H, W) -> (B, H, W, F, C) -> (B·H·W, F, C)
+        let tokens = self
+            .norm
+            .forward_frames(x, frames)?
+            .reshape((b, frames, c, h, w))?
+            .permute((0, 3, 4, 1, 2))?
+            .reshape((b * h * w, frames, c))?;
+        let tokens = self.proj_in.forward(&tokens)?;
+        let tokens = self.block.forward(&tokens, None)?;
+        let out = self
+            .proj_out
+            .forward(&tokens)?
+            .reshape((b, h, w, frames, c))?
+            .permute((0, 3, 4, 1, 2))?
+            .reshape((bf, c, h, w))?;
+        out + x
+    }
+}

@@ -1,0 +1,105 @@
+//! The denoising stage: DDIM over the UNet with classifier-free guidance, as diffusers'
+//! `I2VGenXLPipeline` runs it.
+
+use crate::models::unet::{I2VGenXLUNet, UNetInputs};
+use crate::scheduler::DdimScheduler;
+use crate::{Error, Result};
+use candle_core::Tensor;
+use std::time::{Duration, Instant};
+
+/// The UNet's conditioning for one video. With guidance, each tensor holds two rows in the
+/// order [negative, positive]; without, one row (positive).
+#[derive(Debug, Clone)]
+pub struct Conditioning {
+    /// Text encoder states (rows, tokens, cross_attention_dim).
+    pub encoder_hidden_states: Tensor,
+    /// CLIP image embeddings (rows, cross_attention_dim); zeros in the negative row.
+    pub image_embeddings: Tensor,
+    /// Image latents (rows, 4, F, h, w).
+    pub image_latents: Tensor,
+}
+
+/// Report after each finished step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepProgress {
+    /// 1-based index of the step just finished.
+    pub step: usize,
+    pub total: usize,
+    pub timestep: i64,
+    pub elapsed: Duration,
+}
+
+impl StepProgress {
+    /// Remaining time at the mean pace so far.
+    pub fn eta(&self) -> Duration {
+        self.elapsed
+            .mul_f64((self.total - self.step) as f64 / self.step as f64)
+    }
+}
+
+/// Classifier-free guidance is on when the scale exceeds 1, as in diffusers.
+pub fn uses_guidance(guidance: f64) -> bool {
+    guidance > 1.0
+}
+
+/// Runs every timestep of `scheduler` (already `set_timesteps`) from `latents` (1, 4, F, h, w)
+/// and returns the final latents.
+pub fn denoise(
+    unet: &I2VGenXLUNet,
+    scheduler: &DdimScheduler,
+    latents: Tensor,
+    cond: &Conditioning,
+    guidance: f64,
+    fps: f32,
+    mut on_step: impl FnMut(StepProgress),
+) -> Result<Tensor> {
+    let rows = if uses_guidance(guidance) { 2 } else { 1 };
+    if cond.encoder_hidden_states.dim(0)? != rows {
+        return Err(Error::InvalidArgument {
+            field: "conditioning",
+            message: format!(
+                "expected {rows} rows (guidance {guidance}), got {}",
+                cond.encoder_hidden_states.dim(0)?
+            ),
+        });
+    }
+    let timesteps = scheduler.timesteps().to_vec();
+    let started = Instant::now();
+    let mut latents = latents;
+    for (i, &t) in timesteps.iter().enumerate() {
+        let input = if rows == 2 {
+            Tensor::cat(&[&latents, &latents], 0)?
+        } else {
+            latents.clone()
+        };
+        let prediction = unet.forward(&UNetInputs {
+            sample: &input,
+            timestep: t as f32,
+            fps,
+            image_latents: &cond.image_latents,
+            image_embeddings: &cond.image_embeddings,
+            encoder_hidden_states: &cond.encoder_hidden_states,
+        })?;
+        let prediction = if rows == 2 {
+            let uncond = prediction.narrow(0, 0, 1)?;
+            let cond = prediction.narrow(0, 1, 1)?;
+            (&uncond + ((cond - &uncond)? * guidance)?)?
+        } else {
+            prediction
+        };
+        latents = scheduler.step(
+            &prediction.to_dtype(latents.dtype())?,
+            t,
+            &latents,
+            0.0,
+            None,
+        )?;
+        on_step(StepProgress {
+            step: i + 1,
+            total: timesteps.len(),
+            timestep: t,
+            elapsed: started.elapsed(),
+        });
+    }
+    Ok(latents)
+}

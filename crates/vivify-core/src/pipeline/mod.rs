@@ -1,0 +1,3 @@
+//! The generation loop, stage by stage.
+
+pub mod denoise;

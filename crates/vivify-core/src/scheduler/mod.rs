@@ -1,0 +1,6 @@
+pub mod ddim;
+
+pub use ddim::{
+    BetaSchedule, DdimConfig, DdimScheduler, DdimStepOutput, PredictionType, TimestepSpacing,
+    gaussian_noise,
+};

@@ -202,3 +202,35 @@ fn denoise_rejects_bad_input_with_the_field_named() {
         text(&out)
     );
 }
+
+#[test]
+fn bench_unet_prints_one_json_record() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/unet/tiny_a/unet/config.json");
+    let out = vivify(&[
+        "bench-unet",
+        "--config",
+        config.to_str().unwrap(),
+        "--width",
+        "32",
+        "--height",
+        "32",
+        "--frames",
+        "2",
+        "--iters",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(record["params"], 283512);
+    assert_eq!(record["impl"], "vivify");
+    assert!(record["sec_median"].as_f64().unwrap() > 0.0);
+    let out = vivify(&[
+        "bench-unet",
+        "--config",
+        config.to_str().unwrap(),
+        "--iters",
+        "0",
+    ]);
+    assert!(text(&out).contains("--iters must be at least 1"));
+}

@@ -4,12 +4,11 @@ use crate::args::BenchUnetArgs;
 use crate::model::parse_device;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
-use candle_nn::VarBuilder;
 use std::process::ExitCode;
 use std::time::Instant;
 use vivify_core::config::UNetConfig;
-use vivify_core::models::unet::{I2VGenXLUNet, UNetInputs};
-use vivify_core::weights::{random_weights, unet_spec};
+use vivify_core::models::unet::UNetInputs;
+use vivify_core::weights::{TensorSpec, random_unet, unet_spec};
 
 pub fn run(args: &BenchUnetArgs) -> Result<ExitCode> {
     if args.iters == 0 {
@@ -17,12 +16,9 @@ pub fn run(args: &BenchUnetArgs) -> Result<ExitCode> {
     }
     let device = parse_device(&args.device.device)?;
     let dtype = args.device.dtype.dtype();
-    vivify_core::device::check_compute_dtype(dtype, &device)?;
     let config = UNetConfig::from_file(&args.config)?;
-    let spec = unet_spec(&config)?;
-    let params: usize = spec.iter().map(|t| t.numel()).sum();
-    let weights = random_weights(&spec, 0, dtype, &device)?;
-    let unet = I2VGenXLUNet::new(&config, VarBuilder::from_tensors(weights, dtype, &device))?;
+    let params: usize = unet_spec(&config)?.iter().map(TensorSpec::numel).sum();
+    let unet = random_unet(&config, 0, dtype, &device)?;
 
     let (b, f, h, w) = (args.batch, args.frames, args.height / 8, args.width / 8);
     let cross = config.cross_attention_dim;

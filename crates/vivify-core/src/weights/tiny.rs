@@ -23,11 +23,20 @@ pub fn tiny_unet_config() -> UNetConfig {
 }
 
 pub fn tiny_unet(dtype: DType, device: &Device) -> crate::Result<I2VGenXLUNet> {
+    random_unet(&tiny_unet_config(), TINY_SEED, dtype, device)
+}
+
+/// A UNet of any config with deterministic random weights (the tiny model, benchmarks).
+pub fn random_unet(
+    config: &UNetConfig,
+    seed: u64,
+    dtype: DType,
+    device: &Device,
+) -> crate::Result<I2VGenXLUNet> {
     crate::device::check_compute_dtype(dtype, device)?;
-    let config = tiny_unet_config();
-    let weights = random_weights(&unet_spec(&config)?, TINY_SEED, dtype, device)?;
+    let weights = random_weights(&unet_spec(config)?, seed, dtype, device)?;
     Ok(I2VGenXLUNet::new(
-        &config,
+        config,
         VarBuilder::from_tensors(weights, dtype, device),
     )?)
 }

@@ -233,3 +233,23 @@ fn bf16_compute_is_refused_on_the_cpu() {
     let err = AutoencoderKL::load(&dir, None, DType::BF16, &Device::Cpu).unwrap_err();
     assert!(err.to_string().contains("bf16"), "{err}");
 }
+
+#[test]
+fn half_precision_compute_stays_close() {
+    // f16 compute (norms and softmax upcast inside) on the fp16-stored case: a loose check that
+    // nothing overflows or drifts, not a parity claim.
+    let dir = fixtures_dir().join("vae/tiny_b");
+    let vae =
+        AutoencoderKL::load(&dir.join("vae"), Some("fp16"), DType::F16, &Device::Cpu).unwrap();
+    let fx = Fixture::load(&dir.join("activations.safetensors"));
+    let mean = vae.encode_mean(&fx.tensor("encode.in")).unwrap();
+    assert_eq!(mean.dtype(), DType::F16);
+    assert_close(
+        "tiny_b f16 encode mean",
+        &mean,
+        &fx.tensor("encode.mean"),
+        1e-2,
+    );
+    let out = vae.decode(&fx.tensor("decode.in")).unwrap();
+    assert_close("tiny_b f16 decode", &out, &fx.tensor("decode.out"), 1e-2);
+}

@@ -1,3 +1,4 @@
 //! Model ports.
 
 pub mod unet;
+pub mod vae;

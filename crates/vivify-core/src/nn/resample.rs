@@ -1,4 +1,4 @@
-//! `Downsample2D` (3x3 conv, stride 2) and `Upsample2D` (nearest x2 or to a size, then 3x3 conv).
+//! `Downsample2D` (3x3 conv, stride 2; padding 1, or the VAE's asymmetric zero pad) and `Upsample2D` (nearest x2 or to a size, then 3x3 conv).
 
 use super::conv_cfg;
 use candle_core::{Module, Result, Tensor};
@@ -7,19 +7,35 @@ use candle_nn::{Conv2d, VarBuilder, conv2d};
 #[derive(Debug, Clone)]
 pub struct Downsample2D {
     conv: Conv2d,
+    pad_right_bottom: bool,
 }
 
 impl Downsample2D {
     pub fn new(vb: VarBuilder, channels: usize) -> Result<Self> {
         Ok(Self {
             conv: conv2d(channels, channels, 3, conv_cfg(2, 1), vb.pp("conv"))?,
+            pad_right_bottom: false,
+        })
+    }
+
+    /// diffusers' `padding=0` form (the VAE's): one zero row and column appended at the bottom
+    /// and right, then an unpadded conv, so the window grid starts at the top-left pixel.
+    pub fn new_pad_right_bottom(vb: VarBuilder, channels: usize) -> Result<Self> {
+        Ok(Self {
+            conv: conv2d(channels, channels, 3, conv_cfg(2, 0), vb.pp("conv"))?,
+            pad_right_bottom: true,
         })
     }
 }
 
 impl Module for Downsample2D {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.conv.forward(x)
+        if self.pad_right_bottom {
+            let x = x.pad_with_zeros(2, 0, 1)?.pad_with_zeros(3, 0, 1)?;
+            self.conv.forward(&x)
+        } else {
+            self.conv.forward(x)
+        }
     }
 }
 

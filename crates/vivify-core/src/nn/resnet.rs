@@ -1,4 +1,5 @@
-//! `ResnetBlock2D` with a time embedding (pre-norm, SiLU, output scale 1).
+//! `ResnetBlock2D` (pre-norm, SiLU, output scale 1), with a time embedding (the UNet's) or
+//! without one (the VAE's, diffusers' `temb_channels=None`).
 
 use super::conv_cfg;
 use super::norm::GroupNorm;
@@ -9,7 +10,7 @@ use candle_nn::{Conv2d, Linear, VarBuilder, conv2d, linear};
 pub struct ResnetBlock2D {
     norm1: GroupNorm,
     conv1: Conv2d,
-    time_emb_proj: Linear,
+    time_emb_proj: Option<Linear>,
     norm2: GroupNorm,
     conv2: Conv2d,
     conv_shortcut: Option<Conv2d>,
@@ -24,6 +25,35 @@ impl ResnetBlock2D {
         groups: usize,
         eps: f64,
     ) -> Result<Self> {
+        Self::build(
+            vb,
+            in_channels,
+            out_channels,
+            Some(temb_channels),
+            groups,
+            eps,
+        )
+    }
+
+    /// A block without `time_emb_proj`, run with [`Self::forward_without_time`].
+    pub fn new_without_time_embedding(
+        vb: VarBuilder,
+        in_channels: usize,
+        out_channels: usize,
+        groups: usize,
+        eps: f64,
+    ) -> Result<Self> {
+        Self::build(vb, in_channels, out_channels, None, groups, eps)
+    }
+
+    fn build(
+        vb: VarBuilder,
+        in_channels: usize,
+        out_channels: usize,
+        temb_channels: Option<usize>,
+        groups: usize,
+        eps: f64,
+    ) -> Result<Self> {
         let conv_shortcut = if in_channels != out_channels {
             Some(conv2d(
                 in_channels,
@@ -35,10 +65,14 @@ impl ResnetBlock2D {
         } else {
             None
         };
+        let time_emb_proj = match temb_channels {
+            Some(t) => Some(linear(t, out_channels, vb.pp("time_emb_proj"))?),
+            None => None,
+        };
         Ok(Self {
             norm1: GroupNorm::new(vb.pp("norm1"), groups, in_channels, eps)?,
             conv1: conv2d(in_channels, out_channels, 3, conv_cfg(1, 1), vb.pp("conv1"))?,
-            time_emb_proj: linear(temb_channels, out_channels, vb.pp("time_emb_proj"))?,
+            time_emb_proj,
             norm2: GroupNorm::new(vb.pp("norm2"), groups, out_channels, eps)?,
             conv2: conv2d(
                 out_channels,
@@ -53,18 +87,54 @@ impl ResnetBlock2D {
 
     /// x (N, C, H, W), temb (N, temb_channels).
     pub fn forward(&self, x: &Tensor, temb: &Tensor) -> Result<Tensor> {
+        self.forward_impl(x, Some(temb))
+    }
+
+    /// x (N, C, H, W) through a block built without a time embedding.
+    pub fn forward_without_time(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_impl(x, None)
+    }
+
+    fn forward_impl(&self, x: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
         let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
-        let t = self
-            .time_emb_proj
-            .forward(&temb.silu()?)?
-            .unsqueeze(2)?
-            .unsqueeze(3)?;
-        let h = h.broadcast_add(&t)?;
+        let h = match (&self.time_emb_proj, temb) {
+            (Some(proj), Some(temb)) => {
+                let t = proj.forward(&temb.silu()?)?.unsqueeze(2)?.unsqueeze(3)?;
+                h.broadcast_add(&t)?
+            }
+            (None, None) => h,
+            (Some(_), None) => {
+                candle_core::bail!("ResnetBlock2D: this block needs a time embedding")
+            }
+            (None, Some(_)) => {
+                candle_core::bail!("ResnetBlock2D: this block has no time embedding projection")
+            }
+        };
         let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(x)?,
             None => x.clone(),
         };
         shortcut + h
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    #[test]
+    fn time_embedding_presence_must_match_the_call() {
+        let dev = Device::Cpu;
+        let vb = VarBuilder::zeros(DType::F32, &dev);
+        let x = Tensor::zeros((1, 4, 3, 3), DType::F32, &dev).unwrap();
+        let temb = Tensor::zeros((1, 8), DType::F32, &dev).unwrap();
+        let with = ResnetBlock2D::new(vb.clone(), 4, 4, 8, 2, 1e-5).unwrap();
+        let without = ResnetBlock2D::new_without_time_embedding(vb, 4, 4, 2, 1e-6).unwrap();
+        assert!(with.forward(&x, &temb).is_ok());
+        assert!(with.forward_without_time(&x).is_err());
+        assert!(without.forward_without_time(&x).is_ok());
+        assert!(without.forward(&x, &temb).is_err());
     }
 }

@@ -1,3 +1,4 @@
 //! Model ports.
 
+pub mod clip;
 pub mod unet;

@@ -86,14 +86,15 @@ def write_text(tensors, meta):
         hs = out.hidden_states  # (embeddings, layer 1, ..., layer N), last one not normed
         assert len(hs) == TEXT["num_hidden_layers"] + 1
         # What I2VGenXLPipeline.encode_prompt computes with clip_skip=1 (the pipeline default):
-        # hidden_states[-(clip_skip + 1)] through final_layer_norm.
+        # hidden_states[-(clip_skip + 1)] through final_layer_norm. (diffusers 0.42.1 reaches the
+        # norm as text_encoder.text_model.final_layer_norm, which transformers 5 no longer has:
+        # that pipeline path raises AttributeError there, so the reference is computed here.)
         penultimate = model.final_layer_norm(hs[-2])
     tensors["text.in.input_ids"] = ids
     tensors["text.embeddings"] = hs[0]
     tensors["text.layer0.out"] = hs[1]
     tensors["text.penultimate_normed"] = penultimate
     tensors["text.last_hidden_state"] = out.last_hidden_state
-    tensors["text.pooler_output"] = out.pooler_output
 
     bare = os.path.join(CLIP, "text_bare")
     model.save_pretrained(bare)

@@ -4,6 +4,10 @@
 //! `clip_skip=1`, so its prompt embedding is `final_layer_norm(hidden_states[-2])`: the output of
 //! the penultimate layer, normed. `clip_skip=None` would give `last_hidden_state` instead. That
 //! is [`ClipTextModel::forward`] and [`ClipTextModel::last_hidden_state`] here.
+//!
+//! (diffusers 0.42.1 reaches the norm as `text_encoder.text_model.final_layer_norm`; with
+//! transformers 5, whose `CLIPTextModel` has no `text_model`, that default path raises
+//! AttributeError. The semantics above are those of transformers 4, where it runs.)
 
 use super::config::ClipTextConfig;
 use super::{

@@ -1,4 +1,5 @@
 //! Model ports.
 
+pub mod clip;
 pub mod unet;
 pub mod vae;

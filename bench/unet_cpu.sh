@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # CPU baseline: one I2VGen-XL UNet forward (guided batch of 2) at a mid-size config, vivify beside
 # diffusers on the same machine and thread count. Needs the parity environment
-# (tools/parity/setup.sh). Usage: bench/unet_cpu.sh [THREADS] [WIDTHxHEIGHTxFRAMES]
+# (tools/parity/setup.sh), or PARITY_PYTHON naming a Python with diffusers 0.42.1.
+# Usage: bench/unet_cpu.sh [THREADS] [WIDTHxHEIGHTxFRAMES]
+# VIVIFY_BIN=path uses a prebuilt binary (for machines without cargo) instead of building.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads="${1:-$(nproc)}"
@@ -10,8 +12,12 @@ IFS=x read -r width height frames <<<"$size"
 py="${PARITY_PYTHON:-tools/parity/.venv/bin/python}"
 common=(--config bench/unet_cpu/config.json --width "$width" --height "$height" --frames "$frames" --batch 2 --iters 3)
 
-cargo build --release -q -p vivify-cli
-ours=$(RAYON_NUM_THREADS="$threads" target/release/vivify bench-unet "${common[@]}")
+bin="${VIVIFY_BIN:-}"
+if [ -z "$bin" ]; then
+  cargo build --release -q -p vivify-cli
+  bin=target/release/vivify
+fi
+ours=$(RAYON_NUM_THREADS="$threads" "$bin" bench-unet "${common[@]}")
 theirs=$(OMP_NUM_THREADS="$threads" "$py" bench/unet_cpu/diffusers_unet.py "${common[@]}" --threads "$threads")
 echo "$ours"
 echo "$theirs"

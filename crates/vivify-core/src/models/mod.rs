@@ -1,3 +1,4 @@
 //! Model ports.
 
+pub mod tokenizer;
 pub mod unet;

@@ -27,7 +27,7 @@ use regex::Regex;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
-use unicode_normalization::UnicodeNormalization;
+use unicode_normalization_alignments::UnicodeNormalization;
 
 pub use files::DEFAULT_MAX_LENGTH;
 
@@ -111,11 +111,15 @@ impl std::fmt::Debug for ClipTokenizer {
     }
 }
 
-/// NFC, whitespace runs to one space, per-character lower-casing: `tokenizers`' `Lowercase`
-/// maps each character on its own, so a final capital sigma becomes σ, not ς as
-/// `str::to_lowercase` would give.
+/// NFC, whitespace runs to one space, per-character lower-casing.
+///
+/// NFC comes from `unicode-normalization-alignments`, the crate (and so the Unicode 9 tables)
+/// `tokenizers` uses: the current `unicode-normalization` reorders combining marks added to
+/// Unicode since (e.g. U+1AC3 after U+0301), which changes ids. `tokenizers`' `Lowercase` maps
+/// each character on its own, so a final capital sigma becomes σ, not ς as `str::to_lowercase`
+/// would give.
 fn normalize(text: &str) -> String {
-    let nfc: String = text.nfc().collect();
+    let nfc: String = text.nfc().map(|(c, _)| c).collect();
     let spaced = WHITESPACE_RUN.replace_all(&nfc, " ");
     spaced.chars().flat_map(char::to_lowercase).collect()
 }
@@ -349,6 +353,8 @@ mod tests {
         // Per-character lower-casing: no final sigma.
         assert_eq!(normalize("ΣΑΣ"), "σασ");
         assert_eq!(normalize("\u{3000}x\u{a0}"), " x ");
+        // Unicode 9 NFC tables, as tokenizers: U+1AC3 (Unicode 14) is not reordered.
+        assert_eq!(normalize("q\u{301}\u{1ac3}"), "q\u{301}\u{1ac3}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Model ports.
 
 pub mod clip;
+pub mod tokenizer;
 pub mod unet;
 pub mod vae;

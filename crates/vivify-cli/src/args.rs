@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
+use vivify_core::pipeline::request;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -19,8 +20,8 @@ pub struct Cli {
 pub enum Command {
     /// Validate a diffusers model directory: lists every missing, unexpected or mis-shaped tensor.
     CheckModel(CheckModelArgs),
-    /// Run the denoising stage alone (UNet + DDIM with guidance) and write the final latents.
-    Denoise(DenoiseArgs),
+    /// Generate a video from an image and a prompt.
+    Generate(GenerateArgs),
     /// Time UNet forward passes at a given config and size (used by bench/).
     BenchUnet(BenchUnetArgs),
 }
@@ -59,34 +60,49 @@ pub struct DeviceArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct DenoiseArgs {
+pub struct GenerateArgs {
     /// `tiny` (built in, no download) or a diffusers model directory.
     #[arg(long, default_value = "tiny")]
     pub model: String,
+    /// The still image to animate (JPEG, PNG or WebP).
+    #[arg(long)]
+    pub image: PathBuf,
+    #[arg(long)]
+    pub prompt: String,
+    /// What guidance steers away from (default: empty).
+    #[arg(long, default_value = "")]
+    pub negative_prompt: String,
     /// Video width in pixels (multiple of 8).
-    #[arg(long, default_value_t = 1280)]
+    #[arg(long, default_value_t = request::DEFAULT_WIDTH)]
     pub width: usize,
     /// Video height in pixels (multiple of 8).
-    #[arg(long, default_value_t = 704)]
+    #[arg(long, default_value_t = request::DEFAULT_HEIGHT)]
     pub height: usize,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = request::DEFAULT_FRAMES)]
     pub frames: usize,
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = request::DEFAULT_STEPS)]
     pub steps: usize,
     /// Classifier-free guidance scale; 1 or less turns guidance off.
-    #[arg(long, default_value_t = 9.0)]
+    #[arg(long, default_value_t = request::DEFAULT_GUIDANCE, allow_negative_numbers = true)]
     pub guidance: f64,
     /// Frames-per-second conditioning of the model.
-    #[arg(long, default_value_t = 16.0)]
-    pub fps: f32,
+    #[arg(long, default_value_t = request::DEFAULT_FPS)]
+    pub fps: u32,
+    /// Seed of the initial noise (ignored with --latents).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Initial noise: safetensors with tensor `latents` of shape (1, 4, frames, height/8, width/8).
     #[arg(long)]
     pub latents: Option<PathBuf>,
-    /// Where to write the final latents (safetensors, tensor `latents`).
+    /// Output directory for the frames 0000.png, 0001.png, ...
     #[arg(long)]
-    pub output_latents: PathBuf,
+    pub output: PathBuf,
+    /// Also write the final latents before decoding (safetensors, tensor `latents`).
+    #[arg(long)]
+    pub output_latents: Option<PathBuf>,
+    /// Frames per VAE decode call.
+    #[arg(long, default_value_t = request::DEFAULT_DECODE_CHUNK)]
+    pub decode_chunk: usize,
     #[command(flatten)]
     pub device: DeviceArgs,
 }

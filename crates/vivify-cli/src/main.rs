@@ -11,7 +11,7 @@ fn main() -> std::process::ExitCode {
     let cli = args::Cli::parse();
     let result = match cli.command {
         args::Command::CheckModel(a) => commands::check_model::run(&a),
-        args::Command::Denoise(a) => commands::denoise::run(&a),
+        args::Command::Generate(a) => commands::generate::run(&a),
         args::Command::BenchUnet(a) => commands::bench_unet::run(&a),
     };
     match result {

@@ -1,11 +1,10 @@
-//! Resolving `--model` and `--device` into a loaded UNet and its scheduler.
+//! Resolving `--model` and `--device`.
 
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device};
 use std::path::Path;
-use vivify_core::models::unet::{I2VGenXLUNet, WEIGHTS_STEM};
-use vivify_core::scheduler::DdimConfig;
-use vivify_core::weights::{find_weight_files, tiny_unet};
+use vivify_core::pipeline::models::I2VGenXLModels;
+use vivify_core::weights::tiny_models;
 
 pub fn parse_device(spec: &str) -> Result<Device> {
     match spec {
@@ -24,28 +23,14 @@ pub fn parse_device(spec: &str) -> Result<Device> {
     }
 }
 
-/// The UNet and scheduler config of `--model` (`tiny` or a diffusers directory).
-pub fn load_unet(model: &str, dtype: DType, device: &Device) -> Result<(I2VGenXLUNet, DdimConfig)> {
+/// Every component of `--model`: `tiny` or a diffusers directory.
+pub fn load_models(model: &str, dtype: DType, device: &Device) -> Result<I2VGenXLModels> {
     if model == "tiny" {
-        return Ok((tiny_unet(dtype, device)?, DdimConfig::i2vgen_xl()));
+        return Ok(tiny_models(dtype, device)?);
     }
     let dir = Path::new(model);
     if !dir.is_dir() {
-        bail!(
-            "--model {model}: not `tiny` and not a directory (hub downloads are not implemented yet)"
-        );
+        bail!("--model {model}: not `tiny` and not a directory");
     }
-    // f32 runs prefer the full-precision file, half-precision runs the fp16 variant; the fp16
-    // lookup falls back to the plain file by itself.
-    let unet_dir = dir.join("unet");
-    let full_precision = find_weight_files(&unet_dir, WEIGHTS_STEM, None).is_ok();
-    let variant = if dtype == DType::F32 && full_precision {
-        None
-    } else {
-        Some("fp16")
-    };
-    let unet = I2VGenXLUNet::load(&unet_dir, variant, dtype, device)
-        .with_context(|| format!("loading {}", unet_dir.display()))?;
-    let scheduler = DdimConfig::from_file(dir.join("scheduler/scheduler_config.json"))?;
-    Ok((unet, scheduler))
+    I2VGenXLModels::load(dir, dtype, device).with_context(|| format!("--model {model}"))
 }

@@ -28,10 +28,14 @@ fn read_latents(path: &Path) -> candle_core::Tensor {
 }
 
 #[test]
-fn check_model_accepts_a_good_unet_and_lists_problems_of_a_bad_one() {
+fn check_model_checks_a_component_dir_and_lists_problems_of_a_bad_model() {
     let out = vivify(&["check-model", fixture_unet().to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("933656 parameters"), "{}", text(&out));
+    assert!(
+        text(&out).contains("933656 parameters): ok"),
+        "{}",
+        text(&out)
+    );
 
     // A model dir whose UNet lost a tensor and gained another.
     let dir = tempfile::tempdir().unwrap();
@@ -63,61 +67,85 @@ fn check_model_accepts_a_good_unet_and_lists_problems_of_a_bad_one() {
         "{report}"
     );
     assert!(report.contains("unexpected tensor bogus"), "{report}");
+    // The other components are missing from this model dir: each is reported.
+    assert!(report.contains("no `text_encoder` component"), "{report}");
     assert!(
-        report.contains("vae (AutoencoderKL): not checked"),
+        report.contains("no diffusion_pytorch_model[.fp16].safetensors weights"),
         "{report}"
     );
 }
 
-#[test]
-fn denoise_tiny_is_deterministic_and_honours_latents() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = dir.path().join("a.safetensors");
-    let b = dir.path().join("b.safetensors");
-    let c = dir.path().join("c.safetensors");
-    let common = [
-        "denoise", "--model", "tiny", "--width", "32", "--height", "24", "--frames", "3",
-        "--steps", "2",
-    ];
-    for path in [&a, &b] {
-        let out = vivify(
-            &[
-                &common[..],
-                &["--seed", "7", "--output-latents", path.to_str().unwrap()],
-            ]
-            .concat(),
-        );
-        assert!(out.status.success(), "{}", text(&out));
-    }
-    let (la, lb) = (read_latents(&a), read_latents(&b));
-    assert_eq!(la.dims(), &[1, 4, 3, 3, 4]);
-    let diff = (&la - &lb)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    assert_eq!(diff, 0.0, "same seed, same output");
+fn input_image() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/image/src_wide.png")
+}
 
-    // --latents replaces the seeded noise: feeding a's output as the start changes the result.
-    let out = vivify(
-        &[
-            &common[..],
-            &[
-                "--seed",
-                "7",
-                "--latents",
-                a.to_str().unwrap(),
-                "--output-latents",
-                c.to_str().unwrap(),
-            ],
-        ]
-        .concat(),
+/// `generate --model tiny` on the fixture image at a small size, plus `extra` flags.
+fn generate_tiny(output: &Path, extra: &[&str]) -> Output {
+    let image = input_image();
+    let base = [
+        "generate",
+        "--model",
+        "tiny",
+        "--image",
+        image.to_str().unwrap(),
+        "--prompt",
+        "a red balloon",
+        "--width",
+        "32",
+        "--height",
+        "24",
+        "--frames",
+        "3",
+        "--steps",
+        "2",
+        "--output",
+        output.to_str().unwrap(),
+    ];
+    vivify(&[&base[..], extra].concat())
+}
+
+#[test]
+fn generate_tiny_writes_frames_deterministically() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let la = dir.path().join("a.safetensors");
+    let out = generate_tiny(
+        &a,
+        &["--seed", "7", "--output-latents", la.to_str().unwrap()],
     );
     assert!(out.status.success(), "{}", text(&out));
-    let diff = (&read_latents(&c) - &la)
+    assert!(text(&out).contains("denoise done"), "{}", text(&out));
+    let out = generate_tiny(&b, &["--seed", "7"]);
+    assert!(out.status.success(), "{}", text(&out));
+    for i in 0..3 {
+        let name = format!("{i:04}.png");
+        let (fa, fb) = (
+            std::fs::read(a.join(&name)).unwrap(),
+            std::fs::read(b.join(&name)).unwrap(),
+        );
+        assert_eq!(fa, fb, "frame {name} differs between identical runs");
+        let img = image::open(a.join(&name)).unwrap();
+        assert_eq!((img.width(), img.height()), (32, 24));
+    }
+    assert!(!a.join("0003.png").exists());
+    assert_eq!(read_latents(&la).dims(), &[1, 4, 3, 3, 4]);
+
+    // --latents replaces the seeded noise.
+    let c = dir.path().join("c");
+    let lc = dir.path().join("c.safetensors");
+    let out = generate_tiny(
+        &c,
+        &[
+            "--seed",
+            "7",
+            "--latents",
+            la.to_str().unwrap(),
+            "--output-latents",
+            lc.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let diff = (&read_latents(&lc) - &read_latents(&la))
         .unwrap()
         .abs()
         .unwrap()
@@ -129,45 +157,16 @@ fn denoise_tiny_is_deterministic_and_honours_latents() {
 }
 
 #[test]
-fn denoise_rejects_bad_input_with_the_field_named() {
+fn generate_rejects_bad_input_with_the_field_named() {
     let dir = tempfile::tempdir().unwrap();
-    let out_path = dir.path().join("x.safetensors");
-    let out_str = out_path.to_str().unwrap();
-    let cases: [(&[&str], &str); 5] = [
-        (
-            &["--width", "30"],
-            "--width 30: must be a positive multiple of 8",
-        ),
-        (&["--frames", "1"], "--frames 1: must be at least 2"),
-        (&["--steps", "0"], "`steps`"),
-        (
-            &["--dtype", "bf16"],
-            "bf16 compute is not available on the CPU",
-        ),
-        (&["--device", "cuda"], "no CUDA support"),
-    ];
-    for (extra, expected) in cases {
-        let base = [
-            "denoise",
-            "--model",
-            "tiny",
-            "--width",
-            "32",
-            "--height",
-            "32",
-            "--frames",
-            "2",
-            "--steps",
-            "2",
-            "--output-latents",
-            out_str,
-        ];
-        let out = vivify(&[&base[..], extra].concat());
-        assert!(!out.status.success(), "{extra:?} was accepted");
-        assert!(text(&out).contains(expected), "{extra:?}: {}", text(&out));
-    }
-    // Initial latents of the wrong shape name the expected one.
-    let wrong = dir.path().join("wrong.safetensors");
+    let out_dir = dir.path().join("out");
+    let corrupt = dir.path().join("corrupt.png");
+    std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\n truncated").unwrap();
+    let bmp = dir.path().join("image.bmp");
+    std::fs::write(&bmp, b"BM\x3a\0\0\0\0\0\0\0\x36\0\0\0").unwrap();
+    let missing = dir.path().join("missing.png");
+    let no_model = dir.path().join("nope");
+    let wrong_latents = dir.path().join("wrong.safetensors");
     let t = candle_core::Tensor::zeros(
         (1, 4, 2, 2, 2),
         candle_core::DType::F32,
@@ -176,31 +175,44 @@ fn denoise_rejects_bad_input_with_the_field_named() {
     .unwrap();
     candle_core::safetensors::save(
         &std::collections::HashMap::from([("latents".to_string(), t)]),
-        &wrong,
+        &wrong_latents,
     )
     .unwrap();
-    let out = vivify(&[
-        "denoise",
-        "--model",
-        "tiny",
-        "--width",
-        "32",
-        "--height",
-        "32",
-        "--frames",
-        "2",
-        "--steps",
-        "2",
-        "--latents",
-        wrong.to_str().unwrap(),
-        "--output-latents",
-        out_str,
-    ]);
-    assert!(
-        text(&out).contains("expected [1, 4, 2, 4, 4]"),
-        "{}",
-        text(&out)
-    );
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--width", "36"], "`width`"),
+        (vec!["--height", "8"], "`height`"),
+        (vec!["--width", "8192"], "`width`"),
+        (vec!["--frames", "1"], "`frames`"),
+        (vec!["--steps", "0"], "`steps`"),
+        (vec!["--guidance", "-1"], "`guidance`"),
+        (
+            vec!["--dtype", "bf16"],
+            "bf16 compute is not available on the CPU",
+        ),
+        (vec!["--device", "cuda"], "no CUDA support"),
+        (vec!["--image", missing.to_str().unwrap()], "missing.png"),
+        (vec!["--image", corrupt.to_str().unwrap()], "`image`"),
+        (vec!["--image", bmp.to_str().unwrap()], "`image`"),
+        (
+            vec!["--model", no_model.to_str().unwrap()],
+            "not `tiny` and not a directory",
+        ),
+        (
+            vec!["--latents", wrong_latents.to_str().unwrap()],
+            "expected [1, 4, 3, 3, 4]",
+        ),
+        (
+            vec!["--output", "video.mp4"],
+            "video files are not written yet",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let out = generate_tiny(&out_dir, &extra);
+        let report = text(&out);
+        assert!(!out.status.success(), "{extra:?} was accepted");
+        assert!(report.contains(expected), "{extra:?}: {report}");
+        assert!(!report.contains("panicked"), "{extra:?} panicked: {report}");
+    }
 }
 
 #[test]

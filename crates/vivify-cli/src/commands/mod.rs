@@ -1,3 +1,3 @@
 pub mod bench_unet;
 pub mod check_model;
-pub mod denoise;
+pub mod generate;

@@ -1,5 +1,9 @@
-//! The generation loop, stage by stage.
+//! The generation pipeline, stage by stage.
 
+pub mod check;
 pub mod denoise;
+pub mod generate;
+pub mod models;
 pub mod pillow_resize;
 pub mod preprocess;
+pub mod request;

@@ -9,4 +9,4 @@ mod tiny;
 pub use checkpoint::{Checkpoint, StoredTensor, find_weight_files};
 pub use random::random_weights;
 pub use spec::{TensorSpec, spec_of, unet_spec};
-pub use tiny::{TINY_SEED, random_unet, tiny_unet, tiny_unet_config};
+pub use tiny::{TINY_SEED, random_unet, tiny_models, tiny_unet, tiny_unet_config};

@@ -28,13 +28,13 @@ const IGNORED_BUFFERS: [&str; 3] = [
 
 /// Whether a checkpoint names its tower tensors under `prefix` (e.g. `text_model`): published
 /// files do; transformers 5 saves `CLIPTextModel` without it.
-pub(crate) fn has_prefix(checkpoint: &Checkpoint, prefix: &str) -> bool {
+pub fn has_prefix(checkpoint: &Checkpoint, prefix: &str) -> bool {
     let dotted = format!("{prefix}.");
     checkpoint.tensors.keys().any(|k| k.starts_with(&dotted))
 }
 
 /// Forgets the ignorable buffers so that the checkpoint check does not report them.
-pub(crate) fn drop_ignored_buffers(checkpoint: &mut Checkpoint) {
+pub fn drop_ignored_buffers(checkpoint: &mut Checkpoint) {
     checkpoint
         .tensors
         .retain(|name, _| !IGNORED_BUFFERS.contains(&name.as_str()));

@@ -56,7 +56,7 @@ static ENDS_WITH_WORD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\w$").exp
 
 /// GPT-2's reversible byte-to-character table: printable Latin-1 bytes map to themselves, the
 /// other bytes to U+0100 onwards, so every byte string is a string of visible characters.
-fn byte_alphabet() -> [char; 256] {
+pub fn byte_alphabet() -> [char; 256] {
     let mut table = ['\0'; 256];
     let mut next = 256u32;
     for b in 0..=255u8 {

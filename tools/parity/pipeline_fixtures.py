@@ -211,8 +211,7 @@ def meta_build(cls, *args, meta=False, **kwargs):
 def write_model(model_dir, unet_cfg, vae_cfg, text_cfg, vision_cfg, vocab, merges, seed, meta=False,
                 log=print):
     """Random weights (rounded to f16) for the four models, saved as fp16 variants in the
-    published layout, plus tokenizer, scheduler, feature extractor and model_index.json. Returns
-    {component: {name: f16 tensor}} of what was stored (for the load check)."""
+    published layout, plus tokenizer, scheduler, feature extractor and model_index.json."""
     from diffusers import AutoencoderKL, I2VGenXLUNet
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
 
@@ -223,7 +222,6 @@ def write_model(model_dir, unet_cfg, vae_cfg, text_cfg, vision_cfg, vocab, merge
     write_json(os.path.join(model_dir, "feature_extractor", "preprocessor_config.json"), FEATURE_EXTRACTOR)
     write_tokenizer(os.path.join(model_dir, "tokenizer"), vocab, merges)
     gen = torch.Generator().manual_seed(seed)
-    stored = {}
 
     for name, cls, cfg in (("unet", I2VGenXLUNet, unet_cfg), ("vae", AutoencoderKL, vae_cfg)):
         model = meta_build(cls, meta=meta, **cfg)
@@ -233,9 +231,8 @@ def write_model(model_dir, unet_cfg, vae_cfg, text_cfg, vision_cfg, vocab, merge
         os.makedirs(d)
         model.save_config(d)
         save_file(sd, os.path.join(d, "diffusion_pytorch_model.fp16.safetensors"), metadata={"format": "pt"})
-        stored[name] = sd
         log(f"{name}: {sum(v.numel() for v in sd.values())} parameters")
-        del model
+        del model, sd
 
     for name, cls, conf, prefix in (
             ("text_encoder", CLIPTextModel, CLIPTextConfig(**text_cfg), "text_model."),
@@ -255,10 +252,8 @@ def write_model(model_dir, unet_cfg, vae_cfg, text_cfg, vision_cfg, vocab, merge
         conf.architectures = [cls.__name__]
         conf.save_pretrained(d)
         save_file(sd, os.path.join(d, "model.fp16.safetensors"), metadata={"format": "pt"})
-        stored[name] = sd
         log(f"{name}: {sum(v.numel() for v in sd.values())} parameters")
-        del model
-    return stored
+        del model, sd
 
 
 def synthetic_image(width, height):
@@ -276,24 +271,31 @@ def synthetic_image(width, height):
     return img
 
 
-def load_pipeline(model_dir, stored=None):
+WEIGHT_FILES = {"unet": "diffusion_pytorch_model.fp16.safetensors",
+                "vae": "diffusion_pytorch_model.fp16.safetensors",
+                "text_encoder": "model.fp16.safetensors", "image_encoder": "model.fp16.safetensors"}
+
+
+def load_pipeline(model_dir, check=True):
     """Loads the pipeline as vivify's users would (fp16 variant, computed in f32) and checks every
-    loaded tensor against what was stored (a name transformers/diffusers did not map would
-    otherwise be silently re-initialised)."""
+    loaded tensor against the stored file, read one tensor at a time (a name transformers or
+    diffusers did not map would otherwise be silently re-initialised)."""
     from diffusers import I2VGenXLPipeline
+    from safetensors import safe_open
     pipe = I2VGenXLPipeline.from_pretrained(model_dir, variant="fp16", torch_dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
-    if stored is not None:
-        for name, sd in stored.items():
-            module = getattr(pipe, name)
-            loaded = module.state_dict()
+    if check:
+        for name, fname in WEIGHT_FILES.items():
+            loaded = getattr(pipe, name).state_dict()
             prefix = "text_model." if name == "text_encoder" else ""
-            names = {k[len(prefix):] for k in sd}
-            assert names == set(loaded), f"{name}: loaded names differ: {sorted(names ^ set(loaded))[:5]}"
-            for k, v in sd.items():
-                t = loaded[k[len(prefix):]]
-                assert t.dtype == torch.float32, (name, k, t.dtype)
-                assert torch.equal(t, v.float()), f"{name}.{k} differs after loading"
+            with safe_open(os.path.join(model_dir, name, fname), "pt") as fh:
+                keys = list(fh.keys())
+                names = {k[len(prefix):] for k in keys}
+                assert names == set(loaded), f"{name}: loaded names differ: {sorted(names ^ set(loaded))[:5]}"
+                for k in keys:
+                    t = loaded[k[len(prefix):]]
+                    assert t.dtype == torch.float32, (name, k, t.dtype)
+                    assert torch.equal(t, fh.get_tensor(k).float()), f"{name}.{k} differs after loading"
     return pipe
 
 
@@ -394,8 +396,8 @@ def main():
     os.makedirs(OUT)
     model_dir = os.path.join(OUT, "model")
     vocab, merges = byte_vocab()
-    stored = write_model(model_dir, TINY_UNET, TINY_VAE, TINY_TEXT, TINY_VISION, vocab, merges, seed=2024)
-    pipe = load_pipeline(model_dir, stored)
+    write_model(model_dir, TINY_UNET, TINY_VAE, TINY_TEXT, TINY_VISION, vocab, merges, seed=2024)
+    pipe = load_pipeline(model_dir)
     patch_pipeline(pipe)
     case = dict(TINY_CASE)
     image = synthetic_image(96, 64)

@@ -69,7 +69,7 @@ CASE = dict(prompt="A red fox jumps over a lazy dog at sunset, cinematic, 4k",
 
 
 def peak_rss_gb(who=resource.RUSAGE_SELF):
-    return resource.getrusage(who).ru_maxrss / 1024 ** 2  # ru_maxrss is in KiB on Linux
+    return resource.getrusage(who).ru_maxrss / 1024 ** 2  # GiB; ru_maxrss is in KiB on Linux
 
 
 def make_model(model_dir, bpe):
@@ -78,7 +78,7 @@ def make_model(model_dir, bpe):
     assert len(vocab) == 49408
     log = lambda msg: print(f"[{time.time() - t0:7.1f}s] {msg}", flush=True)
     pf.write_model(model_dir, UNET, VAE, TEXT, VISION, vocab, merges, seed=31337, meta=True, log=log)
-    log(f"weights written, peak RSS {peak_rss_gb():.2f} GB")
+    log(f"weights written, peak RSS {peak_rss_gb():.2f} GiB")
 
 
 def main():
@@ -99,7 +99,7 @@ def main():
         t0 = time.time()
         subprocess.run([sys.executable, os.path.abspath(__file__), "--out", out, "--bpe", args.bpe,
                         "--only-model"], check=True)
-        print(f"model creation: {time.time() - t0:.1f} s, peak RSS {peak_rss_gb(resource.RUSAGE_CHILDREN):.2f} GB",
+        print(f"model creation: {time.time() - t0:.1f} s, peak RSS {peak_rss_gb(resource.RUSAGE_CHILDREN):.2f} GiB",
               flush=True)
     else:
         print(f"using the existing model in {model_dir}")
@@ -118,10 +118,10 @@ def main():
     pf.write_outputs(out, image, case, latents, frames, captured)
     lat = captured["latents"]
     summary = dict(load_s=round(t_load, 1), generate_s=round(t_run, 1),
-                   peak_rss_gb=round(peak_rss_gb(), 2), threads=torch.get_num_threads(),
+                   peak_rss_gib=round(peak_rss_gb(), 2), threads=torch.get_num_threads(),
                    final_latents_mean=round(float(lat.mean()), 5), final_latents_std=round(float(lat.std()), 5))
     print(f"generation (encoders, {case['num_inference_steps']} guided UNet steps, VAE encode/decode): "
-          f"{t_run:.1f} s; peak RSS (load + run) {summary['peak_rss_gb']:.2f} GB")
+          f"{t_run:.1f} s; peak RSS (load + run) {summary['peak_rss_gib']:.2f} GiB")
     print(json.dumps(summary))
 
 

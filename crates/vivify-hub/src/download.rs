@@ -104,7 +104,8 @@ pub fn snapshot(
 }
 
 fn validate_repo_id(repo_id: &str) -> Result<()> {
-    let ok = repo_id.split('/').count() == 2
+    // `org/name`, or a legacy name without an organisation (`gpt2`).
+    let ok = (1..=2).contains(&repo_id.split('/').count())
         && repo_id.split('/').all(|p| {
             !p.is_empty()
                 && p != "."
@@ -340,7 +341,11 @@ impl<'a> Client<'a> {
 
     /// One request, no redirect followed; the token only goes to the endpoint's host.
     fn request(&self, method: &str, url: &str, range_from: u64) -> Result<Response<ureq::Body>> {
-        let mut req = ureq::http::Request::builder().method(method).uri(url);
+        // identity: the stored bytes and Content-Length must be the file's, not a gzip of it.
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(url)
+            .header("Accept-Encoding", "identity");
         if let Some(t) = &self.config.token
             && same_origin(url, &self.config.endpoint)
         {
@@ -748,7 +753,11 @@ impl FileJob<'_> {
         let target = format!("{}blobs/{etag}", "../".repeat(depth));
         #[cfg(unix)]
         {
-            std::os::unix::fs::symlink(&target, dst).map_err(HubError::io("symlink", dst))
+            match std::os::unix::fs::symlink(&target, dst) {
+                // Another process linked it meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dst.exists() => Ok(()),
+                r => r.map_err(HubError::io("symlink", dst)),
+            }
         }
         #[cfg(not(unix))]
         {
@@ -803,7 +812,9 @@ mod tests {
     #[test]
     fn repo_ids() {
         assert!(validate_repo_id("ali-vilab/i2vgen-xl").is_ok());
-        assert!(validate_repo_id("i2vgen-xl").is_err());
+        assert!(validate_repo_id("gpt2").is_ok());
+        assert!(validate_repo_id("").is_err());
+        assert!(validate_repo_id("a/").is_err());
         assert!(validate_repo_id("../x").is_err());
         assert!(validate_repo_id("a/b/c").is_err());
     }

@@ -5,7 +5,7 @@ pub type Result<T> = std::result::Result<T, HubError>;
 /// Everything that can go wrong fetching or resolving a model.
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
-    #[error("invalid repo id '{0}': expected 'org/name'")]
+    #[error("invalid repo id '{0}': expected 'org/name' (letters, digits, '-', '_', '.')")]
     InvalidRepoId(String),
     #[error(
         "repository '{repo_id}' not found on {endpoint} (HTTP 404); check the repo id (if it is private, set HF_TOKEN)"

@@ -56,3 +56,28 @@ pub fn indicatif_progress(multi: MultiProgress) -> impl Fn(DownloadEvent) + Send
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use indicatif::ProgressDrawTarget;
+
+    #[test]
+    fn indicatif_adapter_tracks_files() {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::hidden());
+        let cb = indicatif_progress(multi);
+        let path = "unet/x.safetensors".to_string();
+        cb(DownloadEvent::Started {
+            path: path.clone(),
+            total: Some(10),
+            resumed_from: 4,
+        });
+        cb(DownloadEvent::Advanced {
+            path: path.clone(),
+            bytes: 6,
+        });
+        cb(DownloadEvent::Finished { path: path.clone() });
+        cb(DownloadEvent::Cached { path: path.clone() });
+        cb(DownloadEvent::Advanced { path, bytes: 1 });
+    }
+}

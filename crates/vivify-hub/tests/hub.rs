@@ -113,6 +113,14 @@ fn first_download_makes_the_huggingface_hub_layout() {
     assert!(reqs.iter().all(|r| !r.path.ends_with(".bin")));
     assert!(
         reqs.iter()
+            .all(|r| r.headers.get("accept-encoding").map(String::as_str) == Some("identity"))
+    );
+    assert!(
+        reqs.iter()
+            .all(|r| !r.headers.contains_key("authorization"))
+    );
+    assert!(
+        reqs.iter()
             .any(|r| r.method == "GET" && r.path.starts_with("/cdn/")),
         "the redirected file was fetched from its Location"
     );

@@ -40,6 +40,9 @@ pub fn snapshot(
     } else {
         revision
     };
+    if !is_safe_repo_path(revision) {
+        return Err(HubError::InvalidRevision(revision.to_string()));
+    }
     let repo_dir = config.cache_dir.join(repo_folder_name(repo_id));
     if config.offline {
         return resolve_offline(config, &repo_dir, repo_id, revision, files);
@@ -124,6 +127,11 @@ fn is_commit_sha(s: &str) -> bool {
     s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// A relative path that stays inside its folder: no empty, `.` or `..` component, no `\\`.
+pub(crate) fn is_safe_repo_path(p: &str) -> bool {
+    !p.contains('\\') && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
 fn is_index(path: &str) -> bool {
     path.ends_with(".json") && path.contains(".safetensors.") && path.contains("index")
 }
@@ -149,6 +157,12 @@ fn index_shards(snap: &Path, index: &str) -> Result<Vec<String>> {
             None => s,
         })
         .collect();
+    if let Some(bad) = shards.iter().find(|s| !is_safe_repo_path(s)) {
+        return Err(HubError::CacheCorrupt {
+            path: p,
+            detail: format!("shard path {bad:?} leaves the repository"),
+        });
+    }
     Ok(shards.into_iter().collect())
 }
 
@@ -159,10 +173,12 @@ fn write_ref(repo_dir: &Path, revision: &str, sha: &str) -> Result<()> {
     }
     let parent = path.parent().unwrap_or(repo_dir);
     fs::create_dir_all(parent).map_err(HubError::io("create directory", parent))?;
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let tmp = parent.join(format!(
-        ".{}.{}.tmp",
+        ".{}.{}.{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("ref"),
-        std::process::id()
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     fs::write(&tmp, sha).map_err(HubError::io("write", &tmp))?;
     fs::rename(&tmp, &path).map_err(HubError::io("write", &path))
@@ -746,7 +762,12 @@ impl FileJob<'_> {
     fn link(&self, etag: &str, dst: &Path) -> Result<()> {
         let parent = dst.parent().unwrap_or(self.snap);
         fs::create_dir_all(parent).map_err(HubError::io("create directory", parent))?;
+        if fs::metadata(dst).is_ok() {
+            // Linked by another process meanwhile.
+            return Ok(());
+        }
         if fs::symlink_metadata(dst).is_ok() {
+            // A dangling link (its blob was deleted): replace it.
             fs::remove_file(dst).map_err(HubError::io("remove", dst))?;
         }
         let depth = self.path.matches('/').count() + 2;
@@ -817,5 +838,11 @@ mod tests {
         assert!(validate_repo_id("a/").is_err());
         assert!(validate_repo_id("../x").is_err());
         assert!(validate_repo_id("a/b/c").is_err());
+        assert!(is_safe_repo_path("unet/config.json"));
+        assert!(is_safe_repo_path("refs/pr/1"));
+        assert!(!is_safe_repo_path("../x"));
+        assert!(!is_safe_repo_path("a/../../x"));
+        assert!(!is_safe_repo_path("/etc/passwd"));
+        assert!(!is_safe_repo_path("a\\b"));
     }
 }

@@ -5,6 +5,8 @@ pub type Result<T> = std::result::Result<T, HubError>;
 /// Everything that can go wrong fetching or resolving a model.
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
+    #[error("invalid revision '{0}'")]
+    InvalidRevision(String),
     #[error("invalid repo id '{0}': expected 'org/name' (letters, digits, '-', '_', '.')")]
     InvalidRepoId(String),
     #[error(

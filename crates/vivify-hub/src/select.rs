@@ -50,7 +50,10 @@ impl FileSelection {
     /// The selected paths among `files` (the repo's file list), sorted; index files are
     /// included, their shards are not (they come from the index).
     pub fn select<'a>(&self, files: impl IntoIterator<Item = &'a str>) -> Vec<String> {
-        let files: BTreeSet<&str> = files.into_iter().collect();
+        let files: BTreeSet<&str> = files
+            .into_iter()
+            .filter(|f| crate::download::is_safe_repo_path(f))
+            .collect();
         let mut out: BTreeSet<String> = BTreeSet::new();
         for f in &files {
             if is_non_weight_needed(f) {
@@ -197,6 +200,9 @@ mod tests {
         "tokenizer/special_tokens_map.json",
         "feature_extractor/preprocessor_config.json",
         "assets/demo.safetensors",
+        "../config.json",
+        "../evil/config.json",
+        "../evil/x.safetensors",
     ];
 
     #[test]

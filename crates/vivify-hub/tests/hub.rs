@@ -462,3 +462,41 @@ fn config_from_vars() {
         assert_eq!(cfg.offline, want, "{v}");
     }
 }
+
+#[test]
+fn concurrent_downloads_share_the_cache() {
+    let hub = FakeHub::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(&hub, tmp.path());
+    let snaps: Vec<PathBuf> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4).map(|_| s.spawn(|| fetch(&cfg, true))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap())
+            .collect()
+    });
+    assert!(snaps.iter().all(|p| *p == snaps[0]));
+    for path in FP16_SET {
+        assert_eq!(
+            fs::read(snaps[0].join(path)).unwrap(),
+            hub.file(path).data,
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn revision_cannot_escape_the_cache() {
+    let hub = FakeHub::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let err = snapshot(
+        &config(&hub, tmp.path()),
+        REPO,
+        "../../x",
+        &FileSelection::default(),
+        &|_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(err, HubError::InvalidRevision(_)), "{err}");
+    assert!(hub.requests().is_empty());
+}

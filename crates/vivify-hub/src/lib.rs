@@ -11,7 +11,18 @@
 //! ```
 //!
 //! The entry point is [`snapshot`]; [`HubConfig::from_env`] reads the same environment variables
-//! as `huggingface_hub`; [`FileSelection`] picks what a diffusers pipeline needs.
+//! as `huggingface_hub`; [`FileSelection`] picks what a diffusers pipeline needs;
+//! [`indicatif_progress`] draws per-file bars from the [`DownloadEvent`]s.
+//!
+//! ```no_run
+//! use vivify_hub::{FileSelection, HubConfig, indicatif_progress, snapshot};
+//!
+//! let config = HubConfig::from_env();
+//! let bars = indicatif_progress(indicatif::MultiProgress::new());
+//! let dir = snapshot(&config, "ali-vilab/i2vgen-xl", "main", &FileSelection::diffusers(true), &bars)?;
+//! println!("{}", dir.join("model_index.json").display());
+//! # Ok::<(), vivify_hub::HubError>(())
+//! ```
 
 mod config;
 mod download;

@@ -500,3 +500,20 @@ fn revision_cannot_escape_the_cache() {
     assert!(matches!(err, HubError::InvalidRevision(_)), "{err}");
     assert!(hub.requests().is_empty());
 }
+
+#[test]
+fn blob_of_wrong_size_is_reported_as_corruption() {
+    let hub = FakeHub::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(&hub, tmp.path());
+    let snap = fetch(&cfg, true).unwrap();
+    let blob = tmp
+        .path()
+        .join("models--test-org--tiny-model/blobs")
+        .join(&hub.file(BIG).etag);
+    fs::write(&blob, b"short").unwrap();
+    fs::remove_file(snap.join(BIG)).unwrap();
+    let err = fetch(&cfg, true).unwrap_err();
+    assert!(matches!(err, HubError::CacheCorrupt { .. }), "{err}");
+    assert!(err.to_string().contains(&hub.file(BIG).etag), "{err}");
+}

@@ -32,7 +32,7 @@ CASES = {
                     cross_attention_dim=16, attention_head_dim=4),
         batch=2, frames=5, height=8, width=8, timestep=501, fps=16, weight_dtype=torch.float32),
     "tiny_b": dict(
-        config=dict(block_out_channels=(16, 24, 32), layers_per_block=2, norm_num_groups=4,
+        config=dict(block_out_channels=(8, 16, 24), layers_per_block=2, norm_num_groups=4,
                     cross_attention_dim=24, attention_head_dim=8,
                     down_block_types=("CrossAttnDownBlock3D", "DownBlock3D", "CrossAttnDownBlock3D"),
                     up_block_types=("CrossAttnUpBlock3D", "UpBlock3D", "CrossAttnUpBlock3D")),

@@ -32,7 +32,7 @@ fn check_model_checks_a_component_dir_and_lists_problems_of_a_bad_model() {
     let out = vivify(&["check-model", fixture_unet().to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        text(&out).contains("933656 parameters): ok"),
+        text(&out).contains("524568 parameters): ok"),
         "{}",
         text(&out)
     );
@@ -63,7 +63,7 @@ fn check_model_checks_a_component_dir_and_lists_problems_of_a_bad_model() {
     let report = text(&out);
     assert!(!out.status.success(), "{report}");
     assert!(
-        report.contains("missing tensor conv_out.weight (expected shape [4, 16, 3, 3])"),
+        report.contains("missing tensor conv_out.weight (expected shape [4, 8, 3, 3])"),
         "{report}"
     );
     assert!(report.contains("unexpected tensor bogus"), "{report}");

@@ -22,6 +22,8 @@ pub enum Command {
     CheckModel(CheckModelArgs),
     /// Generate a video from an image and a prompt.
     Generate(GenerateArgs),
+    /// Download a hub model into the Hugging Face cache and print where it is.
+    Download(DownloadArgs),
     /// Time UNet forward passes at a given config and size (used by bench/).
     BenchUnet(BenchUnetArgs),
 }
@@ -59,11 +61,34 @@ pub struct DeviceArgs {
     pub dtype: DtypeArg,
 }
 
+/// Where the model comes from.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// `tiny` (built in, no download), a diffusers model directory, or a Hugging Face hub repo id
+    /// (downloaded into the Hugging Face cache, fp16 variant when the repo has one).
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    pub model: String,
+    /// Hub branch, tag or commit.
+    #[arg(long, default_value = "main")]
+    pub revision: String,
+    /// Use only the local Hugging Face cache (also HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
+}
+
+/// The published model.
+pub const DEFAULT_MODEL: &str = "ali-vilab/i2vgen-xl";
+
+#[derive(Args, Debug)]
+pub struct DownloadArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
-    /// `tiny` (built in, no download) or a diffusers model directory.
-    #[arg(long, default_value = "tiny")]
-    pub model: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// The still image to animate (JPEG, PNG or WebP).
     #[arg(long)]
     pub image: PathBuf,

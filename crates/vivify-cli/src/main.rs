@@ -12,6 +12,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         args::Command::CheckModel(a) => commands::check_model::run(&a),
         args::Command::Generate(a) => commands::generate::run(&a),
+        args::Command::Download(a) => commands::download::run(&a),
         args::Command::BenchUnet(a) => commands::bench_unet::run(&a),
     };
     match result {

@@ -1,10 +1,12 @@
 //! Resolving `--model` and `--device`.
 
+use crate::args::ModelArgs;
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use vivify_core::pipeline::models::I2VGenXLModels;
 use vivify_core::weights::tiny_models;
+use vivify_hub::{FileSelection, HubConfig, indicatif_progress, snapshot};
 
 pub fn parse_device(spec: &str) -> Result<Device> {
     match spec {
@@ -23,14 +25,70 @@ pub fn parse_device(spec: &str) -> Result<Device> {
     }
 }
 
-/// Every component of `--model`: `tiny` or a diffusers directory.
-pub fn load_models(model: &str, dtype: DType, device: &Device) -> Result<I2VGenXLModels> {
+pub enum ModelSource {
+    Tiny,
+    Dir(PathBuf),
+}
+
+/// `org/name` (or a bare legacy name): letters, digits, `-`, `_`, `.`, at most one `/`.
+fn is_repo_id(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('/').collect();
+    parts.len() <= 2
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && !p.starts_with('.')
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        })
+}
+
+/// `tiny`, an existing directory, or a hub repo id fetched into (or found in) the cache.
+pub fn resolve_model(args: &ModelArgs) -> Result<ModelSource> {
+    let model = args.model.as_str();
     if model == "tiny" {
-        return Ok(tiny_models(dtype, device)?);
+        return Ok(ModelSource::Tiny);
     }
-    let dir = Path::new(model);
-    if !dir.is_dir() {
-        bail!("--model {model}: not `tiny` and not a directory");
+    let path = Path::new(model);
+    if path.is_dir() {
+        return Ok(ModelSource::Dir(path.to_path_buf()));
     }
-    I2VGenXLModels::load(dir, dtype, device).with_context(|| format!("--model {model}"))
+    if !is_repo_id(model) {
+        bail!("--model {model}: no such directory, and not `tiny` or a hub repo id (org/name)");
+    }
+    let mut config = HubConfig::from_env();
+    config.offline |= args.offline;
+    let progress = indicatif_progress(indicatif::MultiProgress::new());
+    let dir = snapshot(
+        &config,
+        model,
+        &args.revision,
+        &FileSelection::diffusers(true),
+        &progress,
+    )
+    .with_context(|| format!("--model {model}: fetching from the Hugging Face hub"))?;
+    Ok(ModelSource::Dir(dir))
+}
+
+/// Every component of `--model`.
+pub fn load_models(args: &ModelArgs, dtype: DType, device: &Device) -> Result<I2VGenXLModels> {
+    match resolve_model(args)? {
+        ModelSource::Tiny => Ok(tiny_models(dtype, device)?),
+        ModelSource::Dir(dir) => I2VGenXLModels::load(&dir, dtype, device)
+            .with_context(|| format!("--model {}", args.model)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_repo_id;
+
+    #[test]
+    fn repo_ids() {
+        assert!(is_repo_id("ali-vilab/i2vgen-xl"));
+        assert!(is_repo_id("gpt2"));
+        assert!(!is_repo_id("/abs/path"));
+        assert!(!is_repo_id("./models/x"));
+        assert!(!is_repo_id("a/b/c"));
+        assert!(!is_repo_id("../x"));
+    }
 }

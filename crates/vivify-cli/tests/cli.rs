@@ -4,10 +4,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn vivify(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vivify"))
-        .args(args)
-        .output()
-        .expect("vivify runs")
+    vivify_env(args, &[])
+}
+
+/// Runs vivify with extra environment variables (and no Hugging Face settings from outside).
+fn vivify_env(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vivify"));
+    for var in [
+        "HF_HOME",
+        "HF_HUB_CACHE",
+        "HF_ENDPOINT",
+        "HF_HUB_OFFLINE",
+        "HF_TOKEN",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.args(args).output().expect("vivify runs")
 }
 
 fn text(out: &Output) -> String {
@@ -195,7 +210,7 @@ fn generate_rejects_bad_input_with_the_field_named() {
         (vec!["--image", bmp.to_str().unwrap()], "`image`"),
         (
             vec!["--model", no_model.to_str().unwrap()],
-            "not `tiny` and not a directory",
+            "no such directory",
         ),
         (
             vec!["--latents", wrong_latents.to_str().unwrap()],
@@ -245,4 +260,155 @@ fn bench_unet_prints_one_json_record() {
         "0",
     ]);
     assert!(text(&out).contains("--iters must be at least 1"));
+}
+
+fn pipeline_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/pipeline")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn generate_fixture_model(
+    model: &str,
+    output: &Path,
+    extra: &[&str],
+    env: &[(&str, &Path)],
+) -> Output {
+    let image = pipeline_fixture().join("input.png");
+    let base = [
+        "generate",
+        "--model",
+        model,
+        "--image",
+        image.to_str().unwrap(),
+        "--prompt",
+        "a fox",
+        "--width",
+        "64",
+        "--height",
+        "48",
+        "--frames",
+        "3",
+        "--steps",
+        "2",
+        "--output",
+        output.to_str().unwrap(),
+    ];
+    vivify_env(&[&base[..], extra].concat(), env)
+}
+
+#[test]
+fn hub_model_resolves_offline_from_the_huggingface_cache() {
+    // A cache laid out as huggingface_hub leaves it: refs/main -> snapshots/<commit>/.
+    let cache = tempfile::tempdir().unwrap();
+    let repo = cache.path().join("models--test-org--tiny-i2v");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    copy_dir(
+        &pipeline_fixture().join("model"),
+        &repo.join("snapshots").join(commit),
+    );
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+
+    let out_dir = cache.path().join("frames");
+    let env = [("HF_HUB_CACHE", cache.path())];
+    let out = generate_fixture_model("test-org/tiny-i2v", &out_dir, &["--offline"], &env);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(out_dir.join("0002.png").is_file());
+
+    // `download` prints the snapshot it resolved to.
+    let out = vivify_env(
+        &["download", "--model", "test-org/tiny-i2v", "--offline"],
+        &env,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .ends_with(commit),
+        "{}",
+        text(&out)
+    );
+
+    // A repo the cache does not have: offline mode says so instead of trying the network.
+    let out = generate_fixture_model("test-org/absent", &out_dir, &["--offline"], &env);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).to_lowercase().contains("offline"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn unreachable_hub_is_a_clear_error() {
+    let cache = tempfile::tempdir().unwrap();
+    // Port 9 (discard) on loopback: nothing listens there.
+    let endpoint = Path::new("http://127.0.0.1:9");
+    let env = [("HF_HUB_CACHE", cache.path()), ("HF_ENDPOINT", endpoint)];
+    let out = generate_fixture_model("test-org/tiny-i2v", &cache.path().join("f"), &[], &env);
+    let report = text(&out);
+    assert!(!out.status.success(), "{report}");
+    assert!(
+        report.contains("127.0.0.1:9") && !report.contains("panicked"),
+        "{report}"
+    );
+}
+
+#[test]
+fn broken_model_directories_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("frames");
+    let cases: [(&str, fn(&Path), &str); 3] = [
+        (
+            "truncated weights",
+            |m| {
+                let f = m.join("unet/diffusion_pytorch_model.fp16.safetensors");
+                let bytes = std::fs::read(&f).unwrap();
+                std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
+            },
+            "truncated: tensor",
+        ),
+        (
+            "wrong config",
+            |m| {
+                std::fs::write(
+                    m.join("vae/config.json"),
+                    r#"{"block_out_channels": "many"}"#,
+                )
+                .unwrap();
+            },
+            "vae/config.json",
+        ),
+        (
+            "missing component",
+            |m| {
+                std::fs::remove_dir_all(m.join("text_encoder")).unwrap();
+            },
+            "text_encoder",
+        ),
+    ];
+    for (what, break_it, expected) in cases {
+        let model = dir.path().join(what.replace(' ', "_"));
+        copy_dir(&pipeline_fixture().join("model"), &model);
+        break_it(&model);
+        let out = generate_fixture_model(model.to_str().unwrap(), &out_dir, &[], &[]);
+        let report = text(&out);
+        assert!(!out.status.success(), "{what} was accepted");
+        assert!(
+            report.contains(expected) && !report.contains("panicked"),
+            "{what}: {report}"
+        );
+    }
 }

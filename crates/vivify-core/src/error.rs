@@ -17,6 +17,8 @@ pub enum Error {
         field: &'static str,
         message: String,
     },
+    #[error("{path}: {message}")]
+    Weights { path: String, message: String },
     #[error("checkpoint does not match the model:\n{0}")]
     CheckpointMismatch(String),
 }

@@ -182,3 +182,19 @@ fn computes_in_f16_on_cpu_and_refuses_bf16_there() {
         "{err}"
     );
 }
+
+#[test]
+fn truncated_file_is_named_before_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    write_component(dir.path(), &tiny_a_weights());
+    let file = dir.path().join(format!("{WEIGHTS_STEM}.safetensors"));
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() - 100]).unwrap();
+    let err = I2VGenXLUNet::load(dir.path(), None, DType::F32, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("truncated: tensor") && err.contains(WEIGHTS_STEM),
+        "{err}"
+    );
+}

@@ -37,7 +37,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 }
 
 fn bad_file(path: &Path, message: impl Into<String>) -> Error {
-    Error::Config {
+    Error::Weights {
         path: path.display().to_string(),
         message: message.into(),
     }
@@ -47,6 +47,7 @@ fn bad_file(path: &Path, message: impl Into<String>) -> Error {
 struct HeaderEntry {
     dtype: String,
     shape: Vec<usize>,
+    data_offsets: [u64; 2],
 }
 
 fn read_header(path: &Path) -> Result<BTreeMap<String, StoredTensor>> {
@@ -65,12 +66,27 @@ fn read_header(path: &Path) -> Result<BTreeMap<String, StoredTensor>> {
     let raw: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&header)
         .map_err(|e| bad_file(path, format!("unreadable safetensors header: {e}")))?;
     let mut out = BTreeMap::new();
+    // A download cut short keeps its header: the data must reach as far as the header says.
+    let data_len = file
+        .metadata()
+        .map_err(io_err(path))?
+        .len()
+        .saturating_sub(8 + len);
     for (name, value) in raw {
         if name == "__metadata__" {
             continue;
         }
         let entry: HeaderEntry = serde_json::from_value(value)
             .map_err(|e| bad_file(path, format!("tensor {name}: {e}")))?;
+        if entry.data_offsets[1] > data_len {
+            return Err(bad_file(
+                path,
+                format!(
+                    "truncated: tensor {name} ends at byte {} of the data, the file holds {data_len} (re-download it)",
+                    entry.data_offsets[1]
+                ),
+            ));
+        }
         out.insert(
             name,
             StoredTensor {

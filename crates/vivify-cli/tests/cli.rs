@@ -370,7 +370,8 @@ fn unreachable_hub_is_a_clear_error() {
 fn broken_model_directories_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("frames");
-    let cases: [(&str, fn(&Path), &str); 3] = [
+    type Breakage = fn(&Path);
+    let cases: [(&str, Breakage, &str); 3] = [
         (
             "truncated weights",
             |m| {

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use vivify_core::Error;
 use vivify_core::models::unet::{I2VGenXLUNet, UNetInputs, WEIGHTS_STEM};
+use vivify_core::nn::compute::ComputeOptions;
 
 fn tiny_a_dir() -> std::path::PathBuf {
     fixtures_dir().join("unet/tiny_a")
@@ -140,6 +141,7 @@ fn forward(unet: &I2VGenXLUNet, fx: &Fixture) -> Tensor {
         image_latents: &image_latents,
         image_embeddings: &image_embeddings,
         encoder_hidden_states: &encoder_hidden_states,
+        options: ComputeOptions::default(),
     })
     .unwrap()
 }

@@ -7,6 +7,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use common::{Fixture, assert_close, fixtures_dir};
 use vivify_core::models::unet::blocks::BlockInputs;
 use vivify_core::models::unet::{I2VGenXLUNet, UNetInputs};
+use vivify_core::nn::compute::ComputeOptions;
 use vivify_core::nn::embeddings::timestep_features;
 
 /// Relative L2 error allowed against diffusers in f32.
@@ -139,7 +140,11 @@ fn conv_in_and_transformer_in() {
         let frames: usize = fx.meta("transformer_in.in.num_frames");
         let out = unet
             .transformer_in
-            .forward(&fx.tensor("transformer_in.in.0"), frames)
+            .forward(
+                &fx.tensor("transformer_in.in.0"),
+                frames,
+                ComputeOptions::default(),
+            )
             .unwrap();
         assert_close(
             &format!("{case} transformer_in"),
@@ -187,6 +192,7 @@ fn layer_modules() {
             .forward(
                 &fx.tensor(&format!("{p}.attentions.0.in.0")),
                 &fx.tensor(&format!("{p}.attentions.0.in.encoder_hidden_states")),
+                ComputeOptions::default(),
             )
             .unwrap();
         assert_close(
@@ -197,7 +203,11 @@ fn layer_modules() {
         );
 
         let out = temporal
-            .forward(&fx.tensor(&format!("{p}.temp_attentions.0.in.0")), frames)
+            .forward(
+                &fx.tensor(&format!("{p}.temp_attentions.0.in.0")),
+                frames,
+                ComputeOptions::default(),
+            )
             .unwrap();
         assert_close(
             &format!("{case} TransformerTemporalModel"),
@@ -264,6 +274,7 @@ fn block_inputs<'a>(
         temb,
         context,
         frames: fx.meta(&format!("{key}.in.num_frames")),
+        opts: ComputeOptions::default(),
     }
 }
 
@@ -349,6 +360,7 @@ fn whole_unet_forward() {
             image_latents: &image_latents,
             image_embeddings: &image_embeddings,
             encoder_hidden_states: &encoder_hidden_states,
+            options: ComputeOptions::default(),
         };
         let out = unet.forward(&inputs).unwrap();
         assert_close(

@@ -33,6 +33,7 @@ pub fn run(args: &BenchUnetArgs) -> Result<ExitCode> {
         image_latents: &image_latents,
         image_embeddings: &image_embeddings,
         encoder_hidden_states: &text,
+        options: Default::default(),
     };
     let run_once = || -> Result<f64> {
         let start = Instant::now();

@@ -1,5 +1,6 @@
 //! diffusers' `Attention` (to_q, to_k, to_v, to_out.0) with scaled dot-product attention.
 
+use super::compute::chunked;
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder, linear_b};
 
@@ -37,11 +38,23 @@ impl Attention {
 
     /// (N, L, query_dim) attending to `context` (N, S, context_dim), or to itself.
     pub fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_chunked(x, context, None)
+    }
+
+    /// As `forward`, with at most `query_chunk` queries per score matrix.
+    pub fn forward_chunked(
+        &self,
+        x: &Tensor,
+        context: Option<&Tensor>,
+        query_chunk: Option<usize>,
+    ) -> Result<Tensor> {
         let context = context.unwrap_or(x);
         let q = self.split_heads(&self.to_q.forward(x)?)?;
         let k = self.split_heads(&self.to_k.forward(context)?)?;
         let v = self.split_heads(&self.to_v.forward(context)?)?;
-        let out = scaled_dot_product_attention(&q, &k, &v)?;
+        let out = chunked(&q, 2, query_chunk, |q| {
+            scaled_dot_product_attention(q, &k, &v)
+        })?;
         let (n, h, l, d) = out.dims4()?;
         let out = out.transpose(1, 2)?.reshape((n, l, h * d))?;
         self.to_out.forward(&out)

@@ -1,5 +1,6 @@
 //! diffusers' `FeedForward`: `net.0` (GEGLU or GELU projection), `net.2` (output linear).
 
+use super::compute::chunked;
 use candle_core::{D, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder, linear};
 
@@ -34,6 +35,13 @@ impl FeedForward {
             out: linear(inner_dim, dim, vb.pp("net.2"))?,
             activation,
         })
+    }
+}
+
+impl FeedForward {
+    /// As `forward`, at most `chunk` tokens (axis 1) at a time.
+    pub fn forward_chunked(&self, x: &Tensor, chunk: Option<usize>) -> Result<Tensor> {
+        chunked(x, 1, chunk, |x| self.forward(x))
     }
 }
 

@@ -2,6 +2,7 @@
 //! names line up.
 
 pub mod attention;
+pub mod compute;
 pub mod embeddings;
 pub mod feed_forward;
 pub mod norm;

@@ -2,6 +2,7 @@
 //! `TransformerTemporalModel` that attends across frames at each pixel.
 
 use super::attention::Attention;
+use super::compute::ComputeOptions;
 use super::feed_forward::{FeedForward, FeedForwardActivation};
 use super::norm::{GroupNorm, LayerNorm};
 use candle_core::{Module, Result, Tensor};
@@ -49,10 +50,24 @@ impl BasicTransformerBlock {
         })
     }
 
-    pub fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
-        let x = (self.attn1.forward(&self.norm1.forward(x)?, None)? + x)?;
-        let x = (self.attn2.forward(&self.norm2.forward(&x)?, context)? + &x)?;
-        self.ff.forward(&self.norm3.forward(&x)?)? + x
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        context: Option<&Tensor>,
+        opts: ComputeOptions,
+    ) -> Result<Tensor> {
+        let q = opts.attention_query_chunk;
+        let x = (self
+            .attn1
+            .forward_chunked(&self.norm1.forward(x)?, None, q)?
+            + x)?;
+        let x = (self
+            .attn2
+            .forward_chunked(&self.norm2.forward(&x)?, context, q)?
+            + &x)?;
+        self.ff
+            .forward_chunked(&self.norm3.forward(&x)?, opts.feed_forward_chunk)?
+            + x
     }
 }
 
@@ -90,7 +105,7 @@ impl Transformer2DModel {
     }
 
     /// x (N, C, H, W), context (N, S, cross_attention_dim).
-    pub fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, context: &Tensor, opts: ComputeOptions) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         let tokens = self
             .norm
@@ -98,7 +113,7 @@ impl Transformer2DModel {
             .permute((0, 2, 3, 1))?
             .reshape((n, h * w, c))?;
         let tokens = self.proj_in.forward(&tokens)?;
-        let tokens = self.block.forward(&tokens, Some(context))?;
+        let tokens = self.block.forward(&tokens, Some(context), opts)?;
         let out = self
             .proj_out
             .forward(&tokens)?
@@ -142,7 +157,7 @@ impl TransformerTemporalModel {
     }
 
     /// x (B·F, C, H, W).
-    pub fn forward(&self, x: &Tensor, frames: usize) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, frames: usize, opts: ComputeOptions) -> Result<Tensor> {
         let (bf, c, h, w) = x.dims4()?;
         let b = bf / frames;
         // (B, F, C, H, W) -> (B, H, W, F, C) -> (B·H·W, F, C)
@@ -153,7 +168,7 @@ impl TransformerTemporalModel {
             .permute((0, 3, 4, 1, 2))?
             .reshape((b * h * w, frames, c))?;
         let tokens = self.proj_in.forward(&tokens)?;
-        let tokens = self.block.forward(&tokens, None)?;
+        let tokens = self.block.forward(&tokens, None, opts)?;
         let out = self
             .proj_out
             .forward(&tokens)?

@@ -1,6 +1,7 @@
 //! The denoising stage: DDIM over the UNet with classifier-free guidance, as diffusers'
 //! `I2VGenXLPipeline` runs it.
 
+use super::plan::ExecutionPlan;
 use crate::models::unet::{I2VGenXLUNet, UNetInputs};
 use crate::scheduler::DdimScheduler;
 use crate::{Error, Result};
@@ -44,6 +45,7 @@ pub fn uses_guidance(guidance: f64) -> bool {
 
 /// Runs every timestep of `scheduler` (already `set_timesteps`) from `latents` (1, 4, F, h, w)
 /// and returns the final latents.
+#[allow(clippy::too_many_arguments)]
 pub fn denoise(
     unet: &I2VGenXLUNet,
     scheduler: &DdimScheduler,
@@ -51,6 +53,7 @@ pub fn denoise(
     cond: &Conditioning,
     guidance: f64,
     fps: f32,
+    plan: ExecutionPlan,
     mut on_step: impl FnMut(StepProgress),
 ) -> Result<Tensor> {
     let rows = if uses_guidance(guidance) { 2 } else { 1 };
@@ -63,29 +66,33 @@ pub fn denoise(
             ),
         });
     }
+    // The UNet on `sample` with the conditioning rows `rows` ([negative, positive] order).
+    let predict = |sample: &Tensor, rows: std::ops::Range<usize>, t: i64| -> Result<Tensor> {
+        let take = |x: &Tensor| x.narrow(0, rows.start, rows.len());
+        Ok(unet.forward(&UNetInputs {
+            sample,
+            timestep: t as f32,
+            fps,
+            image_latents: &take(&cond.image_latents)?,
+            image_embeddings: &take(&cond.image_embeddings)?,
+            encoder_hidden_states: &take(&cond.encoder_hidden_states)?,
+            options: plan.compute,
+        })?)
+    };
     let timesteps = scheduler.timesteps().to_vec();
     let started = Instant::now();
     let mut latents = latents;
     for (i, &t) in timesteps.iter().enumerate() {
-        let input = if rows == 2 {
-            Tensor::cat(&[&latents, &latents], 0)?
+        let prediction = if rows == 1 {
+            predict(&latents, 0..1, t)?
         } else {
-            latents.clone()
-        };
-        let prediction = unet.forward(&UNetInputs {
-            sample: &input,
-            timestep: t as f32,
-            fps,
-            image_latents: &cond.image_latents,
-            image_embeddings: &cond.image_embeddings,
-            encoder_hidden_states: &cond.encoder_hidden_states,
-        })?;
-        let prediction = if rows == 2 {
-            let uncond = prediction.narrow(0, 0, 1)?;
-            let cond = prediction.narrow(0, 1, 1)?;
+            let (uncond, cond) = if plan.sequential_guidance {
+                (predict(&latents, 0..1, t)?, predict(&latents, 1..2, t)?)
+            } else {
+                let both = predict(&Tensor::cat(&[&latents, &latents], 0)?, 0..2, t)?;
+                (both.narrow(0, 0, 1)?, both.narrow(0, 1, 1)?)
+            };
             (&uncond + ((cond - &uncond)? * guidance)?)?
-        } else {
-            prediction
         };
         latents = scheduler.step(
             &prediction.to_dtype(latents.dtype())?,

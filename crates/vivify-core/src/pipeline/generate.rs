@@ -175,6 +175,7 @@ pub fn generate(
             &cond,
             req.guidance,
             req.fps as f32,
+            req.plan,
             |s| p(Progress::Step(s)),
         )
     })?;

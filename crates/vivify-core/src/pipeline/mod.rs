@@ -5,5 +5,6 @@ pub mod denoise;
 pub mod generate;
 pub mod models;
 pub mod pillow_resize;
+pub mod plan;
 pub mod preprocess;
 pub mod request;

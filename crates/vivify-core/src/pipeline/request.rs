@@ -1,6 +1,7 @@
 //! What a user asks for, validated once at the edge with errors that name the field and limit.
 
 use super::pillow_resize::Rgb8;
+use super::plan::ExecutionPlan;
 use crate::{Error, Result};
 use candle_core::Tensor;
 
@@ -41,6 +42,8 @@ pub struct GenerationRequest {
     /// Initial noise (1, 4, frames, height/8, width/8), like diffusers' `latents=`.
     pub latents: Option<Tensor>,
     pub decode_chunk: usize,
+    /// How to run it (memory-bounding choices); the default runs everything at once.
+    pub plan: ExecutionPlan,
 }
 
 fn out_of_range(field: &'static str, message: String) -> Error {
@@ -63,6 +66,7 @@ impl GenerationRequest {
             seed: 0,
             latents: None,
             decode_chunk: DEFAULT_DECODE_CHUNK,
+            plan: ExecutionPlan::default(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The 3-D down, mid and up blocks: each layer is resnet -> temporal conv, and in the
 //! cross-attention blocks also spatial transformer -> temporal transformer.
 
+use crate::nn::compute::ComputeOptions;
 use crate::nn::resample::{Downsample2D, Upsample2D};
 use crate::nn::resnet::ResnetBlock2D;
 use crate::nn::temporal_conv::TemporalConvLayer;
@@ -26,6 +27,7 @@ pub struct BlockInputs<'a> {
     pub temb: &'a Tensor,
     pub context: &'a Tensor,
     pub frames: usize,
+    pub opts: ComputeOptions,
 }
 
 /// One layer of a block: resnet, temporal conv, and the optional attention pair.
@@ -88,8 +90,8 @@ impl Layer {
         let x = self.temp_conv.forward(&x, inputs.frames)?;
         match &self.attention {
             Some((spatial, temporal)) => {
-                let x = spatial.forward(&x, inputs.context)?;
-                temporal.forward(&x, inputs.frames)
+                let x = spatial.forward(&x, inputs.context, inputs.opts)?;
+                temporal.forward(&x, inputs.frames, inputs.opts)
             }
             None => Ok(x),
         }
@@ -201,8 +203,10 @@ impl MidBlock {
     pub fn forward(&self, x: &Tensor, inputs: BlockInputs) -> Result<Tensor> {
         let x = self.resnets[0].forward(x, inputs.temb)?;
         let x = self.temp_convs[0].forward(&x, inputs.frames)?;
-        let x = self.attention.forward(&x, inputs.context)?;
-        let x = self.temp_attention.forward(&x, inputs.frames)?;
+        let x = self.attention.forward(&x, inputs.context, inputs.opts)?;
+        let x = self
+            .temp_attention
+            .forward(&x, inputs.frames, inputs.opts)?;
         let x = self.resnets[1].forward(&x, inputs.temb)?;
         self.temp_convs[1].forward(&x, inputs.frames)
     }

@@ -5,6 +5,7 @@ pub mod blocks;
 pub mod image_latents;
 
 use crate::config::{DownBlockType, TRANSFORMER_IN_HEADS, UNetConfig, UpBlockType};
+use crate::nn::compute::ComputeOptions;
 use crate::nn::conv_cfg;
 use crate::nn::embeddings::{TimestepEmbedding, timestep_features};
 use crate::nn::norm::GroupNorm;
@@ -33,6 +34,8 @@ pub struct UNetInputs<'a> {
     pub image_embeddings: &'a Tensor,
     /// Text encoder states (B, tokens, cross_attention_dim).
     pub encoder_hidden_states: &'a Tensor,
+    /// Memory-bounding choices (chunked attention and feed-forward).
+    pub options: ComputeOptions,
 }
 
 /// `context_embedding`: the image embedding -> 4 context tokens.
@@ -277,12 +280,13 @@ impl I2VGenXLUNet {
         let image = self.encode_image_latents(inputs.image_latents)?;
         let x = Tensor::cat(&[&sample, &image], 2)?.reshape((b * frames, (), h, w))?;
         let x = self.conv_in.forward(&x)?;
-        let mut x = self.transformer_in.forward(&x, frames)?;
+        let mut x = self.transformer_in.forward(&x, frames, inputs.options)?;
 
         let block_inputs = BlockInputs {
             temb: &temb,
             context: &context,
             frames,
+            opts: inputs.options,
         };
         let mut skips = vec![x.clone()];
         for block in &self.down_blocks {

@@ -23,12 +23,22 @@ fn three_guided_steps_match_diffusers() {
         image_embeddings: fx.tensor("cond.image_embeddings"),
         image_latents: fx.tensor("cond.image_latents"),
     };
-    // Each memory-bounding strategy alone and all together give diffusers' numbers. Chunks of 3
-    // split the 64 spatial tokens, the 5 frames of the temporal layers and the cross-attention
-    // queries unevenly.
-    let chunked = ComputeOptions {
+    // Each memory-bounding strategy alone and all together give diffusers' numbers. The chunk
+    // sizes split unevenly: 64 spatial tokens and cross-attention queries by 3, 5 frames by 3
+    // (temporal tokens) and 4 (spatial passes), 2 videos x 64 pixel columns by 7.
+    let compute = |f: fn(&mut ComputeOptions)| {
+        let mut c = ComputeOptions::default();
+        f(&mut c);
+        ExecutionPlan {
+            compute: c,
+            ..Default::default()
+        }
+    };
+    let all = ComputeOptions {
         attention_query_chunk: Some(3),
         feed_forward_chunk: Some(3),
+        spatial_frame_chunk: Some(4),
+        temporal_pixel_chunk: Some(7),
     };
     let plans = [
         ("plain", ExecutionPlan::default()),
@@ -41,28 +51,24 @@ fn three_guided_steps_match_diffusers() {
         ),
         (
             "attention chunks",
-            ExecutionPlan {
-                compute: ComputeOptions {
-                    attention_query_chunk: Some(3),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
+            compute(|c| c.attention_query_chunk = Some(3)),
         ),
         (
             "feed-forward chunks",
-            ExecutionPlan {
-                compute: ComputeOptions {
-                    feed_forward_chunk: Some(3),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
+            compute(|c| c.feed_forward_chunk = Some(3)),
+        ),
+        (
+            "spatial frame chunks",
+            compute(|c| c.spatial_frame_chunk = Some(4)),
+        ),
+        (
+            "temporal pixel chunks",
+            compute(|c| c.temporal_pixel_chunk = Some(7)),
         ),
         (
             "all",
             ExecutionPlan {
-                compute: chunked,
+                compute: all,
                 sequential_guidance: true,
             },
         ),

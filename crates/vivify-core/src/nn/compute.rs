@@ -11,6 +11,11 @@ pub struct ComputeOptions {
     /// Tokens per feed-forward chunk: the GEGLU's 8x-wide hidden is at most this many tokens
     /// long. None runs all tokens at once.
     pub feed_forward_chunk: Option<usize>,
+    /// Frames per pass of the spatial transformers (their work is per frame).
+    pub spatial_frame_chunk: Option<usize>,
+    /// Pixel columns per pass of the temporal transformers (their work is per pixel; the
+    /// GroupNorm in front still sees all of them).
+    pub temporal_pixel_chunk: Option<usize>,
 }
 
 /// `f` over slices of `x` of at most `chunk` along `dim`, concatenated; `f(x)` when `chunk` is

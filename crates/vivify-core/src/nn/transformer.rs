@@ -2,7 +2,7 @@
 //! `TransformerTemporalModel` that attends across frames at each pixel.
 
 use super::attention::Attention;
-use super::compute::ComputeOptions;
+use super::compute::{ComputeOptions, chunked};
 use super::feed_forward::{FeedForward, FeedForwardActivation};
 use super::norm::{GroupNorm, LayerNorm};
 use candle_core::{Module, Result, Tensor};
@@ -104,8 +104,30 @@ impl Transformer2DModel {
         })
     }
 
-    /// x (N, C, H, W), context (N, S, cross_attention_dim).
+    /// x (N, C, H, W), context (N, S, cross_attention_dim); N frames, `opts.spatial_frame_chunk`
+    /// at a time (every step, GroupNorm included, is per frame).
     pub fn forward(&self, x: &Tensor, context: &Tensor, opts: ComputeOptions) -> Result<Tensor> {
+        let n = x.dim(0)?;
+        match opts.spatial_frame_chunk {
+            Some(c) if c > 0 && c < n => {
+                let parts = (0..n)
+                    .step_by(c)
+                    .map(|s| {
+                        let len = c.min(n - s);
+                        self.forward_frames(
+                            &x.narrow(0, s, len)?,
+                            &context.narrow(0, s, len)?,
+                            opts,
+                        )
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&parts, 0)
+            }
+            _ => self.forward_frames(x, context, opts),
+        }
+    }
+
+    fn forward_frames(&self, x: &Tensor, context: &Tensor, opts: ComputeOptions) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         let tokens = self
             .norm
@@ -167,11 +189,11 @@ impl TransformerTemporalModel {
             .reshape((b, frames, c, h, w))?
             .permute((0, 3, 4, 1, 2))?
             .reshape((b * h * w, frames, c))?;
-        let tokens = self.proj_in.forward(&tokens)?;
-        let tokens = self.block.forward(&tokens, None, opts)?;
-        let out = self
-            .proj_out
-            .forward(&tokens)?
+        let out = chunked(&tokens, 0, opts.temporal_pixel_chunk, |t| {
+            let t = self.block.forward(&self.proj_in.forward(t)?, None, opts)?;
+            self.proj_out.forward(&t)
+        })?;
+        let out = out
             .reshape((b, h, w, frames, c))?
             .permute((0, 3, 4, 1, 2))?
             .reshape((bf, c, h, w))?;

@@ -25,7 +25,7 @@ fn three_guided_steps_match_diffusers() {
     };
     // Each memory-bounding strategy alone and all together give diffusers' numbers. The chunk
     // sizes split unevenly: 64 spatial tokens and cross-attention queries by 3, 5 frames by 3
-    // (temporal tokens) and 4 (spatial passes), 2 videos x 64 pixel columns by 7.
+    // (temporal tokens) and 4 (spatial passes), 2 videos x 64 pixel columns by 7, batch·heads by 5.
     let compute = |f: fn(&mut ComputeOptions)| {
         let mut c = ComputeOptions::default();
         f(&mut c);
@@ -36,6 +36,7 @@ fn three_guided_steps_match_diffusers() {
     };
     let all = ComputeOptions {
         attention_query_chunk: Some(3),
+        attention_head_chunk: Some(5),
         feed_forward_chunk: Some(3),
         spatial_frame_chunk: Some(4),
         temporal_pixel_chunk: Some(7),
@@ -50,8 +51,12 @@ fn three_guided_steps_match_diffusers() {
             },
         ),
         (
-            "attention chunks",
+            "attention query chunks",
             compute(|c| c.attention_query_chunk = Some(3)),
+        ),
+        (
+            "attention batch-head slices",
+            compute(|c| c.attention_head_chunk = Some(5)),
         ),
         (
             "feed-forward chunks",

@@ -1,6 +1,6 @@
 //! diffusers' `Attention` (to_q, to_k, to_v, to_out.0) with scaled dot-product attention.
 
-use super::compute::chunked;
+use super::compute::{ComputeOptions, chunked, chunked_range};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder, linear_b};
 
@@ -38,25 +38,39 @@ impl Attention {
 
     /// (N, L, query_dim) attending to `context` (N, S, context_dim), or to itself.
     pub fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
-        self.forward_chunked(x, context, None)
+        self.forward_chunked(x, context, ComputeOptions::default())
     }
 
-    /// As `forward`, with at most `query_chunk` queries per score matrix.
+    /// As `forward`, with at most `opts.attention_head_chunk` batch·head rows and
+    /// `opts.attention_query_chunk` queries per score matrix.
     pub fn forward_chunked(
         &self,
         x: &Tensor,
         context: Option<&Tensor>,
-        query_chunk: Option<usize>,
+        opts: ComputeOptions,
     ) -> Result<Tensor> {
         let context = context.unwrap_or(x);
         let q = self.split_heads(&self.to_q.forward(x)?)?;
         let k = self.split_heads(&self.to_k.forward(context)?)?;
         let v = self.split_heads(&self.to_v.forward(context)?)?;
-        let out = chunked(&q, 2, query_chunk, |q| {
-            scaled_dot_product_attention(q, &k, &v)
+        let (n, h, l, d) = q.dims4()?;
+        let s = k.dim(2)?;
+        // Batch and heads as one axis (a leading 1 keeps the 4-D layout) to slice them together.
+        let q = q.reshape((1, n * h, l, d))?;
+        let (k, v) = (k.reshape((1, n * h, s, d))?, v.reshape((1, n * h, s, d))?);
+        let out = chunked_range(n * h, opts.attention_head_chunk, 1, |start, len| {
+            let (k, v) = (k.narrow(1, start, len)?, v.narrow(1, start, len)?);
+            chunked(
+                &q.narrow(1, start, len)?,
+                2,
+                opts.attention_query_chunk,
+                |q| scaled_dot_product_attention(q, &k, &v),
+            )
         })?;
-        let (n, h, l, d) = out.dims4()?;
-        let out = out.transpose(1, 2)?.reshape((n, l, h * d))?;
+        let out = out
+            .reshape((n, h, l, d))?
+            .transpose(1, 2)?
+            .reshape((n, l, h * d))?;
         self.to_out.forward(&out)
     }
 

@@ -8,6 +8,9 @@ pub struct ComputeOptions {
     /// Queries per attention chunk: the score matrix is at most (batch·heads, chunk, keys).
     /// None computes all queries at once.
     pub attention_query_chunk: Option<usize>,
+    /// Rows of batch·heads per attention pass: with query chunks, the score matrix is at most
+    /// (head_chunk, query_chunk, keys).
+    pub attention_head_chunk: Option<usize>,
     /// Tokens per feed-forward chunk: the GEGLU's 8x-wide hidden is at most this many tokens
     /// long. None runs all tokens at once.
     pub feed_forward_chunk: Option<usize>,
@@ -18,6 +21,25 @@ pub struct ComputeOptions {
     pub temporal_pixel_chunk: Option<usize>,
 }
 
+/// `f(start, len)` over runs of at most `chunk` of `0..n`, concatenated on axis `dim`.
+pub fn chunked_range(
+    n: usize,
+    chunk: Option<usize>,
+    dim: usize,
+    f: impl Fn(usize, usize) -> Result<Tensor>,
+) -> Result<Tensor> {
+    match chunk {
+        Some(c) if c > 0 && c < n => {
+            let parts = (0..n)
+                .step_by(c)
+                .map(|s| f(s, c.min(n - s)))
+                .collect::<Result<Vec<_>>>()?;
+            Tensor::cat(&parts, dim)
+        }
+        _ => f(0, n),
+    }
+}
+
 /// `f` over slices of `x` of at most `chunk` along `dim`, concatenated; `f(x)` when `chunk` is
 /// None or covers the whole axis.
 pub fn chunked(
@@ -26,15 +48,7 @@ pub fn chunked(
     chunk: Option<usize>,
     f: impl Fn(&Tensor) -> Result<Tensor>,
 ) -> Result<Tensor> {
-    let len = x.dim(dim)?;
-    match chunk {
-        Some(c) if c > 0 && c < len => {
-            let parts = (0..len)
-                .step_by(c)
-                .map(|start| f(&x.narrow(dim, start, c.min(len - start))?))
-                .collect::<Result<Vec<_>>>()?;
-            Tensor::cat(&parts, dim)
-        }
-        _ => f(x),
-    }
+    chunked_range(x.dim(dim)?, chunk, dim, |start, len| {
+        f(&x.narrow(dim, start, len)?)
+    })
 }

@@ -56,14 +56,13 @@ impl BasicTransformerBlock {
         context: Option<&Tensor>,
         opts: ComputeOptions,
     ) -> Result<Tensor> {
-        let q = opts.attention_query_chunk;
         let x = (self
             .attn1
-            .forward_chunked(&self.norm1.forward(x)?, None, q)?
+            .forward_chunked(&self.norm1.forward(x)?, None, opts)?
             + x)?;
         let x = (self
             .attn2
-            .forward_chunked(&self.norm2.forward(&x)?, context, q)?
+            .forward_chunked(&self.norm2.forward(&x)?, context, opts)?
             + &x)?;
         self.ff
             .forward_chunked(&self.norm3.forward(&x)?, opts.feed_forward_chunk)?

@@ -1,6 +1,6 @@
 //! `unet/config.json` of an I2VGenXLUNet.
 
-use crate::{Error, Result};
+use crate::Result;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,12 +72,7 @@ impl UNetConfig {
     }
 
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
-        let config: Self = super::read_json(path)?;
-        config.validate().map_err(|message| Error::Config {
-            path: path.display().to_string(),
-            message,
-        })?;
-        Ok(config)
+        crate::config::read_validated(path, Self::validate)
     }
 
     /// Width of the time, fps and image-embedding MLPs.

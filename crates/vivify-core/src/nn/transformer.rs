@@ -2,7 +2,7 @@
 //! `TransformerTemporalModel` that attends across frames at each pixel.
 
 use super::attention::Attention;
-use super::compute::{ComputeOptions, chunked};
+use super::compute::{ComputeOptions, chunked, chunked_range};
 use super::feed_forward::{FeedForward, FeedForwardActivation};
 use super::norm::{GroupNorm, LayerNorm};
 use candle_core::{Module, Result, Tensor};
@@ -70,14 +70,57 @@ impl BasicTransformerBlock {
     }
 }
 
-/// Spatial transformer: tokens are the H·W pixels of each frame; cross-attends to `context`.
+/// GroupNorm, `proj_in`, one transformer block and `proj_out`: the parts both transformer
+/// models share; they differ in what the tokens are.
 #[derive(Debug, Clone)]
-pub struct Transformer2DModel {
+struct Projected {
     norm: GroupNorm,
     proj_in: Linear,
     block: BasicTransformerBlock,
     proj_out: Linear,
 }
+
+impl Projected {
+    fn new(
+        vb: VarBuilder,
+        channels: usize,
+        heads: usize,
+        dim_head: usize,
+        groups: usize,
+        cross_attention_dim: Option<usize>,
+    ) -> Result<Self> {
+        let inner = heads * dim_head;
+        Ok(Self {
+            norm: GroupNorm::new(vb.pp("norm"), groups, channels, TRANSFORMER_GROUP_NORM_EPS)?,
+            proj_in: linear(channels, inner, vb.pp("proj_in"))?,
+            block: BasicTransformerBlock::new(
+                vb.pp("transformer_blocks.0"),
+                inner,
+                heads,
+                dim_head,
+                cross_attention_dim,
+            )?,
+            proj_out: linear(inner, channels, vb.pp("proj_out"))?,
+        })
+    }
+
+    /// Normalised tokens (N, L, channels) through proj_in, the block and proj_out.
+    fn tokens(
+        &self,
+        tokens: &Tensor,
+        context: Option<&Tensor>,
+        opts: ComputeOptions,
+    ) -> Result<Tensor> {
+        let t = self
+            .block
+            .forward(&self.proj_in.forward(tokens)?, context, opts)?;
+        self.proj_out.forward(&t)
+    }
+}
+
+/// Spatial transformer: tokens are the H·W pixels of each frame; cross-attends to `context`.
+#[derive(Debug, Clone)]
+pub struct Transformer2DModel(Projected);
 
 impl Transformer2DModel {
     pub fn new(
@@ -88,56 +131,40 @@ impl Transformer2DModel {
         groups: usize,
         cross_attention_dim: usize,
     ) -> Result<Self> {
-        let inner = heads * dim_head;
-        Ok(Self {
-            norm: GroupNorm::new(vb.pp("norm"), groups, channels, TRANSFORMER_GROUP_NORM_EPS)?,
-            proj_in: linear(channels, inner, vb.pp("proj_in"))?,
-            block: BasicTransformerBlock::new(
-                vb.pp("transformer_blocks.0"),
-                inner,
-                heads,
-                dim_head,
-                Some(cross_attention_dim),
-            )?,
-            proj_out: linear(inner, channels, vb.pp("proj_out"))?,
-        })
+        Projected::new(
+            vb,
+            channels,
+            heads,
+            dim_head,
+            groups,
+            Some(cross_attention_dim),
+        )
+        .map(Self)
     }
 
     /// x (N, C, H, W), context (N, S, cross_attention_dim); N frames, `opts.spatial_frame_chunk`
     /// at a time (every step, GroupNorm included, is per frame).
     pub fn forward(&self, x: &Tensor, context: &Tensor, opts: ComputeOptions) -> Result<Tensor> {
-        let n = x.dim(0)?;
-        match opts.spatial_frame_chunk {
-            Some(c) if c > 0 && c < n => {
-                let parts = (0..n)
-                    .step_by(c)
-                    .map(|s| {
-                        let len = c.min(n - s);
-                        self.forward_frames(
-                            &x.narrow(0, s, len)?,
-                            &context.narrow(0, s, len)?,
-                            opts,
-                        )
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Tensor::cat(&parts, 0)
-            }
-            _ => self.forward_frames(x, context, opts),
-        }
+        chunked_range(x.dim(0)?, opts.spatial_frame_chunk, 0, |start, len| {
+            self.forward_frames(
+                &x.narrow(0, start, len)?,
+                &context.narrow(0, start, len)?,
+                opts,
+            )
+        })
     }
 
     fn forward_frames(&self, x: &Tensor, context: &Tensor, opts: ComputeOptions) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         let tokens = self
+            .0
             .norm
             .forward(x)?
             .permute((0, 2, 3, 1))?
             .reshape((n, h * w, c))?;
-        let tokens = self.proj_in.forward(&tokens)?;
-        let tokens = self.block.forward(&tokens, Some(context), opts)?;
         let out = self
-            .proj_out
-            .forward(&tokens)?
+            .0
+            .tokens(&tokens, Some(context), opts)?
             .reshape((n, h, w, c))?
             .permute((0, 3, 1, 2))?;
         out + x
@@ -147,12 +174,7 @@ impl Transformer2DModel {
 /// Temporal transformer: tokens are the F frames at each pixel; both attentions are
 /// self-attention and there is no positional embedding.
 #[derive(Debug, Clone)]
-pub struct TransformerTemporalModel {
-    norm: GroupNorm,
-    proj_in: Linear,
-    block: BasicTransformerBlock,
-    proj_out: Linear,
-}
+pub struct TransformerTemporalModel(Projected);
 
 impl TransformerTemporalModel {
     pub fn new(
@@ -162,35 +184,24 @@ impl TransformerTemporalModel {
         dim_head: usize,
         groups: usize,
     ) -> Result<Self> {
-        let inner = heads * dim_head;
-        Ok(Self {
-            norm: GroupNorm::new(vb.pp("norm"), groups, channels, TRANSFORMER_GROUP_NORM_EPS)?,
-            proj_in: linear(channels, inner, vb.pp("proj_in"))?,
-            block: BasicTransformerBlock::new(
-                vb.pp("transformer_blocks.0"),
-                inner,
-                heads,
-                dim_head,
-                None,
-            )?,
-            proj_out: linear(inner, channels, vb.pp("proj_out"))?,
-        })
+        Projected::new(vb, channels, heads, dim_head, groups, None).map(Self)
     }
 
-    /// x (B·F, C, H, W).
+    /// x (B·F, C, H, W); the pixel columns go through `opts.temporal_pixel_chunk` at a time
+    /// (the GroupNorm in front still sees all of them).
     pub fn forward(&self, x: &Tensor, frames: usize, opts: ComputeOptions) -> Result<Tensor> {
         let (bf, c, h, w) = x.dims4()?;
         let b = bf / frames;
         // (B, F, C, H, W) -> (B, H, W, F, C) -> (B·H·W, F, C)
         let tokens = self
+            .0
             .norm
             .forward_frames(x, frames)?
             .reshape((b, frames, c, h, w))?
             .permute((0, 3, 4, 1, 2))?
             .reshape((b * h * w, frames, c))?;
         let out = chunked(&tokens, 0, opts.temporal_pixel_chunk, |t| {
-            let t = self.block.forward(&self.proj_in.forward(t)?, None, opts)?;
-            self.proj_out.forward(&t)
+            self.0.tokens(t, None, opts)
         })?;
         let out = out
             .reshape((b, h, w, frames, c))?

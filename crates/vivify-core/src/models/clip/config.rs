@@ -1,7 +1,7 @@
 //! The `config.json` of a CLIP text encoder (`CLIPTextConfig`) or image encoder
 //! (`CLIPVisionConfig`). Unknown fields are ignored; missing ones take transformers' defaults.
 
-use crate::{Error, Result};
+use crate::Result;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -58,12 +58,7 @@ impl ClipTextConfig {
     }
 
     pub fn from_file(path: &Path) -> Result<Self> {
-        let config: Self = crate::config::read_json(path)?;
-        config.validate().map_err(|message| Error::Config {
-            path: path.display().to_string(),
-            message,
-        })?;
-        Ok(config)
+        crate::config::read_validated(path, Self::validate)
     }
 
     pub fn validate(&self) -> std::result::Result<(), String> {
@@ -131,12 +126,7 @@ impl ClipVisionConfig {
     }
 
     pub fn from_file(path: &Path) -> Result<Self> {
-        let config: Self = crate::config::read_json(path)?;
-        config.validate().map_err(|message| Error::Config {
-            path: path.display().to_string(),
-            message,
-        })?;
-        Ok(config)
+        crate::config::read_validated(path, Self::validate)
     }
 
     pub fn validate(&self) -> std::result::Result<(), String> {

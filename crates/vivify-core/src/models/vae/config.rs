@@ -1,6 +1,6 @@
 //! `vae/config.json` of an AutoencoderKL.
 
-use crate::{Error, Result};
+use crate::Result;
 use serde::{Deserialize, Deserializer, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,12 +96,7 @@ impl VaeConfig {
     }
 
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
-        let config: Self = crate::config::read_json(path)?;
-        config.validate().map_err(|message| Error::Config {
-            path: path.display().to_string(),
-            message,
-        })?;
-        Ok(config)
+        crate::config::read_validated(path, Self::validate)
     }
 
     /// How much smaller the latent is than the image, per side.

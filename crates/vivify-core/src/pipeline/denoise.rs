@@ -123,13 +123,13 @@ impl<'a> Denoiser<'a> {
             };
             (&uncond + ((cond - &uncond)? * self.guidance)?)?
         };
-        Ok(self.scheduler.step(
+        self.scheduler.step(
             &prediction.to_dtype(latents.dtype())?,
             t,
             latents,
             0.0,
             None,
-        )?)
+        )
     }
 }
 

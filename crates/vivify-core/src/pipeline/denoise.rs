@@ -43,6 +43,96 @@ pub fn uses_guidance(guidance: f64) -> bool {
     guidance > 1.0
 }
 
+/// One video's denoising: the UNet, the scheduler (already `set_timesteps`) and the
+/// conditioning, stepped one timestep at a time so that a caller can keep the latents after
+/// each step and resume from any of them.
+pub struct Denoiser<'a> {
+    pub unet: &'a I2VGenXLUNet,
+    pub scheduler: &'a DdimScheduler,
+    pub cond: &'a Conditioning,
+    pub guidance: f64,
+    pub fps: f32,
+}
+
+impl<'a> Denoiser<'a> {
+    /// Checks that the conditioning has the rows guidance needs.
+    pub fn new(
+        unet: &'a I2VGenXLUNet,
+        scheduler: &'a DdimScheduler,
+        cond: &'a Conditioning,
+        guidance: f64,
+        fps: f32,
+    ) -> Result<Self> {
+        let rows = if uses_guidance(guidance) { 2 } else { 1 };
+        if cond.encoder_hidden_states.dim(0)? != rows {
+            return Err(Error::InvalidArgument {
+                field: "conditioning",
+                message: format!(
+                    "expected {rows} rows (guidance {guidance}), got {}",
+                    cond.encoder_hidden_states.dim(0)?
+                ),
+            });
+        }
+        Ok(Self {
+            unet,
+            scheduler,
+            cond,
+            guidance,
+            fps,
+        })
+    }
+
+    pub fn timesteps(&self) -> &[i64] {
+        self.scheduler.timesteps()
+    }
+
+    /// The UNet on `sample` with the conditioning rows `rows` ([negative, positive] order).
+    fn predict(
+        &self,
+        sample: &Tensor,
+        rows: std::ops::Range<usize>,
+        t: i64,
+        plan: &ExecutionPlan,
+    ) -> Result<Tensor> {
+        let take = |x: &Tensor| x.narrow(0, rows.start, rows.len());
+        Ok(self.unet.forward(&UNetInputs {
+            sample,
+            timestep: t as f32,
+            fps: self.fps,
+            image_latents: &take(&self.cond.image_latents)?,
+            image_embeddings: &take(&self.cond.image_embeddings)?,
+            encoder_hidden_states: &take(&self.cond.encoder_hidden_states)?,
+            options: plan.compute,
+        })?)
+    }
+
+    /// Step `i` (0-based) of the timesteps: the latents after it.
+    pub fn step(&self, latents: &Tensor, i: usize, plan: &ExecutionPlan) -> Result<Tensor> {
+        let t = self.timesteps()[i];
+        let prediction = if !uses_guidance(self.guidance) {
+            self.predict(latents, 0..1, t, plan)?
+        } else {
+            let (uncond, cond) = if plan.sequential_guidance {
+                (
+                    self.predict(latents, 0..1, t, plan)?,
+                    self.predict(latents, 1..2, t, plan)?,
+                )
+            } else {
+                let both = self.predict(&Tensor::cat(&[latents, latents], 0)?, 0..2, t, plan)?;
+                (both.narrow(0, 0, 1)?, both.narrow(0, 1, 1)?)
+            };
+            (&uncond + ((cond - &uncond)? * self.guidance)?)?
+        };
+        self.scheduler.step(
+            &prediction.to_dtype(latents.dtype())?,
+            t,
+            latents,
+            0.0,
+            None,
+        )
+    }
+}
+
 /// Runs every timestep of `scheduler` (already `set_timesteps`) from `latents` (1, 4, F, h, w)
 /// and returns the final latents.
 #[allow(clippy::too_many_arguments)]
@@ -56,55 +146,16 @@ pub fn denoise(
     plan: ExecutionPlan,
     mut on_step: impl FnMut(StepProgress),
 ) -> Result<Tensor> {
-    let rows = if uses_guidance(guidance) { 2 } else { 1 };
-    if cond.encoder_hidden_states.dim(0)? != rows {
-        return Err(Error::InvalidArgument {
-            field: "conditioning",
-            message: format!(
-                "expected {rows} rows (guidance {guidance}), got {}",
-                cond.encoder_hidden_states.dim(0)?
-            ),
-        });
-    }
-    // The UNet on `sample` with the conditioning rows `rows` ([negative, positive] order).
-    let predict = |sample: &Tensor, rows: std::ops::Range<usize>, t: i64| -> Result<Tensor> {
-        let take = |x: &Tensor| x.narrow(0, rows.start, rows.len());
-        Ok(unet.forward(&UNetInputs {
-            sample,
-            timestep: t as f32,
-            fps,
-            image_latents: &take(&cond.image_latents)?,
-            image_embeddings: &take(&cond.image_embeddings)?,
-            encoder_hidden_states: &take(&cond.encoder_hidden_states)?,
-            options: plan.compute,
-        })?)
-    };
-    let timesteps = scheduler.timesteps().to_vec();
+    let denoiser = Denoiser::new(unet, scheduler, cond, guidance, fps)?;
+    let total = denoiser.timesteps().len();
     let started = Instant::now();
     let mut latents = latents;
-    for (i, &t) in timesteps.iter().enumerate() {
-        let prediction = if rows == 1 {
-            predict(&latents, 0..1, t)?
-        } else {
-            let (uncond, cond) = if plan.sequential_guidance {
-                (predict(&latents, 0..1, t)?, predict(&latents, 1..2, t)?)
-            } else {
-                let both = predict(&Tensor::cat(&[&latents, &latents], 0)?, 0..2, t)?;
-                (both.narrow(0, 0, 1)?, both.narrow(0, 1, 1)?)
-            };
-            (&uncond + ((cond - &uncond)? * guidance)?)?
-        };
-        latents = scheduler.step(
-            &prediction.to_dtype(latents.dtype())?,
-            t,
-            &latents,
-            0.0,
-            None,
-        )?;
+    for i in 0..total {
+        latents = denoiser.step(&latents, i, &plan)?;
         on_step(StepProgress {
             step: i + 1,
-            total: timesteps.len(),
-            timestep: t,
+            total,
+            timestep: denoiser.timesteps()[i],
             elapsed: started.elapsed(),
         });
     }

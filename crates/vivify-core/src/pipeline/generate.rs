@@ -1,17 +1,22 @@
 //! Image + prompt -> frames: diffusers' `I2VGenXLPipeline.__call__`, stage by stage.
 
-use super::denoise::{Conditioning, StepProgress, denoise, uses_guidance};
+use super::denoise::{Conditioning, Denoiser, StepProgress, uses_guidance};
 use super::models::I2VGenXLModels;
 use super::pillow_resize::Rgb8;
 use super::preprocess::{clip_pixel_values, vae_pixel_values};
+use super::recovery::{
+    CHECKPOINT_VERSION, Checkpoint, CheckpointMeta, FaultInjector, FaultPoint, StagePlan, StepDown,
+    step_down,
+};
 use super::request::GenerationRequest;
-use crate::Result;
 use crate::scheduler::{DdimScheduler, gaussian_noise};
+use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     EncodeText,
@@ -43,6 +48,15 @@ pub enum Progress {
     StageFinished(Stage, Duration),
 }
 
+/// Everything a run reports: progress, and each step down the memory ladder.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Progress(Progress),
+    /// A stage ran out of memory and is retried with a lower-memory setting; denoising resumes
+    /// from its last finished step, decoding from its last finished chunk.
+    StepDown(StepDown),
+}
+
 /// What a generation produces.
 #[derive(Debug, Clone)]
 pub struct Generation {
@@ -50,22 +64,138 @@ pub struct Generation {
     /// Final latents before decoding, (1, 4, F, h, w) f32 on the CPU.
     pub latents: Tensor,
     pub timings: Vec<(Stage, Duration)>,
+    /// The step-downs taken after allocation failures, in order.
+    pub step_downs: Vec<StepDown>,
+    /// The settings each stage that ran finished with.
+    pub stage_plans: Vec<(Stage, StagePlan)>,
 }
 
-struct StageClock<'a, F: FnMut(Progress)> {
-    on_progress: &'a mut F,
+impl Generation {
+    /// The plan the run ended with: the denoising plan, with the decoder's chunk and tiling.
+    pub fn final_plan(&self) -> StagePlan {
+        let of = |stage: Stage| {
+            self.stage_plans
+                .iter()
+                .find(|(s, _)| *s == stage)
+                .map(|(_, p)| *p)
+        };
+        let decode = of(Stage::Decode);
+        let mut plan = of(Stage::Denoise).or(decode).unwrap_or(StagePlan {
+            plan: Default::default(),
+            decode_chunk: 1,
+        });
+        if let Some(d) = decode {
+            plan.decode_chunk = d.decode_chunk;
+            plan.plan.vae_tiling = d.plan.vae_tiling;
+        }
+        plan
+    }
+}
+
+/// How to run beyond the request: where to save a resumable checkpoint when memory runs out
+/// for good, and (tests only) a fault injector.
+#[derive(Default, Clone)]
+pub struct GenerateOptions<'a> {
+    pub injector: Option<&'a dyn FaultInjector>,
+    /// Directory for the checkpoint written when no rung fixes an allocation failure (none is
+    /// written without it).
+    pub checkpoint_dir: Option<PathBuf>,
+}
+
+const STAGES: [Stage; 4] = [
+    Stage::EncodeText,
+    Stage::EncodeImage,
+    Stage::Denoise,
+    Stage::Decode,
+];
+
+fn stage_index(stage: Stage) -> usize {
+    STAGES.iter().position(|s| *s == stage).unwrap_or(0)
+}
+
+/// Stage timing, progress and the retry loop with its per-stage plans.
+struct Runner<'a, F: FnMut(Event)> {
+    on_event: &'a mut F,
+    injector: Option<&'a dyn FaultInjector>,
+    plans: [StagePlan; 4],
+    step_downs: Vec<StepDown>,
     timings: Vec<(Stage, Duration)>,
 }
 
-impl<F: FnMut(Progress)> StageClock<'_, F> {
-    fn run<T>(&mut self, stage: Stage, work: impl FnOnce(&mut F) -> Result<T>) -> Result<T> {
-        (self.on_progress)(Progress::StageStarted(stage));
+impl<F: FnMut(Event)> Runner<'_, F> {
+    fn emit(&mut self, p: Progress) {
+        (self.on_event)(Event::Progress(p));
+    }
+
+    fn stage<T>(&mut self, stage: Stage, work: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.emit(Progress::StageStarted(stage));
         let start = Instant::now();
-        let out = work(self.on_progress)?;
+        let out = work(self)?;
         let took = start.elapsed();
         self.timings.push((stage, took));
-        (self.on_progress)(Progress::StageFinished(stage, took));
+        self.emit(Progress::StageFinished(stage, took));
         Ok(out)
+    }
+
+    /// Runs `work` at `point` with its stage's plan. On an allocation failure (whose temporaries
+    /// are released when `work` returns) the stage steps down one rung and `work` runs again,
+    /// until it succeeds or the ladder ends: then `Error::OutOfMemory`.
+    fn attempt<T>(
+        &mut self,
+        point: FaultPoint,
+        mut work: impl FnMut(&StagePlan) -> Result<T>,
+    ) -> Result<T> {
+        let stage = point.stage();
+        let slot = stage_index(stage);
+        loop {
+            let plan = self.plans[slot];
+            let injected = match self.injector {
+                Some(injector) => injector.check(point, &plan).map_err(Error::from),
+                None => Ok(()),
+            };
+            let err = match injected.and_then(|()| work(&plan)) {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_out_of_memory() => e,
+                Err(e) => return Err(e),
+            };
+            let reason = err
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            let Some((next, change)) = step_down(&plan, stage) else {
+                let tried: Vec<String> = self
+                    .step_downs
+                    .iter()
+                    .filter(|s| s.stage == stage)
+                    .map(|s| s.to.clone())
+                    .collect();
+                let tried = if tried.is_empty() {
+                    "no lower-memory setting is left for this stage".to_string()
+                } else {
+                    format!(
+                        "every lower-memory setting was tried ({})",
+                        tried.join(", ")
+                    )
+                };
+                return Err(Error::OutOfMemory {
+                    stage: stage.name().to_string(),
+                    detail: format!("{reason}; {tried}"),
+                });
+            };
+            let (what, values) = change.split_once(": ").unwrap_or(("setting", &change));
+            let (from, to) = values.split_once(" -> ").unwrap_or((values, values));
+            let step = StepDown {
+                stage,
+                from: format!("{what} {from}"),
+                to: format!("{what} {to}"),
+                reason,
+            };
+            (self.on_event)(Event::StepDown(step.clone()));
+            self.step_downs.push(step);
+            self.plans[slot] = next;
+        }
     }
 }
 
@@ -74,6 +204,7 @@ fn encode_text(
     models: &I2VGenXLModels,
     req: &GenerationRequest,
     device: &Device,
+    one_row_at_a_time: bool,
 ) -> Result<Tensor> {
     let mut prompts = Vec::new();
     if uses_guidance(req.guidance) {
@@ -85,6 +216,12 @@ fn encode_text(
         ids.extend(models.tokenizer.encode(p)?);
     }
     let ids = Tensor::from_vec(ids, (prompts.len(), models.tokenizer.max_length()), device)?;
+    if one_row_at_a_time {
+        let rows = (0..prompts.len())
+            .map(|i| models.text_encoder.forward(&ids.narrow(0, i, 1)?))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        return Ok(Tensor::cat(&rows, 0)?);
+    }
     Ok(models.text_encoder.forward(&ids)?)
 }
 
@@ -135,72 +272,255 @@ fn to_frames(video: &Tensor) -> Result<Vec<Rgb8>> {
 }
 
 /// Runs every stage. `on_progress` hears about each stage, each denoising step and each
-/// decoded chunk.
+/// decoded chunk. Allocation failures are recovered from as in [`generate_with`] (step-downs are
+/// not reported here; they are in the result).
 pub fn generate(
     models: &I2VGenXLModels,
     req: &GenerationRequest,
     device: &Device,
     mut on_progress: impl FnMut(Progress),
 ) -> Result<Generation> {
+    generate_with(models, req, device, &GenerateOptions::default(), |e| {
+        if let Event::Progress(p) = e {
+            on_progress(p)
+        }
+    })
+}
+
+/// Runs every stage, each under a retry loop: an allocation failure steps that stage's plan down
+/// one rung ([`step_down`]) and retries, denoising from its last finished step and decoding from
+/// its last finished chunk. When no rung helps, the result is `Error::OutOfMemory`, and with
+/// `options.checkpoint_dir` the latents are saved there for [`resume`].
+pub fn generate_with(
+    models: &I2VGenXLModels,
+    req: &GenerationRequest,
+    device: &Device,
+    options: &GenerateOptions,
+    on_event: impl FnMut(Event),
+) -> Result<Generation> {
+    run(models, req, device, options, None, on_event)
+}
+
+/// Finishes a run from a checkpoint that `generate_with` saved when it ran out of memory. The
+/// request must be the one of the checkpoint (`CheckpointMeta::request` rebuilds it around the
+/// image) and gives the plan to go on with; the frames are those of an uninterrupted run.
+pub fn resume(
+    models: &I2VGenXLModels,
+    req: &GenerationRequest,
+    checkpoint: &Path,
+    device: &Device,
+    options: &GenerateOptions,
+    on_event: impl FnMut(Event),
+) -> Result<Generation> {
+    let saved = Checkpoint::load(checkpoint)?;
+    let mismatches = saved.meta.mismatches(req);
+    if !mismatches.is_empty() {
+        return Err(Error::InvalidArgument {
+            field: "resume",
+            message: format!(
+                "{} was saved for another request: {}",
+                checkpoint.display(),
+                mismatches.join("; ")
+            ),
+        });
+    }
+    run(models, req, device, options, Some(saved), on_event)
+}
+
+fn run(
+    models: &I2VGenXLModels,
+    req: &GenerationRequest,
+    device: &Device,
+    options: &GenerateOptions,
+    saved: Option<Checkpoint>,
+    mut on_event: impl FnMut(Event),
+) -> Result<Generation> {
     req.validate()?;
     models.check_compatible()?;
-    let mut clock = StageClock {
-        on_progress: &mut on_progress,
-        timings: Vec::new(),
-    };
-    let text = clock.run(Stage::EncodeText, |_| encode_text(models, req, device))?;
-    let (image_embeddings, image_latents) =
-        clock.run(Stage::EncodeImage, |_| encode_image(models, req, device))?;
-
     let mut scheduler = DdimScheduler::new(models.scheduler.clone())?;
     scheduler.set_timesteps(req.steps)?;
-    let noise = match &req.latents {
-        Some(l) => l.to_device(device)?.to_dtype(DType::F32)?,
+    let total = scheduler.timesteps().len();
+    let (start, initial) = match saved {
+        Some(saved) => {
+            let shape = req.latent_shape();
+            let (b, c, f, h, w) = shape;
+            if saved.latents.dims() != [b, c, f, h, w]
+                || saved.meta.step > total
+                || saved.meta.timesteps != scheduler.timesteps()
+            {
+                return Err(Error::InvalidArgument {
+                    field: "resume",
+                    message: format!(
+                        "checkpoint latents {:?} at step {} of {:?} do not fit the request \
+                         (latents {shape:?}, timesteps {:?})",
+                        saved.latents.dims(),
+                        saved.meta.step,
+                        saved.meta.timesteps,
+                        scheduler.timesteps()
+                    ),
+                });
+            }
+            (saved.meta.step, saved.latents.to_device(device)?)
+        }
         None => {
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(req.seed);
-            gaussian_noise(&mut rng, req.latent_shape(), device)?
+            let noise = match &req.latents {
+                Some(l) => l.to_device(device)?.to_dtype(DType::F32)?,
+                None => {
+                    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(req.seed);
+                    gaussian_noise(&mut rng, req.latent_shape(), device)?
+                }
+            };
+            (0, (noise * scheduler.init_noise_sigma())?)
         }
     };
-    let noise = (noise * scheduler.init_noise_sigma())?;
-    let cond = Conditioning {
-        encoder_hidden_states: text,
-        image_embeddings,
-        image_latents,
+    let mut runner = Runner {
+        on_event: &mut on_event,
+        injector: options.injector,
+        plans: [StagePlan::of(req); 4],
+        step_downs: Vec::new(),
+        timings: Vec::new(),
     };
-    let latents = clock.run(Stage::Denoise, |p| {
-        denoise(
+    // An allocation failure no rung fixed: save the latents as they stand and say where.
+    let give_up = |err: Error, latents: &Tensor, step: usize, plans: &[StagePlan; 4]| -> Error {
+        let (Error::OutOfMemory { stage, detail }, Some(dir)) = (&err, &options.checkpoint_dir)
+        else {
+            return err;
+        };
+        let failed_stage = STAGES
+            .into_iter()
+            .find(|s| s.name() == stage)
+            .unwrap_or(Stage::Denoise);
+        let meta = CheckpointMeta {
+            version: CHECKPOINT_VERSION,
+            step,
+            failed_stage,
+            prompt: req.prompt.clone(),
+            negative_prompt: req.negative_prompt.clone(),
+            width: req.width,
+            height: req.height,
+            frames: req.frames,
+            steps: req.steps,
+            guidance: req.guidance,
+            fps: req.fps,
+            seed: req.seed,
+            decode_chunk: plans[stage_index(Stage::Decode)].decode_chunk,
+            plan: plans[stage_index(Stage::Denoise)].plan,
+            timesteps: scheduler.timesteps().to_vec(),
+        };
+        let path = Checkpoint::path_in(dir, &meta);
+        let saved = std::fs::create_dir_all(dir)
+            .map_err(|source| Error::Io {
+                path: dir.clone(),
+                source,
+            })
+            .and_then(|()| {
+                Checkpoint {
+                    latents: latents.clone(),
+                    meta,
+                }
+                .save(&path)
+            });
+        let note = match saved {
+            Ok(()) => format!(
+                "; the latents after {step} of {total} denoising steps are saved in {p} \
+                 (resume with `vivify generate --resume {p}` and the same image)",
+                p = path.display()
+            ),
+            Err(e) => format!("; saving a checkpoint failed too: {e}"),
+        };
+        Error::OutOfMemory {
+            stage: stage.clone(),
+            detail: format!("{detail}{note}"),
+        }
+    };
+
+    let latents = if start < total {
+        let text = runner
+            .stage(Stage::EncodeText, |r| {
+                r.attempt(FaultPoint::Encode(Stage::EncodeText), |plan| {
+                    encode_text(models, req, device, plan.plan.sequential_guidance)
+                })
+            })
+            .map_err(|e| give_up(e, &initial, start, &runner.plans))?;
+        let (image_embeddings, image_latents) = runner
+            .stage(Stage::EncodeImage, |r| {
+                r.attempt(FaultPoint::Encode(Stage::EncodeImage), |_| {
+                    encode_image(models, req, device)
+                })
+            })
+            .map_err(|e| give_up(e, &initial, start, &runner.plans))?;
+        let cond = Conditioning {
+            encoder_hidden_states: text,
+            image_embeddings,
+            image_latents,
+        };
+        let denoiser = Denoiser::new(
             &models.unet,
             &scheduler,
-            noise,
             &cond,
             req.guidance,
             req.fps as f32,
-            req.plan,
-            |s| p(Progress::Step(s)),
-        )
-    })?;
-    drop(cond);
+        )?;
+        // The latents and the count of finished steps, kept after every step.
+        let mut latents = initial;
+        let mut done = start;
+        let denoised = runner.stage(Stage::Denoise, |r| {
+            let started = Instant::now();
+            while done < total {
+                latents = r.attempt(FaultPoint::DenoiseStep(done), |plan| {
+                    denoiser.step(&latents, done, &plan.plan)
+                })?;
+                done += 1;
+                r.emit(Progress::Step(StepProgress {
+                    step: done,
+                    total,
+                    timestep: denoiser.timesteps()[done - 1],
+                    elapsed: started.elapsed(),
+                }));
+            }
+            Ok(())
+        });
+        if let Err(e) = denoised {
+            return Err(give_up(e, &latents, done, &runner.plans));
+        }
+        latents
+    } else {
+        initial
+    };
 
-    let frames = clock.run(Stage::Decode, |p| {
+    let decoded = runner.stage(Stage::Decode, |r| {
         let z = (latents.to_dtype(models.vae.dtype())? / models.vae.config.scaling_factor)?;
         let (_, c, f, h, w) = z.dims5()?;
         let z = z.permute((0, 2, 1, 3, 4))?.reshape((f, c, h, w))?;
+        // Decoded chunks are kept: after a step-down, decoding goes on from the first frame
+        // not yet decoded.
         let mut decoded = Vec::new();
         let mut done = 0;
         while done < f {
-            let n = req.decode_chunk.min(f - done);
-            decoded.push(models.vae.decode(&z.narrow(0, done, n)?)?);
-            done += n;
-            p(Progress::Decoded {
+            let part = r.attempt(FaultPoint::DecodeChunk(decoded.len()), |plan| {
+                let n = plan.decode_chunk.max(1).min(f - done);
+                Ok(models.vae.decode(&z.narrow(0, done, n)?)?)
+            })?;
+            done += part.dim(0)?;
+            decoded.push(part);
+            r.emit(Progress::Decoded {
                 frames: done,
                 total: f,
             });
         }
         to_frames(&Tensor::cat(&decoded, 0)?)
-    })?;
+    });
+    let frames = decoded.map_err(|e| give_up(e, &latents, total, &runner.plans))?;
+    let stage_plans = runner
+        .timings
+        .iter()
+        .map(|(s, _)| (*s, runner.plans[stage_index(*s)]))
+        .collect();
     Ok(Generation {
         frames,
         latents: latents.to_dtype(DType::F32)?.to_device(&Device::Cpu)?,
-        timings: clock.timings,
+        timings: runner.timings,
+        step_downs: runner.step_downs,
+        stage_plans,
     })
 }

@@ -7,4 +7,5 @@ pub mod models;
 pub mod pillow_resize;
 pub mod plan;
 pub mod preprocess;
+pub mod recovery;
 pub mod request;

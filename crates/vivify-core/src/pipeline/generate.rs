@@ -71,7 +71,7 @@ pub struct Generation {
 }
 
 impl Generation {
-    /// The plan the run ended with: the denoising plan, with the decoder's chunk and tiling.
+    /// The plan the run ended with: the denoising plan, with the decoder's chunk.
     pub fn final_plan(&self) -> StagePlan {
         let of = |stage: Stage| {
             self.stage_plans
@@ -86,7 +86,6 @@ impl Generation {
         });
         if let Some(d) = decode {
             plan.decode_chunk = d.decode_chunk;
-            plan.plan.vae_tiling = d.plan.vae_tiling;
         }
         plan
     }

@@ -70,8 +70,8 @@ fn smaller(current: Option<usize>, sizes: &[usize]) -> Option<usize> {
 /// - denoise: sequential guidance, attention query chunks 4096 then 1024, attention batch·head
 ///   slices 8 then 1, feed-forward chunks 4096 then 1024, spatial frame chunks 4 then 1,
 ///   temporal pixel chunks 4096 then 1024.
-/// - decode: frames per decode call halved down to 1. VAE tiling would be the last rung; it is
-///   left out until the decoder implements `vae_tiling`.
+/// - decode: frames per decode call halved down to 1 (VAE tiling will be the last rung once the
+///   decoder has it).
 pub fn step_down(current: &StagePlan, stage: Stage) -> Option<(StagePlan, String)> {
     let mut next = *current;
     match stage {

@@ -21,7 +21,7 @@ pub enum Command {
     /// Validate a diffusers model directory: lists every missing, unexpected or mis-shaped tensor.
     CheckModel(CheckModelArgs),
     /// Generate a video from an image and a prompt.
-    Generate(GenerateArgs),
+    Generate(Box<GenerateArgs>),
     /// Download a hub model into the Hugging Face cache and print where it is.
     Download(DownloadArgs),
     /// Time UNet forward passes at a given config and size (used by bench/).
@@ -110,18 +110,29 @@ pub struct GenerateArgs {
     /// Classifier-free guidance scale; 1 or less turns guidance off.
     #[arg(long, default_value_t = request::DEFAULT_GUIDANCE, allow_negative_numbers = true)]
     pub guidance: f64,
-    /// Frames-per-second conditioning of the model.
+    /// Frames per second: the model's fps conditioning and the playback rate of the file.
     #[arg(long, default_value_t = request::DEFAULT_FPS)]
     pub fps: u32,
+    /// Playback rate of the written file only (e.g. 12.5); the model's conditioning stays --fps.
+    #[arg(long)]
+    pub playback_fps: Option<f64>,
     /// Seed of the initial noise (ignored with --latents).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Initial noise: safetensors with tensor `latents` of shape (1, 4, frames, height/8, width/8).
     #[arg(long)]
     pub latents: Option<PathBuf>,
-    /// Output directory for the frames 0000.png, 0001.png, ...
+    /// `out.mp4` (H.264), `out.gif`, or any other path: a directory of 0000.png, 0001.png, ...
+    /// A JSON sidecar goes beside it (`out.mp4.json`, `out.gif.json`, `DIR/metadata.json`).
     #[arg(long)]
     pub output: PathBuf,
+    /// MP4 quality: H.264 quantiser, 0 (best, largest) to 51 (worst, smallest).
+    #[arg(long, default_value_t = vivify_video::DEFAULT_QUALITY,
+          value_parser = clap::value_parser!(u8).range(0..=51))]
+    pub quality: u8,
+    /// Floyd-Steinberg dithering for GIF output (smoother gradients, larger files).
+    #[arg(long)]
+    pub gif_dither: bool,
     /// Also write the final latents before decoding (safetensors, tensor `latents`).
     #[arg(long)]
     pub output_latents: Option<PathBuf>,

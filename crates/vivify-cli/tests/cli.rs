@@ -216,10 +216,8 @@ fn generate_rejects_bad_input_with_the_field_named() {
             vec!["--latents", wrong_latents.to_str().unwrap()],
             "expected [1, 4, 3, 3, 4]",
         ),
-        (
-            vec!["--output", "video.mp4"],
-            "video files are not written yet",
-        ),
+        (vec!["--playback-fps", "0"], "--playback-fps"),
+        (vec!["--quality", "52"], "--quality"),
     ];
     for (extra, expected) in cases {
         let out = generate_tiny(&out_dir, &extra);
@@ -227,6 +225,47 @@ fn generate_rejects_bad_input_with_the_field_named() {
         assert!(!out.status.success(), "{extra:?} was accepted");
         assert!(report.contains(expected), "{extra:?}: {report}");
         assert!(!report.contains("panicked"), "{extra:?} panicked: {report}");
+    }
+}
+
+#[test]
+fn generate_tiny_writes_mp4_and_gif_with_sidecars() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, extra) in [
+        ("clip.mp4", vec!["--fps", "8", "--quality", "18"]),
+        ("clip.gif", vec!["--playback-fps", "12.5", "--gif-dither"]),
+    ] {
+        let path = dir.path().join(name);
+        let out = generate_tiny(&path, &extra);
+        assert!(out.status.success(), "{name}: {}", text(&out));
+        let bytes = std::fs::read(&path).unwrap();
+        match name {
+            "clip.mp4" => assert_eq!(&bytes[4..8], b"ftyp"),
+            _ => assert_eq!(&bytes[..6], b"GIF89a"),
+        }
+        let sidecar = dir.path().join(format!("{name}.json"));
+        let meta = vivify_video::Metadata::read(&sidecar).unwrap();
+        assert_eq!(meta.prompt, "a red balloon");
+        assert_eq!(meta.model.id, "tiny");
+        assert_eq!(meta.model.revision, "main");
+        assert_eq!(meta.parameters.frames, 3);
+        assert_eq!(meta.parameters.steps, 2);
+        assert_eq!(meta.vivify_version, env!("CARGO_PKG_VERSION"));
+        assert_eq!(meta.plan["dtype"], "f32");
+        assert!(
+            meta.timings.iter().any(|t| t.stage == "denoise"),
+            "{meta:?}"
+        );
+        if name == "clip.gif" {
+            // --playback-fps leaves the model's conditioning at its default.
+            assert_eq!(meta.parameters.playback_fps, 12.5);
+            assert_eq!(meta.parameters.fps, 16);
+            assert_eq!(meta.output.settings["dither"], true);
+        } else {
+            assert_eq!(meta.parameters.playback_fps, 8.0);
+            assert_eq!(meta.parameters.fps, 8);
+            assert_eq!(meta.output.settings["qp"], 18);
+        }
     }
 }
 

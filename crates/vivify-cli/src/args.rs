@@ -139,6 +139,17 @@ pub struct GenerateArgs {
     /// Frames per VAE decode call.
     #[arg(long, default_value_t = request::DEFAULT_DECODE_CHUNK)]
     pub decode_chunk: usize,
+    /// Set one execution-plan choice by hand, e.g. `--plan attention-query-chunk=1024`
+    /// (repeatable; keys: attention-query-chunk, attention-head-chunk, ff-chunk, frame-chunk,
+    /// pixel-chunk, sequential-guidance).
+    #[arg(long = "plan", value_name = "KEY=VALUE")]
+    pub plan: Vec<String>,
+    /// Finish a run from the checkpoint an out-of-memory failure saved (give the same --image).
+    #[arg(long, value_name = "FILE")]
+    pub resume: Option<PathBuf>,
+    /// Where a run that runs out of memory for good saves its latents (default: beside --output).
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }

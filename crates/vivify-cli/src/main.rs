@@ -3,6 +3,7 @@
 mod args;
 mod commands;
 mod model;
+mod plan_overrides;
 mod progress;
 
 use clap::Parser;

@@ -200,6 +200,9 @@ fn generate_rejects_bad_input_with_the_field_named() {
         (vec!["--frames", "1"], "`frames`"),
         (vec!["--steps", "0"], "`steps`"),
         (vec!["--guidance", "-1"], "`guidance`"),
+        (vec!["--plan", "ff-chunk=0"], "a chunk must be at least 1"),
+        (vec!["--plan", "warp=9"], "unknown key"),
+        (vec!["--resume", missing.to_str().unwrap()], "missing.png"),
         (
             vec!["--dtype", "bf16"],
             "bf16 compute is not available on the CPU",
@@ -232,7 +235,19 @@ fn generate_rejects_bad_input_with_the_field_named() {
 fn generate_tiny_writes_mp4_and_gif_with_sidecars() {
     let dir = tempfile::tempdir().unwrap();
     for (name, extra) in [
-        ("clip.mp4", vec!["--fps", "8", "--quality", "18"]),
+        (
+            "clip.mp4",
+            vec![
+                "--fps",
+                "8",
+                "--quality",
+                "18",
+                "--plan",
+                "attention-query-chunk=5",
+                "--plan",
+                "sequential-guidance=true",
+            ],
+        ),
         ("clip.gif", vec!["--playback-fps", "12.5", "--gif-dither"]),
     ] {
         let path = dir.path().join(name);
@@ -252,6 +267,16 @@ fn generate_tiny_writes_mp4_and_gif_with_sidecars() {
         assert_eq!(meta.parameters.steps, 2);
         assert_eq!(meta.vivify_version, env!("CARGO_PKG_VERSION"));
         assert_eq!(meta.plan["dtype"], "f32");
+        assert!(
+            meta.plan["step_downs"].as_array().unwrap().is_empty(),
+            "{meta:?}"
+        );
+        if name == "clip.mp4" {
+            // --plan choices reach the run and its record.
+            let plan = &meta.plan["execution_plan"]["plan"];
+            assert_eq!(plan["compute"]["attention_query_chunk"], 5, "{meta:?}");
+            assert_eq!(plan["sequential_guidance"], true, "{meta:?}");
+        }
         assert!(
             meta.timings.iter().any(|t| t.stage == "denoise"),
             "{meta:?}"

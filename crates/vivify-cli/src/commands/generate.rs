@@ -2,14 +2,18 @@
 
 use crate::args::GenerateArgs;
 use crate::model::{load_models, parse_device};
+use crate::plan_overrides;
 use crate::progress::steps_bar;
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
 use indicatif::ProgressBar;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use vivify_core::pipeline::generate::{Progress, Stage, generate};
+use vivify_core::pipeline::generate::{
+    Event, GenerateOptions, Generation, Progress, Stage, generate_with, resume,
+};
 use vivify_core::pipeline::preprocess::load_image;
+use vivify_core::pipeline::recovery::Checkpoint;
 use vivify_core::pipeline::request::GenerationRequest;
 use vivify_video::metadata::OutputInfo;
 use vivify_video::{
@@ -28,44 +32,76 @@ pub fn run(args: &GenerateArgs) -> Result<ExitCode> {
     let image =
         load_image(&args.image).with_context(|| format!("--image {}", args.image.display()))?;
     let latents = args.latents.as_deref().map(read_latents).transpose()?;
-    let request = GenerationRequest {
-        negative_prompt: args.negative_prompt.clone(),
-        width: args.width,
-        height: args.height,
-        frames: args.frames,
-        steps: args.steps,
-        guidance: args.guidance,
-        fps: args.fps,
-        seed: args.seed,
-        latents,
-        decode_chunk: args.decode_chunk,
-        ..GenerationRequest::new(image, args.prompt.clone())
+    let checkpoint = args.resume.as_deref().map(Checkpoint::load).transpose()?;
+    let mut request = match &checkpoint {
+        // A resumed run is the saved request, with the image given again.
+        Some(cp) => cp.meta.request(image),
+        None => GenerationRequest {
+            negative_prompt: args.negative_prompt.clone(),
+            width: args.width,
+            height: args.height,
+            frames: args.frames,
+            steps: args.steps,
+            guidance: args.guidance,
+            fps: args.fps,
+            seed: args.seed,
+            latents,
+            decode_chunk: args.decode_chunk,
+            ..GenerationRequest::new(image, args.prompt.clone())
+        },
     };
+    plan_overrides::apply(&mut request.plan, &args.plan)?;
     // Bad parameters fail before minutes of model loading.
     request.validate()?;
     let models = load_models(&args.model, dtype, &device)?;
 
+    let options = GenerateOptions {
+        injector: None,
+        checkpoint_dir: Some(args.checkpoint_dir.clone().unwrap_or_else(|| {
+            let parent = args.output.parent().unwrap_or(Path::new("."));
+            if parent.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                parent.to_path_buf()
+            }
+        })),
+    };
     let mut bar: Option<ProgressBar> = None;
-    let result = generate(&models, &request, &device, |event| match event {
-        Progress::StageStarted(Stage::Denoise) => bar = Some(steps_bar("denoise", request.steps)),
-        Progress::StageStarted(stage) => eprintln!("{} ...", stage.name()),
-        Progress::Step(s) => {
-            if let Some(b) = &bar {
-                b.set_position(s.step as u64);
-                b.set_message(format!(
-                    "{:.2}s/step",
-                    s.elapsed.as_secs_f64() / s.step as f64
-                ));
+    let on_event = |event: Event| match event {
+        Event::StepDown(s) => eprintln!(
+            "{}: out of memory, {} -> {} ({})",
+            s.stage.name(),
+            s.from,
+            s.to,
+            s.reason
+        ),
+        Event::Progress(p) => match p {
+            Progress::StageStarted(Stage::Denoise) => {
+                bar = Some(steps_bar("denoise", request.steps))
             }
-        }
-        Progress::Decoded { frames, total } => eprintln!("  decoded {frames}/{total} frames"),
-        Progress::StageFinished(stage, took) => {
-            if let Some(b) = bar.take() {
-                b.finish();
+            Progress::StageStarted(stage) => eprintln!("{} ...", stage.name()),
+            Progress::Step(s) => {
+                if let Some(b) = &bar {
+                    b.set_position(s.step as u64);
+                    b.set_message(format!(
+                        "{:.2}s/step",
+                        s.elapsed.as_secs_f64() / s.step as f64
+                    ));
+                }
             }
-            eprintln!("{} done in {:.2}s", stage.name(), took.as_secs_f64());
-        }
-    })?;
+            Progress::Decoded { frames, total } => eprintln!("  decoded {frames}/{total} frames"),
+            Progress::StageFinished(stage, took) => {
+                if let Some(b) = bar.take() {
+                    b.finish();
+                }
+                eprintln!("{} done in {:.2}s", stage.name(), took.as_secs_f64());
+            }
+        },
+    };
+    let result = match &args.resume {
+        Some(file) => resume(&models, &request, file, &device, &options, on_event)?,
+        None => generate_with(&models, &request, &device, &options, on_event)?,
+    };
 
     if let Some(path) = &args.output_latents {
         write_latents(path, &result.latents)?;
@@ -84,7 +120,7 @@ pub fn run(args: &GenerateArgs) -> Result<ExitCode> {
         },
         gif_dither: args.gif_dither,
     };
-    let metadata = metadata(args, &request, playback_fps, kind, &result.timings);
+    let metadata = metadata(args, &request, playback_fps, kind, &result);
     let encode = std::time::Instant::now();
     let sidecar = write_output(&args.output, &frames, &options, Some(&metadata))
         .with_context(|| format!("--output {}", args.output.display()))?;
@@ -105,7 +141,7 @@ fn metadata(
     request: &GenerationRequest,
     playback_fps: f64,
     kind: OutputKind,
-    timings: &[(Stage, std::time::Duration)],
+    result: &Generation,
 ) -> Metadata {
     let settings = match kind {
         OutputKind::Mp4 => serde_json::json!({
@@ -138,9 +174,11 @@ fn metadata(
         plan: serde_json::json!({
             "device": args.device.device,
             "dtype": format!("{:?}", args.device.dtype).to_lowercase(),
-            "decode_chunk": request.decode_chunk,
+            "execution_plan": result.final_plan(),
+            "step_downs": result.step_downs,
         }),
-        timings: timings
+        timings: result
+            .timings
             .iter()
             .map(|(stage, took)| StageTiming {
                 stage: stage.name().to_string(),

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod memory;
 pub mod models;
 pub mod nn;
 pub mod pipeline;

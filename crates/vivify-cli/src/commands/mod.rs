@@ -2,3 +2,6 @@ pub mod bench_unet;
 pub mod check_model;
 pub mod download;
 pub mod generate;
+// Wired into args.rs / main.rs separately; until then nothing calls it.
+#[allow(dead_code)]
+pub mod plan;

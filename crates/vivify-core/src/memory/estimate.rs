@@ -1,0 +1,946 @@
+//! The memory estimator: predicted peak bytes of each stage of a generation, split into weights,
+//! activations (the live set at the peak: skip connections, the current hidden state,
+//! conditioning) and workspace (the worst layer's transients: attention scores, the GEGLU hidden,
+//! GroupNorm temporaries, convolution buffers, cat buffers).
+//!
+//! The model walks each network layer by layer as vivify runs it (same shapes, same chunking,
+//! same order of allocation and release, as far as a tensor's lifetime is visible in the code)
+//! and records the largest `live + transient`. Nothing here allocates a tensor.
+
+use crate::config::TRANSFORMER_IN_HEADS;
+use crate::config::UNetConfig;
+use crate::models::clip::{
+    ClipTextConfig, ClipTextModel, ClipVisionConfig, ClipVisionModelWithProjection,
+};
+use crate::models::vae::{AutoencoderKL, VaeConfig};
+use crate::pipeline::plan::ExecutionPlan;
+use crate::weights::{TensorSpec, unet_spec};
+use candle_core::DType;
+
+/// Tokens of the text context (CLIP's 77).
+pub const TEXT_TOKENS: usize = 77;
+/// Tokens the UNet adds to the context: the image latents' (32/4)² = 64 (ContextEmbedding) and
+/// the image embedding's `in_channels` tokens.
+const IMAGE_LATENT_CONTEXT_TOKENS: usize = 64;
+/// Allocator slack: CUDA's caching allocator rounds blocks and keeps freed blocks for reuse, so a
+/// device peak sits a little above the sum of live tensors. Applied to activations and workspace
+/// on `Backend::Cuda` only (the CPU test measures exact `malloc` bytes).
+pub const CUDA_ALLOCATOR_SLACK: f64 = 1.10;
+/// Fixed per-process device overhead on CUDA (context, cuBLAS handles and workspace), bytes.
+pub const CUDA_CONTEXT_BYTES: u64 = 512 << 20;
+/// Tokens per tile of candle's CPU tiled im2col convolution (`conv2d_tiled`'s TILE_SIZE).
+const CPU_CONV_TILE: usize = 512;
+
+/// The models of a pipeline, by config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfigs {
+    pub unet: UNetConfig,
+    pub vae: VaeConfig,
+    pub text: ClipTextConfig,
+    pub vision: ClipVisionConfig,
+}
+
+impl ModelConfigs {
+    /// The published `ali-vilab/i2vgen-xl` configs.
+    pub fn i2vgen_xl() -> Self {
+        Self {
+            unet: UNetConfig::i2vgen_xl(),
+            vae: VaeConfig::i2vgen_xl(),
+            text: ClipTextConfig::i2vgen_xl(),
+            vision: ClipVisionConfig::i2vgen_xl(),
+        }
+    }
+}
+
+/// The sizes of a request that memory depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RequestShape {
+    pub width: usize,
+    pub height: usize,
+    pub frames: usize,
+    /// Classifier-free guidance on (two conditioning rows) or off (one).
+    pub guidance: bool,
+    /// Frames per VAE decode call.
+    pub decode_chunk: usize,
+}
+
+/// How the device allocates: what a convolution needs besides its input and output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// candle's CPU kernels: tiled im2col (an NHWC copy of the input and 512-pixel column
+    /// tiles), exact `malloc` accounting.
+    Cpu,
+    /// candle's CUDA kernels: full im2col (k·k·C_in per output pixel), a caching allocator and a
+    /// context.
+    Cuda,
+}
+
+/// Predicted peak of one stage, bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StageEstimate {
+    /// Weights resident during the stage (all four models: vivify keeps them resident).
+    pub weights: u64,
+    /// The weights of the models this stage runs.
+    pub stage_weights: u64,
+    /// Live tensors at the peak: hidden states, skip connections, conditioning, outputs so far.
+    pub activations: u64,
+    /// Transients of the worst operation at the peak.
+    pub workspace: u64,
+    /// Fixed device overhead (CUDA context), 0 on the CPU.
+    pub overhead: u64,
+}
+
+impl StageEstimate {
+    /// weights + activations + workspace + overhead.
+    pub fn peak(&self) -> u64 {
+        self.weights + self.activations + self.workspace + self.overhead
+    }
+    /// The peak with only this stage's models resident.
+    pub fn peak_own_weights(&self) -> u64 {
+        self.stage_weights + self.activations + self.workspace + self.overhead
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct MemoryEstimate {
+    pub encode_text: StageEstimate,
+    pub encode_image: StageEstimate,
+    pub denoise: StageEstimate,
+    pub decode: StageEstimate,
+    /// Bytes of each model's weights: unet, vae, text encoder, image encoder.
+    pub unet_weights: u64,
+    pub vae_weights: u64,
+    pub text_weights: u64,
+    pub vision_weights: u64,
+}
+
+impl MemoryEstimate {
+    /// The largest stage peak.
+    pub fn peak(&self) -> u64 {
+        self.stages()
+            .iter()
+            .map(|(_, s)| s.peak())
+            .max()
+            .unwrap_or(0)
+    }
+    pub fn stages(&self) -> [(&'static str, StageEstimate); 4] {
+        [
+            ("encode text", self.encode_text),
+            ("encode image", self.encode_image),
+            ("denoise", self.denoise),
+            ("decode", self.decode),
+        ]
+    }
+    pub fn weights(&self) -> u64 {
+        self.unet_weights + self.vae_weights + self.text_weights + self.vision_weights
+    }
+}
+
+/// Bytes of every tensor in `spec` at `dtype`.
+pub fn spec_bytes(spec: &[TensorSpec], dtype: DType) -> u64 {
+    spec.iter().map(|t| t.numel() as u64).sum::<u64>() * dtype.size_in_bytes() as u64
+}
+
+/// `estimate_for` on CUDA, the device plans are made for.
+pub fn estimate(
+    models: &ModelConfigs,
+    request: &RequestShape,
+    plan: &ExecutionPlan,
+    dtype: DType,
+) -> crate::Result<MemoryEstimate> {
+    estimate_for(models, request, plan, dtype, Backend::Cuda)
+}
+
+/// Predicted peaks of every stage of `request` run with `plan` at `dtype` on `backend`.
+pub fn estimate_for(
+    models: &ModelConfigs,
+    request: &RequestShape,
+    plan: &ExecutionPlan,
+    dtype: DType,
+    backend: Backend,
+) -> crate::Result<MemoryEstimate> {
+    let weights = model_weights(models, dtype)?;
+    Ok(estimate_with_weights(
+        models, &weights, request, plan, dtype, backend,
+    ))
+}
+
+/// Bytes of each model's weights at a dtype.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Weights {
+    pub unet: u64,
+    pub vae: u64,
+    pub text: u64,
+    pub vision: u64,
+}
+
+/// The weight bytes of every model, from their tensor specs.
+pub fn model_weights(models: &ModelConfigs, dtype: DType) -> crate::Result<Weights> {
+    Ok(Weights {
+        unet: spec_bytes(&unet_spec(&models.unet)?, dtype),
+        vae: spec_bytes(&AutoencoderKL::spec(&models.vae)?, dtype),
+        text: spec_bytes(&ClipTextModel::spec(&models.text, true)?, dtype),
+        vision: spec_bytes(
+            &ClipVisionModelWithProjection::spec(&models.vision, true)?,
+            dtype,
+        ),
+    })
+}
+
+/// `estimate_for` with the weight bytes already known (the planner estimates many plans).
+pub fn estimate_with_weights(
+    models: &ModelConfigs,
+    weights: &Weights,
+    request: &RequestShape,
+    plan: &ExecutionPlan,
+    dtype: DType,
+    backend: Backend,
+) -> MemoryEstimate {
+    let Weights {
+        unet: unet_weights,
+        vae: vae_weights,
+        text: text_weights,
+        vision: vision_weights,
+    } = *weights;
+    let all = unet_weights + vae_weights + text_weights + vision_weights;
+    let e = Sim::new(dtype, backend);
+    let rows = if request.guidance { 2 } else { 1 };
+    let finish = |sim: Sim, own: u64| {
+        let slack = match backend {
+            Backend::Cpu => 1.0,
+            Backend::Cuda => CUDA_ALLOCATOR_SLACK,
+        };
+        StageEstimate {
+            weights: all,
+            stage_weights: own,
+            activations: (sim.peak_live * slack) as u64,
+            workspace: (sim.peak_transient * slack) as u64,
+            overhead: match backend {
+                Backend::Cpu => 0,
+                Backend::Cuda => CUDA_CONTEXT_BYTES,
+            },
+        }
+    };
+
+    let mut text = e.clone();
+    text.clip_text(&models.text, rows);
+    let mut image = e.clone();
+    image.encode_image(models, request, rows);
+    let mut denoise = e.clone();
+    denoise.denoise(models, request, plan);
+    let mut decode = e.clone();
+    decode.decode(&models.vae, request, plan);
+    MemoryEstimate {
+        encode_text: finish(text, text_weights),
+        encode_image: finish(image, vision_weights + vae_weights),
+        denoise: finish(denoise, unet_weights),
+        decode: finish(decode, vae_weights),
+        unet_weights,
+        vae_weights,
+        text_weights,
+        vision_weights,
+    }
+}
+
+/// A running account of live bytes and the largest `live + transient` seen.
+#[derive(Debug, Clone)]
+struct Sim {
+    /// Bytes per element of the model dtype.
+    e: f64,
+    /// Bytes per element of the normalisations' and softmax's internal type (f32 at least).
+    ie: f64,
+    half: bool,
+    backend: Backend,
+    live: f64,
+    peak_live: f64,
+    peak_transient: f64,
+}
+
+impl Sim {
+    fn new(dtype: DType, backend: Backend) -> Self {
+        let e = dtype.size_in_bytes() as f64;
+        Self {
+            e,
+            ie: e.max(4.0),
+            half: e < 4.0,
+            backend,
+            live: 0.0,
+            peak_live: 0.0,
+            peak_transient: 0.0,
+        }
+    }
+
+    /// A moment where `transient` bytes exist on top of the live set.
+    fn at(&mut self, transient: f64) {
+        if self.live + transient > self.peak_live + self.peak_transient {
+            self.peak_live = self.live;
+            self.peak_transient = transient;
+        }
+    }
+    fn hold(&mut self, bytes: f64) {
+        self.live += bytes;
+        self.at(0.0);
+    }
+    fn free(&mut self, bytes: f64) {
+        self.live -= bytes;
+    }
+    /// Bytes of `n` elements of the model dtype.
+    fn b(&self, n: usize) -> f64 {
+        n as f64 * self.e
+    }
+
+    /// GroupNorm / LayerNorm of `n` elements (input live): centred and normalised copies in the
+    /// internal type, the half-type cast, the affine product; output `n` held on return.
+    fn norm(&mut self, n: usize, extra: f64) {
+        let n = n as f64;
+        let internal = if self.half {
+            // f32 copy of x, centred, normalised (f32), cast back, product
+            3.0 * n * self.ie + 2.0 * n * self.e
+        } else {
+            // centred, normalised, product (x itself is not copied)
+            3.0 * n * self.e
+        };
+        self.at(extra + internal + n * self.e);
+        self.hold(n * self.e);
+    }
+
+    /// A convolution (input live, `extra` other temporaries), output held on return.
+    #[allow(clippy::too_many_arguments)]
+    fn conv(
+        &mut self,
+        n: usize,
+        c_in: usize,
+        hw_in: usize,
+        c_out: usize,
+        hw_out: usize,
+        k: usize,
+        extra: f64,
+    ) {
+        let inp = self.b(n * c_in * hw_in);
+        let out = self.b(n * c_out * hw_out);
+        let work = match self.backend {
+            Backend::Cpu if k == 1 => inp,
+            Backend::Cpu => {
+                inp + self.b(c_out * c_in * k * k)
+                    + self.b(c_in * k * k * CPU_CONV_TILE) * rayon_threads()
+            }
+            // full im2col column buffer and the (N, HW, C_out) product before the transpose
+            Backend::Cuda if k == 1 => 0.0,
+            Backend::Cuda => self.b(n * hw_out * c_in * k * k) + out,
+        };
+        self.at(extra + work + out);
+        // bias add: the unbiased output and the result
+        self.at(extra + 2.0 * out);
+        self.hold(out);
+    }
+
+    /// A linear layer on `tokens` rows, output held on return.
+    fn linear(&mut self, tokens: usize, d_out: usize, extra: f64) {
+        let out = self.b(tokens * d_out);
+        self.at(extra + 2.0 * out);
+        self.hold(out);
+    }
+
+    /// ResnetBlock2D on (n, c_in, hw) -> (n, c_out, hw); input live, output held on return.
+    fn resnet(&mut self, n: usize, c_in: usize, c_out: usize, hw: usize) {
+        let (ni, no) = (n * c_in * hw, n * c_out * hw);
+        // norm1 + silu are temporaries of the conv1 statement
+        self.norm(ni, 0.0);
+        self.hold(self.b(ni)); // silu
+        self.conv(n, c_in, hw, c_out, hw, 3, 0.0);
+        self.free(2.0 * self.b(ni));
+        // + temb (the conv1 output stays alive under the shadowed name)
+        self.hold(self.b(no));
+        self.norm(no, 0.0);
+        self.hold(self.b(no));
+        self.conv(n, c_out, hw, c_out, hw, 3, 0.0);
+        self.free(2.0 * self.b(no));
+        let mut held = 3.0 * self.b(no);
+        if c_in != c_out {
+            self.conv(n, c_in, hw, c_out, hw, 1, 0.0);
+            held += self.b(no);
+        }
+        // shortcut + h
+        self.at(self.b(no));
+        self.free(held);
+        self.hold(self.b(no));
+    }
+
+    /// TemporalConvLayer on (n = b·f, c, hw); input live, output held on return.
+    fn temp_conv(&mut self, frames: usize, n: usize, c: usize, hw: usize) {
+        let x = self.b(n * c * hw);
+        let pad = x * (frames + 2) as f64 / frames as f64;
+        let mut hs_live = 0.0; // the previous stage's output (the input itself for stage 1)
+        for _ in 0..4 {
+            // GroupNorm output is freed after silu; h, padded, shifted, acc, term, sum
+            self.norm(n * c * hw, 0.0);
+            self.hold(x); // silu
+            self.free(x); // the norm output
+            self.hold(pad);
+            // shifted + acc + term + sum, then the bias add (out + sum)
+            self.at(4.0 * x);
+            self.free(pad + x);
+            self.free(hs_live);
+            self.hold(x);
+            hs_live = x;
+        }
+        // input + hs
+        self.at(x);
+        self.free(x);
+        self.hold(x);
+    }
+
+    /// Scaled dot-product attention over `bh` batch·head rows of `l` queries and `s` keys.
+    /// Returns the transient of the score matrices (q, k, v and the parts are counted by the
+    /// caller).
+    fn scores(
+        &self,
+        bh: usize,
+        l: usize,
+        s: usize,
+        head_chunk: Option<usize>,
+        q_chunk: Option<usize>,
+    ) -> f64 {
+        let hc = head_chunk.filter(|&c| c > 0).map_or(bh, |c| c.min(bh));
+        let qc = q_chunk.filter(|&c| c > 0).map_or(l, |c| c.min(l));
+        let m = (hc * qc * s) as f64;
+        if self.half {
+            // scores (half), f32 copy, f32 softmax (the half probs follow the f32 copy's release)
+            m * (self.e + 2.0 * self.ie)
+        } else {
+            // scores, probs
+            2.0 * m * self.e
+        }
+    }
+
+    /// diffusers' Attention: x (rows, l, d) live, context (rows, s, d_ctx); output held.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &mut self,
+        rows: usize,
+        l: usize,
+        s: usize,
+        inner: usize,
+        heads: usize,
+        opts: crate::nn::compute::ComputeOptions,
+        extra: f64,
+    ) {
+        let q = self.b(rows * l * inner);
+        let kv = self.b(rows * s * inner);
+        // q (to_q output + the head-split copy), then k, v
+        self.at(extra + 2.0 * q);
+        self.hold(q);
+        self.at(extra + 2.0 * kv);
+        self.hold(2.0 * kv);
+        let d = inner / heads;
+        let chunks = opts.attention_query_chunk.is_some() || opts.attention_head_chunk.is_some();
+        let parts_max = if chunks { q } else { 0.0 };
+        let sc = self.scores(
+            rows * heads,
+            l,
+            s,
+            opts.attention_head_chunk,
+            opts.attention_query_chunk,
+        );
+        let chunk_out = {
+            let hc = opts
+                .attention_head_chunk
+                .map_or(rows * heads, |c| c.min(rows * heads));
+            let qc = opts.attention_query_chunk.map_or(l, |c| c.min(l));
+            self.b(hc * qc * d)
+        };
+        // parts so far + scores + the chunk's output
+        self.at(extra + parts_max + sc + chunk_out);
+        // parts and their concatenation (or the one output)
+        self.at(extra + q + if chunks { q } else { 0.0 });
+        self.hold(q);
+        // transposed copy, to_out (product + bias); q, k, v live until the return
+        self.at(extra + 3.0 * q);
+        self.free(2.0 * q + 2.0 * kv);
+        self.hold(q);
+    }
+
+    /// BasicTransformerBlock on (rows, l, d) with a context of `ctx` tokens (None: self).
+    #[allow(clippy::too_many_arguments)]
+    fn basic_block(
+        &mut self,
+        rows: usize,
+        l: usize,
+        d: usize,
+        heads: usize,
+        ctx: Option<usize>,
+        opts: crate::nn::compute::ComputeOptions,
+    ) {
+        let x = self.b(rows * l * d);
+        // attn1: norm1 output lives through the attention
+        self.norm(rows * l * d, 0.0);
+        self.attention(rows, l, l, d, heads, opts, 0.0);
+        self.at(x); // + x
+        self.free(2.0 * x);
+        self.hold(x); // x1
+        self.norm(rows * l * d, 0.0);
+        self.attention(rows, l, ctx.unwrap_or(l), d, heads, opts, 0.0);
+        self.at(x);
+        self.free(2.0 * x);
+        self.hold(x); // x2 (x1 freed at the end: both live until the block returns)
+        // feed-forward: norm3, then per token chunk: proj (8d), gelu(gate) (4d), product (4d)
+        self.norm(rows * l * d, 0.0);
+        let chunk = opts.feed_forward_chunk.filter(|&c| c > 0 && c < l);
+        let t = chunk.unwrap_or(l);
+        let h = self.b(rows * t * d * 8);
+        let parts = if chunk.is_some() { x } else { 0.0 };
+        self.at(parts + 2.0 * h); // proj product + bias
+        self.at(parts + h + h / 2.0 + h / 2.0 + self.b(rows * t * d) * 2.0);
+        // cat of the parts, then + x
+        self.at(2.0 * x);
+        self.free(x); // norm3
+        self.free(2.0 * x); // x1, x2
+        self.hold(x);
+    }
+
+    /// Transformer2DModel on (n frames of b·f, c, hw) with `ctx` context tokens.
+    fn spatial(
+        &mut self,
+        n: usize,
+        c: usize,
+        hw: usize,
+        heads: usize,
+        ctx: usize,
+        opts: crate::nn::compute::ComputeOptions,
+    ) {
+        let x = self.b(n * c * hw);
+        let fc = opts
+            .spatial_frame_chunk
+            .filter(|&k| k > 0 && k < n)
+            .unwrap_or(n);
+        let chunked = fc < n;
+        let chunk_x = self.b(fc * c * hw);
+        // parts of the chunks before the last
+        if chunked {
+            self.hold(x - chunk_x);
+        }
+        // norm (a temporary), the token copy, proj_in: tokens and proj_in output both live
+        self.norm(fc * c * hw, 0.0);
+        self.at(chunk_x);
+        self.free(chunk_x);
+        self.hold(chunk_x); // tokens
+        self.linear(fc * hw, c, 0.0);
+        self.basic_block(fc, hw, c, heads, Some(ctx), opts);
+        // proj_out, permute copy, + x
+        self.linear(fc * hw, c, 0.0);
+        self.at(2.0 * chunk_x);
+        self.free(4.0 * chunk_x);
+        self.hold(chunk_x);
+        if chunked {
+            // cat of the parts
+            self.at(x);
+            self.free(x);
+            self.hold(x);
+        }
+    }
+
+    /// TransformerTemporalModel on (b·f, c, hw): tokens (b·hw, f, inner).
+    #[allow(clippy::too_many_arguments)]
+    fn temporal(
+        &mut self,
+        b: usize,
+        frames: usize,
+        c: usize,
+        hw: usize,
+        inner: usize,
+        heads: usize,
+        opts: crate::nn::compute::ComputeOptions,
+    ) {
+        let n = b * frames * c * hw;
+        let x = self.b(n);
+        // norm output (temporary) and the permuted token copy
+        self.norm(n, 0.0);
+        self.at(x);
+        self.free(x);
+        self.hold(x); // tokens
+        let seqs = b * hw;
+        let pc = opts
+            .temporal_pixel_chunk
+            .filter(|&k| k > 0 && k < seqs)
+            .unwrap_or(seqs);
+        let chunked = pc < seqs;
+        let out_all = self.b(seqs * frames * c);
+        let chunk_out = self.b(pc * frames * c);
+        if chunked {
+            self.hold(out_all - chunk_out);
+        }
+        let t_in = self.b(pc * frames * inner);
+        self.linear(pc * frames, inner, 0.0);
+        self.basic_block(pc, frames, inner, heads, None, opts);
+        self.linear(pc * frames, c, 0.0);
+        self.free(2.0 * t_in);
+        if chunked {
+            self.at(out_all);
+            self.free(out_all);
+        } else {
+            self.free(chunk_out);
+        }
+        self.hold(out_all);
+        // reshape/permute copy, + x
+        self.at(2.0 * x);
+        self.free(x + out_all);
+        self.hold(x);
+    }
+
+    /// One UNet call on `b` rows.
+    fn unet(
+        &mut self,
+        u: &UNetConfig,
+        b: usize,
+        frames: usize,
+        h: usize,
+        w: usize,
+        opts: crate::nn::compute::ComputeOptions,
+    ) {
+        let ch = &u.block_out_channels;
+        let n = b * frames;
+        let hw = h * w;
+        let ctx = TEXT_TOKENS + IMAGE_LATENT_CONTEXT_TOKENS + u.in_channels;
+        let c_lat = u.in_channels;
+        // context repeated per frame and the time embedding
+        self.hold(self.b(n * ctx * u.cross_attention_dim));
+        // image latents through ProjIn (4x-wide convs) and the temporal encoder
+        self.at(self.b(n * c_lat * 4 * hw) * 3.0);
+        self.hold(self.b(n * c_lat * hw) * 2.0);
+        // the sample in the model dtype, their cat (alive to the end, shadowed), conv_in
+        self.hold(self.b(n * 2 * c_lat * hw));
+        self.conv(n, 2 * c_lat, hw, ch[0], hw, 3, 0.0);
+        let heads_in = TRANSFORMER_IN_HEADS;
+        self.temporal(
+            b,
+            frames,
+            ch[0],
+            hw,
+            heads_in * u.attention_head_dim,
+            heads_in,
+            opts,
+        );
+        let mut skips: Vec<(f64, usize)> = vec![(self.b(n * ch[0] * hw), ch[0])];
+        let mut sizes = vec![(h, w)];
+        let mut c_prev = ch[0];
+        let levels = ch.len();
+        for (i, &c) in ch.iter().enumerate() {
+            let attn = u.down_block_types[i] == crate::config::DownBlockType::CrossAttnDownBlock3D;
+            let (lh, lw) = sizes[i];
+            for _ in 0..u.layers_per_block {
+                let out = self.layer(u, b, frames, c_prev, c, lh * lw, attn, ctx, opts, 0.0);
+                skips.push((out, c));
+                c_prev = c;
+            }
+            if i + 1 < levels {
+                let next = (lh.div_ceil(2), lw.div_ceil(2));
+                self.conv(n, c, lh * lw, c, next.0 * next.1, 3, 0.0);
+                sizes.push(next);
+                skips.push((self.b(n * c * next.0 * next.1), c));
+            }
+        }
+        // mid block: every intermediate lives until it returns
+        let c = ch[levels - 1];
+        let (lh, lw) = sizes[levels - 1];
+        let mhw = lh * lw;
+        let x = self.b(n * c * mhw);
+        let mid_heads = c / u.attention_head_dim;
+        self.resnet(n, c, c, mhw);
+        self.temp_conv(frames, n, c, mhw);
+        self.spatial(n, c, mhw, mid_heads, ctx, opts);
+        self.temporal(b, frames, c, mhw, c, mid_heads, opts);
+        self.resnet(n, c, c, mhw);
+        self.temp_conv(frames, n, c, mhw);
+        self.free(5.0 * x);
+        let mut x = x;
+        let reversed: Vec<usize> = ch.iter().rev().copied().collect();
+        let mut c_cur = reversed[0];
+        for (i, &c_out) in reversed.iter().enumerate() {
+            let attn = u.up_block_types[i] == crate::config::UpBlockType::CrossAttnUpBlock3D;
+            let level = levels - 1 - i;
+            let lhw = sizes[level].0 * sizes[level].1;
+            let mut used = 0.0;
+            for _ in 0..=u.layers_per_block {
+                let (skip, c_skip) = skips.pop().expect("skip");
+                used += skip;
+                // cat: the new x replaces the old one
+                let cat = self.b(n * (c_cur + c_skip) * lhw);
+                self.hold(cat);
+                self.free(x);
+                let out = self.layer(
+                    u,
+                    b,
+                    frames,
+                    c_cur + c_skip,
+                    c_out,
+                    lhw,
+                    attn,
+                    ctx,
+                    opts,
+                    cat,
+                );
+                self.free(cat);
+                x = out;
+                c_cur = c_out;
+            }
+            // the block's skips are released after it
+            self.free(used);
+            if i + 1 < levels {
+                let (uh, uw) = sizes[level - 1];
+                let up = self.b(n * c_out * uh * uw);
+                self.hold(up); // nearest upsampling
+                self.conv(n, c_out, uh * uw, c_out, uh * uw, 3, 0.0);
+                self.free(up + x);
+                x = self.b(n * c_out * uh * uw);
+            }
+        }
+        // conv_norm_out, silu (temporaries of the statement), conv_out, the permuted copy
+        self.norm(n * ch[0] * hw, 0.0);
+        self.hold(x);
+        self.conv(n, ch[0], hw, u.out_channels, hw, 3, 0.0);
+        self.at(self.b(n * u.out_channels * hw));
+    }
+
+    /// One down or up layer: resnet, temporal conv, optionally both transformers. `x_in` bytes
+    /// are live on entry and released on return; returns the output bytes (held).
+    #[allow(clippy::too_many_arguments)]
+    fn layer(
+        &mut self,
+        u: &UNetConfig,
+        b: usize,
+        frames: usize,
+        c_in: usize,
+        c: usize,
+        hw: usize,
+        attn: bool,
+        ctx: usize,
+        opts: crate::nn::compute::ComputeOptions,
+        x_in: f64,
+    ) -> f64 {
+        let n = b * frames;
+        let out = self.b(n * c * hw);
+        let _ = x_in;
+        // every intermediate lives under a shadowed name until the layer returns
+        self.resnet(n, c_in, c, hw);
+        self.temp_conv(frames, n, c, hw);
+        let mut held = 2.0 * out;
+        if attn {
+            let heads = c / u.attention_head_dim;
+            self.spatial(n, c, hw, heads, ctx, opts);
+            self.temporal(b, frames, c, hw, c, heads, opts);
+            held += 2.0 * out;
+        }
+        self.free(held - out);
+        out
+    }
+
+    fn denoise(&mut self, m: &ModelConfigs, r: &RequestShape, plan: &ExecutionPlan) {
+        let (h, w) = (r.height / 8, r.width / 8);
+        let rows = if r.guidance { 2 } else { 1 };
+        let u = &m.unet;
+        // conditioning kept for the whole loop: text states, image embeddings, image latents;
+        // the latents and the scheduler's copies (f32)
+        self.hold(self.b(rows * TEXT_TOKENS * u.cross_attention_dim));
+        self.hold(self.b(rows * u.in_channels * r.frames * h * w));
+        self.hold(3.0 * (u.in_channels * r.frames * h * w) as f64 * 4.0);
+        let batch = if r.guidance && !plan.sequential_guidance {
+            2
+        } else {
+            1
+        };
+        if batch == 2 {
+            // the latents concatenated for the batch of two
+            self.hold(self.b(2 * u.in_channels * r.frames * h * w));
+        } else if r.guidance {
+            // the first pass's prediction is held through the second
+            self.hold(self.b(u.in_channels * r.frames * h * w));
+        }
+        self.unet(u, batch, r.frames, h, w, plan.compute);
+    }
+
+    /// CLIP text encoder on `rows` prompts of 77 tokens.
+    fn clip_text(&mut self, t: &ClipTextConfig, rows: usize) {
+        self.clip_encoder(
+            rows,
+            TEXT_TOKENS,
+            t.hidden_size,
+            t.intermediate_size,
+            t.num_attention_heads,
+        );
+    }
+
+    fn clip_encoder(&mut self, rows: usize, l: usize, d: usize, inter: usize, heads: usize) {
+        let x = self.b(rows * l * d);
+        self.hold(x);
+        self.norm(rows * l * d, 0.0);
+        // q, k, v, scores (f32 for half), probs, the mlp's hidden
+        let sc = (rows * heads * l * l) as f64
+            * if self.half {
+                self.e + 2.0 * self.ie
+            } else {
+                2.0 * self.e
+            };
+        self.at(3.0 * x + sc);
+        self.at(2.0 * self.b(rows * l * inter) + x);
+    }
+
+    fn encode_image(&mut self, m: &ModelConfigs, r: &RequestShape, rows: usize) {
+        let v = &m.vision;
+        let s = v.image_size / v.patch_size;
+        self.clip_encoder(
+            1,
+            1 + s * s,
+            v.hidden_size,
+            v.intermediate_size,
+            v.num_attention_heads,
+        );
+        let mut enc = Sim {
+            live: 0.0,
+            peak_live: 0.0,
+            peak_transient: 0.0,
+            ..self.clone()
+        };
+        enc.hold(self.b(rows * m.unet.cross_attention_dim));
+        enc.vae_encoder(&m.vae, r);
+        if enc.peak_live + enc.peak_transient > self.peak_live + self.peak_transient {
+            self.peak_live = enc.peak_live;
+            self.peak_transient = enc.peak_transient;
+        }
+    }
+
+    /// VAE attention (one head over all pixels) on (n, c, hw).
+    fn vae_attention(
+        &mut self,
+        n: usize,
+        c: usize,
+        hw: usize,
+        tile_opts: crate::nn::compute::ComputeOptions,
+    ) {
+        let x = self.b(n * c * hw);
+        self.norm(n * c * hw, 0.0);
+        self.at(x);
+        self.free(x);
+        self.hold(x); // tokens
+        self.attention(n, hw, hw, c, 1, tile_opts, 0.0);
+        self.free(x);
+        self.at(2.0 * x);
+        self.free(x);
+        self.hold(x);
+    }
+
+    fn vae_encoder(&mut self, v: &VaeConfig, r: &RequestShape) {
+        let ch = &v.block_out_channels;
+        let (mut h, mut w) = (r.height, r.width);
+        self.hold(self.b(v.in_channels * h * w));
+        self.conv(1, v.in_channels, h * w, ch[0], h * w, 3, 0.0);
+        let mut x = self.b(ch[0] * h * w);
+        let mut c_prev = ch[0];
+        for (i, &c) in ch.iter().enumerate() {
+            for _ in 0..v.layers_per_block {
+                self.resnet(1, c_prev, c, h * w);
+                self.free(x);
+                x = self.b(c * h * w);
+                c_prev = c;
+            }
+            if i + 1 < ch.len() {
+                let padded = self.b(c * (h + 1) * (w + 1));
+                self.hold(padded);
+                let (oh, ow) = (h / 2, w / 2);
+                self.conv(1, c, (h + 1) * (w + 1), c, oh * ow, 3, 0.0);
+                self.free(padded + x);
+                (h, w) = (oh, ow);
+                x = self.b(c * h * w);
+            }
+        }
+        let c = c_prev;
+        self.vae_mid(v, 1, c, h * w, Default::default());
+        self.free(x);
+        self.norm(c * h * w, 0.0);
+        self.conv(1, c, h * w, 2 * v.latent_channels, h * w, 3, 0.0);
+    }
+
+    fn vae_mid(
+        &mut self,
+        v: &VaeConfig,
+        n: usize,
+        c: usize,
+        hw: usize,
+        opts: crate::nn::compute::ComputeOptions,
+    ) {
+        let x = self.b(n * c * hw);
+        self.resnet(n, c, c, hw);
+        if v.mid_block_add_attention {
+            self.vae_attention(n, c, hw, opts);
+            self.free(x);
+        }
+        self.resnet(n, c, c, hw);
+        self.free(x);
+    }
+
+    /// VAE decoder over the frames in chunks (or tiles), the frames gathered as they come.
+    fn decode(&mut self, v: &VaeConfig, r: &RequestShape, plan: &ExecutionPlan) {
+        let (h, w) = (r.height / 8, r.width / 8);
+        let f = r.frames;
+        let lat = v.latent_channels;
+        // final latents (f32), the scaled and permuted copies in the model dtype
+        self.hold((lat * f * h * w) as f64 * 4.0);
+        self.hold(2.0 * self.b(lat * f * h * w));
+        let out_frame = self.b(v.out_channels * r.height * r.width);
+        let chunk = r.decode_chunk.clamp(1, f);
+        // the decoded frames of earlier chunks
+        let done = out_frame * (f - chunk) as f64;
+        self.hold(done);
+        let (th, tw, tiles) = match plan.vae_tiling {
+            Some(t) if t.tile > 0 && (t.tile < h || t.tile < w) => {
+                (t.tile.min(h), t.tile.min(w), true)
+            }
+            _ => (h, w, false),
+        };
+        if tiles {
+            // the blended output of the chunk
+            self.hold(self.b(chunk * v.out_channels * r.height * r.width));
+        }
+        self.vae_decoder(v, chunk, th, tw);
+        // cat of every decoded frame, then the f32 and u8 copies of to_frames
+        self.free(self.live);
+        let all = out_frame * f as f64;
+        self.hold((lat * f * h * w) as f64 * 4.0);
+        self.at(2.0 * all + all * 4.0 / self.e * 2.0);
+    }
+
+    fn vae_decoder(&mut self, v: &VaeConfig, n: usize, h: usize, w: usize) {
+        let reversed: Vec<usize> = v.block_out_channels.iter().rev().copied().collect();
+        let (mut h, mut w) = (h, w);
+        self.hold(self.b(n * v.latent_channels * h * w)); // post_quant_conv out
+        self.conv(n, v.latent_channels, h * w, reversed[0], h * w, 3, 0.0);
+        let mut x = self.b(n * reversed[0] * h * w);
+        self.vae_mid(v, n, reversed[0], h * w, Default::default());
+        self.free(x);
+        let mut c_prev = reversed[0];
+        let levels = reversed.len();
+        for (i, &c) in reversed.iter().enumerate() {
+            for _ in 0..=v.layers_per_block {
+                self.resnet(n, c_prev, c, h * w);
+                self.free(x);
+                x = self.b(n * c * h * w);
+                c_prev = c;
+            }
+            if i + 1 < levels {
+                let up = self.b(n * c * h * w * 4);
+                self.hold(up);
+                self.conv(n, c, h * w * 4, c, h * w * 4, 3, 0.0);
+                self.free(up + x);
+                (h, w) = (h * 2, w * 2);
+                x = self.b(n * c * h * w);
+            }
+        }
+        self.norm(n * c_prev * h * w, 0.0);
+        self.hold(x);
+        self.conv(n, c_prev, h * w, v.out_channels, h * w, 3, 0.0);
+    }
+}
+
+/// Threads of candle's CPU kernels, each with its own convolution tile.
+fn rayon_threads() -> f64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
+}

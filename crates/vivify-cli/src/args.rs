@@ -22,6 +22,8 @@ pub enum Command {
     CheckModel(CheckModelArgs),
     /// Generate a video from an image and a prompt.
     Generate(Box<GenerateArgs>),
+    /// Predict each stage's memory and choose the fastest plan that fits a budget.
+    Plan(crate::commands::plan::PlanArgs),
     /// Download a hub model into the Hugging Face cache and print where it is.
     Download(DownloadArgs),
     /// Time UNet forward passes at a given config and size (used by bench/).

@@ -14,6 +14,7 @@ fn main() -> std::process::ExitCode {
         args::Command::CheckModel(a) => commands::check_model::run(&a),
         args::Command::Generate(a) => commands::generate::run(&a),
         args::Command::Download(a) => commands::download::run(&a),
+        args::Command::Plan(a) => commands::plan::run(&a),
         args::Command::BenchUnet(a) => commands::bench_unet::run(&a),
     };
     match result {

@@ -477,3 +477,33 @@ fn broken_model_directories_are_clear_errors() {
         );
     }
 }
+
+#[test]
+fn plan_predicts_and_chooses_within_a_budget() {
+    let args = [
+        "plan", "--width", "512", "--height", "512", "--frames", "16", "--json",
+    ];
+    let out = vivify(&[&args[..], &["--memory-budget", "24GiB"]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(record["fits"], true, "{record}");
+    let (peak, budget) = (
+        record["predicted_peak_bytes"].as_u64().unwrap(),
+        record["budget_bytes"].as_u64().unwrap(),
+    );
+    assert!(peak <= budget, "{record}");
+    assert!(record["plan"]["compute"].is_object(), "{record}");
+
+    // Far too little: says so, with a non-zero status.
+    let out = vivify(&[&args[..], &["--memory-budget", "1GiB"]].concat());
+    assert!(!out.status.success());
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(record["fits"], false, "{record}");
+
+    let out = vivify(&[&args[..], &["--memory-budget", "lots"]].concat());
+    assert!(
+        !out.status.success() && text(&out).contains("memory-budget"),
+        "{}",
+        text(&out)
+    );
+}

@@ -75,7 +75,6 @@ fn three_guided_steps_match_diffusers() {
             ExecutionPlan {
                 compute: all,
                 sequential_guidance: true,
-                vae_tiling: None,
             },
         ),
     ];

@@ -321,7 +321,6 @@ fn predicted_peaks_are_within_15_percent_of_measured() {
                     temporal_pixel_chunk: Some(512),
                     attention_head_chunk: None,
                 },
-                ..plain
             },
         ),
     ];

@@ -3,5 +3,4 @@ pub mod check_model;
 pub mod download;
 pub mod generate;
 // Wired into args.rs / main.rs separately; until then nothing calls it.
-#[allow(dead_code)]
 pub mod plan;

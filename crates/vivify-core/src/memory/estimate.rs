@@ -229,7 +229,7 @@ pub fn estimate_with_weights(
     let mut denoise = e.clone();
     denoise.denoise(models, request, plan);
     let mut decode = e.clone();
-    decode.decode(&models.vae, request, plan);
+    decode.decode(&models.vae, request);
     MemoryEstimate {
         encode_text: finish(text, text_weights),
         encode_image: finish(image, vision_weights + vae_weights),
@@ -877,8 +877,8 @@ impl Sim {
         self.free(x);
     }
 
-    /// VAE decoder over the frames in chunks (or tiles), the frames gathered as they come.
-    fn decode(&mut self, v: &VaeConfig, r: &RequestShape, plan: &ExecutionPlan) {
+    /// VAE decoder over the frames in chunks, the frames gathered as they come.
+    fn decode(&mut self, v: &VaeConfig, r: &RequestShape) {
         let (h, w) = (r.height / 8, r.width / 8);
         let f = r.frames;
         let lat = v.latent_channels;
@@ -890,17 +890,7 @@ impl Sim {
         // the decoded frames of earlier chunks
         let done = out_frame * (f - chunk) as f64;
         self.hold(done);
-        let (th, tw, tiles) = match plan.vae_tiling {
-            Some(t) if t.tile > 0 && (t.tile < h || t.tile < w) => {
-                (t.tile.min(h), t.tile.min(w), true)
-            }
-            _ => (h, w, false),
-        };
-        if tiles {
-            // the blended output of the chunk
-            self.hold(self.b(chunk * v.out_channels * r.height * r.width));
-        }
-        self.vae_decoder(v, chunk, th, tw);
+        self.vae_decoder(v, chunk, h, w);
         // cat of every decoded frame, then the f32 and u8 copies of to_frames
         self.free(self.live);
         let all = out_frame * f as f64;

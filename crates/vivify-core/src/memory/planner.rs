@@ -148,7 +148,6 @@ fn candidates(models: &ModelConfigs, request: &RequestShape) -> Vec<Candidate> {
                                         temporal_pixel_chunk: tp,
                                     },
                                     sequential_guidance,
-                                    vae_tiling: None,
                                 };
                                 let decode_chunk = dc.min(request.frames);
                                 out.push(Candidate {
@@ -179,7 +178,6 @@ pub fn frugal_plan(request: &RequestShape) -> (ExecutionPlan, usize) {
                 temporal_pixel_chunk: PIXEL_CHUNKS[PIXEL_CHUNKS.len() - 1],
             },
             sequential_guidance: request.guidance,
-            vae_tiling: None,
         },
         1,
     )

@@ -15,6 +15,22 @@ fn resnet(vb: VarBuilder, c_in: usize, c_out: usize, groups: usize) -> Result<Re
     ResnetBlock2D::new_without_time_embedding(vb, c_in, c_out, groups, VAE_NORM_EPS)
 }
 
+/// `resnets.0..layers`: the first takes `c_in` channels, all give `c_out`.
+fn resnet_stack(
+    vb: &VarBuilder,
+    c_in: usize,
+    c_out: usize,
+    layers: usize,
+    groups: usize,
+) -> Result<Vec<ResnetBlock2D>> {
+    (0..layers)
+        .map(|i| {
+            let c = if i == 0 { c_in } else { c_out };
+            resnet(vb.pp("resnets").pp(i), c, c_out, groups)
+        })
+        .collect()
+}
+
 /// `DownEncoderBlock2D`: resnets, then an optional stride-2 downsampler (asymmetric pad).
 #[derive(Debug, Clone)]
 pub struct DownEncoderBlock2D {
@@ -31,12 +47,7 @@ impl DownEncoderBlock2D {
         groups: usize,
         add_downsample: bool,
     ) -> Result<Self> {
-        let resnets = (0..layers)
-            .map(|i| {
-                let c = if i == 0 { c_in } else { c_out };
-                resnet(vb.pp("resnets").pp(i), c, c_out, groups)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let resnets = resnet_stack(&vb, c_in, c_out, layers, groups)?;
         let downsampler = if add_downsample {
             Some(Downsample2D::new_pad_right_bottom(
                 vb.pp("downsamplers").pp(0),
@@ -81,12 +92,7 @@ impl UpDecoderBlock2D {
         groups: usize,
         add_upsample: bool,
     ) -> Result<Self> {
-        let resnets = (0..layers)
-            .map(|i| {
-                let c = if i == 0 { c_in } else { c_out };
-                resnet(vb.pp("resnets").pp(i), c, c_out, groups)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let resnets = resnet_stack(&vb, c_in, c_out, layers, groups)?;
         let upsampler = if add_upsample {
             Some(Upsample2D::new(vb.pp("upsamplers").pp(0), c_out)?)
         } else {

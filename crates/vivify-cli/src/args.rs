@@ -28,6 +28,9 @@ pub enum Command {
     Download(DownloadArgs),
     /// Time UNet forward passes at a given config and size (used by bench/).
     BenchUnet(BenchUnetArgs),
+    /// Time convolutions and attention at the UNet's and VAE's shapes (used by bench/gpu).
+    #[command(hide = true)]
+    BenchOps(BenchOpsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -55,12 +58,35 @@ impl DtypeArg {
 
 #[derive(Args, Debug, Clone)]
 pub struct DeviceArgs {
-    /// `cpu`, or `cuda` / `cuda:N` in a build with the cuda feature.
-    #[arg(long, default_value = "cpu")]
+    /// `auto` (the first GPU in a CUDA build that finds one, else the CPU), `cpu`, or `cuda` /
+    /// `cuda:N` in a build with the cuda feature.
+    #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Compute dtype.
-    #[arg(long, value_enum, default_value = "f32")]
-    pub dtype: DtypeArg,
+    /// Compute dtype; default f16 on CUDA, f32 on the CPU.
+    #[arg(long, value_enum)]
+    pub dtype: Option<DtypeArg>,
+}
+
+impl DeviceArgs {
+    /// The device and the compute dtype to run on.
+    pub fn resolve(&self) -> anyhow::Result<(candle_core::Device, candle_core::DType)> {
+        let device = crate::model::parse_device(&self.device)?;
+        let dtype = match (self.dtype, &device) {
+            (Some(d), _) => d.dtype(),
+            (None, candle_core::Device::Cpu) => candle_core::DType::F32,
+            (None, _) => candle_core::DType::F16,
+        };
+        Ok((device, dtype))
+    }
+}
+
+/// How a device is named in reports: `cpu` or `cuda:N`.
+pub fn device_label(device: &candle_core::Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
 }
 
 /// Where the model comes from.
@@ -172,6 +198,15 @@ pub struct BenchUnetArgs {
     pub batch: usize,
     /// Timed forwards after one warm-up.
     #[arg(long, default_value_t = 3)]
+    pub iters: usize,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchOpsArgs {
+    /// Timed calls per case after one warm-up (the best is reported).
+    #[arg(long, default_value_t = 5)]
     pub iters: usize,
     #[command(flatten)]
     pub device: DeviceArgs,

@@ -11,6 +11,10 @@ use vivify_hub::{FileSelection, HubConfig, indicatif_progress, snapshot};
 pub fn parse_device(spec: &str) -> Result<Device> {
     match spec {
         "cpu" => Ok(Device::Cpu),
+        "auto" if candle_core::utils::cuda_is_available() => {
+            Ok(Device::new_cuda(0).unwrap_or(Device::Cpu))
+        }
+        "auto" => Ok(Device::Cpu),
         s if s == "cuda" || s.starts_with("cuda:") => {
             let ordinal: usize = s
                 .strip_prefix("cuda:")
@@ -21,7 +25,7 @@ pub fn parse_device(spec: &str) -> Result<Device> {
             }
             Ok(Device::new_cuda(ordinal)?)
         }
-        other => bail!("--device {other}: expected cpu, cuda or cuda:N"),
+        other => bail!("--device {other}: expected auto, cpu, cuda or cuda:N"),
     }
 }
 

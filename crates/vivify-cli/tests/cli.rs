@@ -123,7 +123,8 @@ fn generate_tiny(output: &Path, extra: &[&str]) -> Output {
 fn generate_tiny_writes_frames_deterministically() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let la = dir.path().join("a.safetensors");
+    // In a directory that does not exist yet: generate makes it.
+    let la = dir.path().join("latents").join("a.safetensors");
     let out = generate_tiny(
         &a,
         &["--seed", "7", "--output-latents", la.to_str().unwrap()],

@@ -22,6 +22,26 @@ pub fn check_compute_dtype(dtype: DType, device: &Device) -> Result<()> {
     }
 }
 
+/// Restarts the device's peak-memory counter (CUDA only; a no-op elsewhere).
+pub fn reset_peak_memory(device: &Device) -> Result<()> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(cuda) = device {
+        crate::nn::cuda::memory::reset_peak(cuda)?;
+    }
+    let _ = device;
+    Ok(())
+}
+
+/// Peak bytes of live device tensors since the last reset, where the device counts them (CUDA).
+pub fn peak_memory(device: &Device) -> Result<Option<u64>> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(cuda) = device {
+        return Ok(Some(crate::nn::cuda::memory::peak_bytes(cuda)?));
+    }
+    let _ = device;
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,8 @@
 //! `vivify bench-unet`: seconds per UNet forward at a given config and size, random weights.
 
 use crate::args::BenchUnetArgs;
-use crate::model::parse_device;
 use anyhow::Result;
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use std::process::ExitCode;
 use std::time::Instant;
 use vivify_core::config::UNetConfig;
@@ -14,8 +13,7 @@ pub fn run(args: &BenchUnetArgs) -> Result<ExitCode> {
     if args.iters == 0 {
         anyhow::bail!("--iters must be at least 1");
     }
-    let device = parse_device(&args.device.device)?;
-    let dtype = args.device.dtype.dtype();
+    let (device, dtype) = args.device.resolve()?;
     let config = UNetConfig::from_file(&args.config)?;
     let params: usize = unet_spec(&config)?.iter().map(TensorSpec::numel).sum();
     let unet = random_unet(&config, 0, dtype, &device)?;
@@ -43,19 +41,23 @@ pub fn run(args: &BenchUnetArgs) -> Result<ExitCode> {
         Ok(start.elapsed().as_secs_f64())
     };
     run_once()?;
+    vivify_core::device::reset_peak_memory(&device)?;
     let mut times = (0..args.iters)
         .map(|_| run_once())
         .collect::<Result<Vec<_>>>()?;
     times.sort_by(f64::total_cmp);
+    let peak = vivify_core::device::peak_memory(&device)?;
     let record = serde_json::json!({
         "impl": "vivify",
         "params": params,
         "width": args.width, "height": args.height, "frames": f, "batch": b,
         "dtype": format!("{dtype:?}").to_lowercase(),
-        "device": if matches!(device, Device::Cpu) { "cpu".to_string() } else { args.device.device.clone() },
+        "device": crate::args::device_label(&device),
         "threads": candle_core::utils::get_num_threads(),
         "sec_min": times[0],
         "sec_median": times[times.len() / 2],
+        "peak_bytes": peak,
+        "weights_bytes": params * dtype.size_in_bytes(),
     });
     println!("{record}");
     Ok(ExitCode::SUCCESS)

@@ -1,7 +1,7 @@
 //! `vivify generate`: image + prompt -> frames.
 
 use crate::args::GenerateArgs;
-use crate::model::{load_models, parse_device};
+use crate::model::load_models;
 use crate::plan_overrides;
 use crate::progress::steps_bar;
 use anyhow::{Context, Result, bail};
@@ -27,8 +27,7 @@ pub fn run(args: &GenerateArgs) -> Result<ExitCode> {
         bail!("--playback-fps {playback_fps}: must be above 0 and at most 1000");
     }
     let kind = OutputKind::from_path(&args.output);
-    let device = parse_device(&args.device.device)?;
-    let dtype = args.device.dtype.dtype();
+    let (device, dtype) = args.device.resolve()?;
     let image =
         load_image(&args.image).with_context(|| format!("--image {}", args.image.display()))?;
     let latents = args.latents.as_deref().map(read_latents).transpose()?;
@@ -98,11 +97,19 @@ pub fn run(args: &GenerateArgs) -> Result<ExitCode> {
             }
         },
     };
+    vivify_core::device::reset_peak_memory(&device)?;
     let result = match &args.resume {
         Some(file) => resume(&models, &request, file, &device, &options, on_event)?,
         None => generate_with(&models, &request, &device, &options, on_event)?,
     };
 
+    let peak = vivify_core::device::peak_memory(&device)?;
+    if let Some(bytes) = peak {
+        eprintln!(
+            "peak device memory: {:.2} GiB",
+            bytes as f64 / (1u64 << 30) as f64
+        );
+    }
     if let Some(path) = &args.output_latents {
         write_latents(path, &result.latents)?;
     }
@@ -120,7 +127,14 @@ pub fn run(args: &GenerateArgs) -> Result<ExitCode> {
         },
         gif_dither: args.gif_dither,
     };
-    let metadata = metadata(args, &request, playback_fps, kind, &result);
+    let metadata = metadata(
+        args,
+        (&device, dtype, peak),
+        &request,
+        playback_fps,
+        kind,
+        &result,
+    );
     let encode = std::time::Instant::now();
     let sidecar = write_output(&args.output, &frames, &options, Some(&metadata))
         .with_context(|| format!("--output {}", args.output.display()))?;
@@ -138,6 +152,7 @@ pub fn run(args: &GenerateArgs) -> Result<ExitCode> {
 /// The sidecar: everything needed to make the same video again.
 fn metadata(
     args: &GenerateArgs,
+    (device, dtype, peak): (&candle_core::Device, candle_core::DType, Option<u64>),
     request: &GenerationRequest,
     playback_fps: f64,
     kind: OutputKind,
@@ -172,8 +187,9 @@ fn metadata(
             revision: args.model.revision.clone(),
         },
         plan: serde_json::json!({
-            "device": args.device.device,
-            "dtype": format!("{:?}", args.device.dtype).to_lowercase(),
+            "device": crate::args::device_label(device),
+            "dtype": format!("{dtype:?}").to_lowercase(),
+            "peak_device_bytes": peak,
             "execution_plan": result.final_plan(),
             "step_downs": result.step_downs,
         }),
@@ -203,6 +219,10 @@ fn read_latents(path: &Path) -> Result<Tensor> {
 }
 
 fn write_latents(path: &Path, latents: &Tensor) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("--output-latents: creating {}", parent.display()))?;
+    }
     let map = std::collections::HashMap::from([("latents".to_string(), latents.clone())]);
     candle_core::safetensors::save(&map, path)
         .with_context(|| format!("writing {}", path.display()))

@@ -1,3 +1,4 @@
+pub mod bench_ops;
 pub mod bench_unet;
 pub mod check_model;
 pub mod download;

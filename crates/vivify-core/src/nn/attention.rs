@@ -53,24 +53,9 @@ impl Attention {
         let q = self.split_heads(&self.to_q.forward(x)?)?;
         let k = self.split_heads(&self.to_k.forward(context)?)?;
         let v = self.split_heads(&self.to_v.forward(context)?)?;
-        let (n, h, l, d) = q.dims4()?;
-        let s = k.dim(2)?;
-        // Batch and heads as one axis (a leading 1 keeps the 4-D layout) to slice them together.
-        let q = q.reshape((1, n * h, l, d))?;
-        let (k, v) = (k.reshape((1, n * h, s, d))?, v.reshape((1, n * h, s, d))?);
-        let out = chunked_range(n * h, opts.attention_head_chunk, 1, |start, len| {
-            let (k, v) = (k.narrow(1, start, len)?, v.narrow(1, start, len)?);
-            chunked(
-                &q.narrow(1, start, len)?,
-                2,
-                opts.attention_query_chunk,
-                |q| scaled_dot_product_attention(q, &k, &v),
-            )
-        })?;
-        let out = out
-            .reshape((n, h, l, d))?
-            .transpose(1, 2)?
-            .reshape((n, l, h * d))?;
+        let out = attend(&q, &k, &v, opts)?;
+        let (n, h, l, d) = out.dims4()?;
+        let out = out.transpose(1, 2)?.reshape((n, l, h * d))?;
         self.to_out.forward(&out)
     }
 
@@ -81,6 +66,31 @@ impl Attention {
             .transpose(1, 2)?
             .contiguous()
     }
+}
+
+/// softmax(q kᵀ / √d) v over (N, H, L, D) tensors: fused on CUDA where the kernel covers the
+/// case (no score matrix, so the chunk options do not apply), else through score matrices of at
+/// most the planned chunk size.
+pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, opts: ComputeOptions) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if let Some(out) = super::cuda::flash_attention::flash_attention(q, k, v)? {
+        return Ok(out);
+    }
+    let (n, h, l, d) = q.dims4()?;
+    let s = k.dim(2)?;
+    // Batch and heads as one axis (a leading 1 keeps the 4-D layout) to slice them together.
+    let q = q.reshape((1, n * h, l, d))?;
+    let (k, v) = (k.reshape((1, n * h, s, d))?, v.reshape((1, n * h, s, d))?);
+    chunked_range(n * h, opts.attention_head_chunk, 1, |start, len| {
+        let (k, v) = (k.narrow(1, start, len)?, v.narrow(1, start, len)?);
+        chunked(
+            &q.narrow(1, start, len)?,
+            2,
+            opts.attention_query_chunk,
+            |q| scaled_dot_product_attention(q, &k, &v),
+        )
+    })?
+    .reshape((n, h, l, d))
 }
 
 /// softmax(q kᵀ / √d) v over (N, H, L, D) tensors; the softmax runs in f32 for half types.

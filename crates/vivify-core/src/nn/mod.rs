@@ -3,6 +3,9 @@
 
 pub mod attention;
 pub mod compute;
+pub mod conv;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod embeddings;
 pub mod feed_forward;
 pub mod norm;

@@ -79,6 +79,32 @@ impl GroupNorm {
     }
 
     pub fn forward_frames(&self, x: &Tensor, frames: usize) -> Result<Tensor> {
+        self.normalize(x, frames, false)
+    }
+
+    /// `forward` then SiLU (fused on CUDA).
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        self.normalize(x, 1, true)
+    }
+
+    /// `forward_frames` then SiLU (fused on CUDA).
+    pub fn forward_frames_silu(&self, x: &Tensor, frames: usize) -> Result<Tensor> {
+        self.normalize(x, frames, true)
+    }
+
+    fn normalize(&self, x: &Tensor, frames: usize, silu: bool) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if let Some(y) = super::cuda::group_norm::group_norm(
+            x,
+            &self.weight,
+            &self.bias,
+            self.groups,
+            frames,
+            self.eps,
+            silu,
+        )? {
+            return Ok(y);
+        }
         let dims = x.dims().to_vec();
         let (bf, c) = (dims[0], dims[1]);
         if frames == 0 || bf % frames != 0 {
@@ -98,7 +124,8 @@ impl GroupNorm {
         let centered = xs.broadcast_sub(&mean)?;
         let var = (centered.sqr()?.sum_keepdim(3)?.sum_keepdim(1)? / n)?;
         let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        self.affine(&normed.to_dtype(dtype)?.reshape(dims)?)
+        let y = self.affine(&normed.to_dtype(dtype)?.reshape(dims)?)?;
+        if silu { y.silu() } else { Ok(y) }
     }
 
     fn affine(&self, x: &Tensor) -> Result<Tensor> {

@@ -1,8 +1,9 @@
 //! `Downsample2D` (3x3 conv, stride 2; padding 1, or the VAE's asymmetric zero pad) and `Upsample2D` (nearest x2 or to a size, then 3x3 conv).
 
 use super::conv_cfg;
+use crate::nn::conv::{Conv2d, conv2d};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, VarBuilder, conv2d};
+use candle_nn::VarBuilder;
 
 #[derive(Debug, Clone)]
 pub struct Downsample2D {

@@ -3,8 +3,9 @@
 
 use super::conv_cfg;
 use super::norm::GroupNorm;
+use crate::nn::conv::{Conv2d, conv2d};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Linear, VarBuilder, conv2d, linear};
+use candle_nn::{Linear, VarBuilder, linear};
 
 #[derive(Debug, Clone)]
 pub struct ResnetBlock2D {
@@ -96,7 +97,7 @@ impl ResnetBlock2D {
     }
 
     fn forward_impl(&self, x: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
+        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
         let h = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(temb)) => {
                 let t = proj.forward(&temb.silu()?)?.unsqueeze(2)?.unsqueeze(3)?;
@@ -110,7 +111,7 @@ impl ResnetBlock2D {
                 candle_core::bail!("ResnetBlock2D: this block has no time embedding projection")
             }
         };
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(x)?,
             None => x.clone(),

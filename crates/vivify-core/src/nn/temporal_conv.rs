@@ -37,28 +37,46 @@ impl Stage {
         let (b, f, c, hw) = x.dims4()?;
         let h = self
             .norm
-            .forward_frames(&x.reshape((b * f, c, hw))?, frames)?
-            .silu()?
+            .forward_frames_silu(&x.reshape((b * f, c, hw))?, frames)?
             .reshape((b, f, c, hw))?;
-        // Zero frame on each side: padding (1, 0, 0).
-        let zeros = Tensor::zeros((b, 1, c, hw), h.dtype(), h.device())?;
-        let padded = Tensor::cat(&[&zeros, &h, &zeros], 1)?;
-        let mut out: Option<Tensor> = None;
-        for k in 0..3 {
-            let w = self.weight.i((.., .., k, 0, 0))?.contiguous()?;
-            let shifted = padded
-                .narrow(1, k, f)?
-                .contiguous()?
-                .reshape((b * f, c, hw))?;
-            let term = w.broadcast_matmul(&shifted)?;
-            out = Some(match out {
-                None => term,
-                Some(acc) => (acc + term)?,
-            });
-        }
-        let out = out.expect("three taps").reshape((b, f, (), hw))?;
-        out.broadcast_add(&self.bias.reshape((1, 1, (), 1))?)
+        conv_over_frames(&h, &self.weight, &self.bias)
     }
+}
+
+/// The (3,1,1) convolution with padding (1,0,0) of h (B, F, C, H·W) by a Conv3d weight
+/// (C_out, C, 3, 1, 1): three channel matmuls over frame-shifted views.
+pub fn conv_over_frames(h: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let (b, f, c, hw) = h.dims4()?;
+    // Zero frame on each side: padding (1, 0, 0).
+    let zeros = Tensor::zeros((b, 1, c, hw), h.dtype(), h.device())?;
+    let padded = Tensor::cat(&[&zeros, h, &zeros], 1)?;
+    #[cfg(feature = "cuda")]
+    {
+        // (C_out, C, 3, 1, 1) -> (C_out, 3·C) as [tap][channel] for the one-GEMM path.
+        let taps = weight
+            .squeeze(4)?
+            .squeeze(3)?
+            .transpose(1, 2)?
+            .reshape((weight.dim(0)?, 3 * c))?;
+        if let Some(out) = super::cuda::frame_conv::conv_over_padded_frames(&padded, &taps)? {
+            return out.broadcast_add(&bias.reshape((1, 1, (), 1))?);
+        }
+    }
+    let mut out: Option<Tensor> = None;
+    for k in 0..3 {
+        let w = weight.i((.., .., k, 0, 0))?.contiguous()?;
+        let shifted = padded
+            .narrow(1, k, f)?
+            .contiguous()?
+            .reshape((b * f, c, hw))?;
+        let term = w.broadcast_matmul(&shifted)?;
+        out = Some(match out {
+            None => term,
+            Some(acc) => (acc + term)?,
+        });
+    }
+    let out = out.expect("three taps").reshape((b, f, (), hw))?;
+    out.broadcast_add(&bias.reshape((1, 1, (), 1))?)
 }
 
 #[derive(Debug, Clone)]

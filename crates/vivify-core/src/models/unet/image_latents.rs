@@ -2,12 +2,13 @@
 //! image-latent frames, and the convolutional stack that turns frame 0 into context tokens.
 
 use crate::nn::attention::Attention;
+use crate::nn::conv::{Conv2d, conv2d};
 use crate::nn::conv_cfg;
 use crate::nn::feed_forward::{FeedForward, FeedForwardActivation};
 use crate::nn::norm::LayerNorm;
 use crate::nn::pool::adaptive_avg_pool2d;
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, VarBuilder, conv2d};
+use candle_nn::VarBuilder;
 
 /// Side of the pooled grid before the two stride-2 convolutions (32 -> 8x8 = 64 tokens).
 const CONTEXT_POOL_SIZE: usize = 32;

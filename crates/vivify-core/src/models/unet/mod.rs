@@ -6,6 +6,7 @@ pub mod image_latents;
 
 use crate::config::{DownBlockType, TRANSFORMER_IN_HEADS, UNetConfig, UpBlockType};
 use crate::nn::compute::ComputeOptions;
+use crate::nn::conv::{Conv2d, conv2d};
 use crate::nn::conv_cfg;
 use crate::nn::embeddings::{TimestepEmbedding, timestep_features};
 use crate::nn::norm::GroupNorm;
@@ -13,7 +14,7 @@ use crate::nn::transformer::TransformerTemporalModel;
 use crate::weights::{Checkpoint, find_weight_files, unet_spec};
 use blocks::{BlockInputs, BlockShape, DownBlock, MidBlock, UpBlock, UpChannels};
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Conv2d, Linear, VarBuilder, conv2d, linear};
+use candle_nn::{Linear, VarBuilder, linear};
 use image_latents::{ContextEmbedding, ProjIn, TemporalEncoder};
 use std::path::Path;
 
@@ -314,7 +315,7 @@ impl I2VGenXLUNet {
 
         let x = self
             .conv_out
-            .forward(&self.conv_norm_out.forward(&x)?.silu()?)?;
+            .forward(&self.conv_norm_out.forward_silu(&x)?)?;
         let (_, c_out, oh, ow) = x.dims4()?;
         x.reshape((b, frames, c_out, oh, ow))?
             .permute((0, 2, 1, 3, 4))

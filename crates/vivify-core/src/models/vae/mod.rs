@@ -7,12 +7,13 @@ mod config;
 pub use config::{VaeConfig, VaeDownBlockType, VaeUpBlockType};
 
 use crate::models::unet::WEIGHTS_STEM;
+use crate::nn::conv::{Conv2d, conv2d};
 use crate::nn::conv_cfg;
 use crate::nn::norm::GroupNorm;
 use crate::weights::{Checkpoint, TensorSpec, find_weight_files, spec_of};
 use blocks::{DownEncoderBlock2D, MidBlock2D, UpDecoderBlock2D, VAE_NORM_EPS};
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Conv2d, VarBuilder, conv2d};
+use candle_nn::VarBuilder;
 use std::path::Path;
 
 /// diffusers clamps the posterior's log-variance to this range.
@@ -83,8 +84,7 @@ impl Module for Encoder {
             x = block.forward(&x)?;
         }
         let x = self.mid_block.forward(&x)?;
-        self.conv_out
-            .forward(&self.conv_norm_out.forward(&x)?.silu()?)
+        self.conv_out.forward(&self.conv_norm_out.forward_silu(&x)?)
     }
 }
 
@@ -151,8 +151,7 @@ impl Module for Decoder {
         for block in &self.up_blocks {
             x = block.forward(&x)?;
         }
-        self.conv_out
-            .forward(&self.conv_norm_out.forward(&x)?.silu()?)
+        self.conv_out.forward(&self.conv_norm_out.forward_silu(&x)?)
     }
 }
 

@@ -1,0 +1,120 @@
+"""Summarises a bench/gpu/run.sh run: writes OUT/results.json and prints the tables.
+Usage: python report.py --out OUT --work WORK --cases 512x512x16,...
+Parity rule (issue 7): final latents relative L2 error <= 2e-2 and frames PSNR >= 35 dB,
+vivify fp16 against diffusers fp16 on the same weights, image, prompt and latents.
+"""
+import argparse
+import glob
+import json
+import math
+import os
+
+import numpy as np
+
+LATENTS_LIMIT = 2e-2
+PSNR_LIMIT = 35.0
+
+
+def lines(path):
+    if not os.path.exists(path):
+        return []
+    out = []
+    for line in open(path):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    return out
+
+
+def parity(work, case):
+    from PIL import Image
+    from safetensors.numpy import load_file
+    d, v = os.path.join(work, f"diffusers_{case}"), os.path.join(work, f"vivify_{case}")
+    try:
+        ref = load_file(os.path.join(d, "final_latents.safetensors"))["latents"].astype(np.float64)
+        got = load_file(os.path.join(v, "final_latents.safetensors"))["latents"].astype(np.float64)
+    except (FileNotFoundError, KeyError):
+        return None
+    rel = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+    names = sorted(os.path.basename(p) for p in glob.glob(os.path.join(d, "frames", "*.png")))
+    mse = []
+    for n in names:
+        a = np.asarray(Image.open(os.path.join(d, "frames", n)).convert("RGB"), dtype=np.float64)
+        b = np.asarray(Image.open(os.path.join(v, "frames", n)).convert("RGB"), dtype=np.float64)
+        mse.append(((a - b) ** 2).mean())
+    m = float(np.mean(mse)) if mse else float("nan")
+    psnr = float("inf") if m == 0 else 10 * math.log10(255 ** 2 / m)
+    return {"latents_rel_l2": rel, "psnr_db": psnr, "frames": len(names),
+            "pass": rel <= LATENTS_LIMIT and psnr >= PSNR_LIMIT}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--cases", required=True)
+    args = ap.parse_args()
+    dif = lines(os.path.join(args.out, "diffusers.jsonl"))
+    viv_unet = lines(os.path.join(args.out, "unet_vivify.jsonl"))
+    results = {"device": open(os.path.join(args.out, "device.txt")).read().strip()
+               if os.path.exists(os.path.join(args.out, "device.txt")) else None,
+               "versions": next((r for r in dif if r.get("event") == "versions"), None), "cases": [], "ops": []}
+    for case in args.cases.split(","):
+        w, h, f = map(int, case.split("x"))
+        match = lambda r: (r.get("w"), r.get("h"), r.get("frames")) == (w, h, f)
+        d_step = next((r for r in dif if r.get("event") == "unet_step" and match(r)), {})
+        d_e2e = next((r for r in dif if r.get("event") == "end_to_end" and match(r)), {})
+        v_step = next((r for r in viv_unet if (r.get("width"), r.get("height"), r.get("frames")) == (w, h, f)), {})
+        side_path = os.path.join(args.out, f"vivify_{case}.sidecar.json")
+        v_e2e = {}
+        if os.path.exists(side_path):
+            side = json.load(open(side_path))
+            v_e2e = {"sec": round(sum(t["seconds"] for t in side.get("timings", [])), 3),
+                     "peak_bytes": side.get("plan", {}).get("peak_device_bytes"),
+                     "timings": side.get("timings")}
+        results["cases"].append({
+            "case": case,
+            "diffusers": {"sec_per_step": d_step.get("sec_min"), "unet_peak_bytes": d_step.get("peak_bytes"),
+                          "e2e_sec": d_e2e.get("sec"), "e2e_peak_bytes": d_e2e.get("peak_bytes"),
+                          "steps": d_e2e.get("steps")},
+            "vivify": {"sec_per_step": v_step.get("sec_min"), "unet_peak_bytes": v_step.get("peak_bytes"),
+                       "e2e_sec": v_e2e.get("sec"), "e2e_peak_bytes": v_e2e.get("peak_bytes"),
+                       "timings": v_e2e.get("timings")},
+            "parity": parity(args.work, case),
+        })
+    torch_ops = {(r["op"], r["case"]): r for r in lines(os.path.join(args.out, "ops_torch.jsonl"))}
+    for r in lines(os.path.join(args.out, "ops_vivify.jsonl")):
+        t = torch_ops.get((r["op"], r["case"]), {})
+        results["ops"].append({"op": r["op"], "case": r["case"], "vivify_ms": r["ms"], "torch_ms": t.get("ms"),
+                               "vivify_tflops": r["extra"].get("tflops"),
+                               "ratio": r["ms"] / t["ms"] if t.get("ms") else None})
+    results["ablation"] = lines(os.path.join(args.out, "ablation.jsonl"))
+    with open(os.path.join(args.out, "results.json"), "w") as fh:
+        json.dump(results, fh, indent=1)
+
+    fmt = lambda x, p=3: "-" if x is None else f"{x:.{p}f}"
+    gib = lambda b: None if b is None else b / 2 ** 30
+    ratio = lambda a, b: None if a is None or b is None or b == 0 else a / b
+    print(f"device: {results['device']}; versions: {results['versions']}")
+    print("\nop | case | torch ms | vivify ms | vivify/torch")
+    for o in results["ops"]:
+        print(f"{o['op']} | {o['case']} | {fmt(o['torch_ms'])} | {fmt(o['vivify_ms'])} | {fmt(o['ratio'], 2)}")
+    for a in results["ablation"]:
+        print(f"ablation: without {a.get('disabled')}: {fmt(a.get('sec_min'))} s/step")
+    print("\ncase | s/step diffusers | s/step vivify | ratio | e2e s diffusers | e2e s vivify | ratio | "
+          "peak GiB diffusers | peak GiB vivify | latents rel err | PSNR dB | parity")
+    for c in results["cases"]:
+        d, v, p = c["diffusers"], c["vivify"], c["parity"] or {}
+        print(f"{c['case']} | {fmt(d['sec_per_step'])} | {fmt(v['sec_per_step'])} | "
+              f"{fmt(ratio(v['sec_per_step'], d['sec_per_step']), 2)} | {fmt(d['e2e_sec'], 2)} | "
+              f"{fmt(v['e2e_sec'], 2)} | {fmt(ratio(v['e2e_sec'], d['e2e_sec']), 2)} | "
+              f"{fmt(gib(d['e2e_peak_bytes']), 2)} | {fmt(gib(v['e2e_peak_bytes']), 2)} | "
+              f"{fmt(p.get('latents_rel_l2'), 5)} | {fmt(p.get('psnr_db'), 1)} | "
+              f"{'-' if not p else ('PASS' if p['pass'] else 'FAIL')}")
+
+
+if __name__ == "__main__":
+    main()

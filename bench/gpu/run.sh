@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# vivify against diffusers on one GPU, in one device call (see bench/gpu/README.md).
+#
+# Usage, on the GPU machine from the repository root:  bash bench/gpu/run.sh CARRY_DIR
+#   CARRY_DIR: `vivify` and `cuda_ops` built by scripts/build-cuda.sh, and the diffusers wheel
+#   (pip download --no-deps diffusers==0.42.1). Nothing is built here.
+# Env: OUT (results, default ./gpu-results), WORK (scratch, default /tmp/vivify-gpu-bench),
+#      DEADLINE (seconds for everything, default 540),
+#      PYTHON (default /opt/torch/.venv/bin/python), STEPS (end-to-end steps, default 10),
+#      CASES (default 512x512x16,1280x704x16,1024x1024x32), SKIP (space-separated phases to skip:
+#      ops unet diffusers vivify ablation).
+# Phases, each under its own time limit, each writing JSON lines to $OUT:
+#   ops        cuda_ops correctness tests; vivify bench-ops and torch_ops.py (conv, attention)
+#   diffusers  full-size random weights (tools/parity/full_size_check.py), then diffusers fp16:
+#              UNet step and end to end per case, frames and final latents kept for parity
+#   unet       vivify bench-unet per case (random weights at the same config)
+#   vivify     vivify generate per case on the same weights, image, prompt and latents
+#   ablation   one UNet step at the first case with each of vivify's kernels switched off
+# Last: bench/gpu/report.py prints the table and writes $OUT/results.json.
+set -u
+CARRY=$(realpath "${1:?usage: run.sh CARRY_DIR}")
+HERE=$(cd "$(dirname "$0")" && pwd)
+OUT=${OUT:-$PWD/gpu-results}
+WORK=${WORK:-/tmp/vivify-gpu-bench}
+PYTHON=${PYTHON:-/opt/torch/.venv/bin/python}
+[ -x "$PYTHON" ] || PYTHON=python3
+STEPS=${STEPS:-10}
+CASES=${CASES:-512x512x16,1280x704x16,1024x1024x32}
+SKIP=${SKIP:-}
+mkdir -p "$OUT" "$WORK"
+. "$HERE/cuda_env.sh"
+export RUST_BACKTRACE=1
+START=$(date +%s)
+DEADLINE=${DEADLINE:-540}   # seconds for the whole run: each phase's limit is cut to what is left
+phase() { echo "== [$(( $(date +%s) - START ))s] $*"; }
+# lim N: N seconds, or what is left before the deadline (keeping 15 s for the report), at least 1.
+lim() {
+  local left=$(( DEADLINE - ($(date +%s) - START) - 15 ))
+  [ "$left" -lt 1 ] && left=1
+  [ "$left" -lt "$1" ] && echo "$left" || echo "$1"
+}
+skip() { case " $SKIP " in *" $1 "*) return 0 ;; esac; return 1; }
+chmod +x "$CARRY/vivify" "$CARRY/cuda_ops" 2>/dev/null
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
+
+# diffusers is not installed on the device: unpack the carried wheel (pure Python).
+PYLIB=$WORK/pylib
+if [ ! -d "$PYLIB/diffusers" ]; then
+  "$PYTHON" -m zipfile -e "$CARRY"/diffusers-*.whl "$PYLIB" || echo "!! could not unpack diffusers"
+fi
+export PYTHONPATH=$PYLIB${PYTHONPATH:+:$PYTHONPATH}
+"$PYTHON" -c "import PIL" 2>/dev/null || { ls "$CARRY"/pillow-*.whl >/dev/null 2>&1 && "$PYTHON" -m zipfile -e "$CARRY"/pillow-*.whl "$PYLIB"; }
+
+if ! skip ops; then
+  phase "cuda_ops tests"
+  timeout "$(lim 60)" "$CARRY/cuda_ops" --nocapture --test-threads=1 2>&1 | tee "$OUT/cuda_ops.txt" | grep -vE "^\s+[0-9]+:|^\s+at " | tail -40
+  phase "ops: vivify"
+  timeout "$(lim 60)" "$CARRY/vivify" bench-ops --device cuda --dtype f16 > "$OUT/ops_vivify.jsonl" 2> "$OUT/ops_vivify.err"; echo "rc=$?"; tail -3 "$OUT/ops_vivify.err"
+  phase "ops: torch"
+  timeout "$(lim 60)" "$PYTHON" "$HERE/torch_ops.py" > "$OUT/ops_torch.jsonl" 2> "$OUT/ops_torch.err"; echo "rc=$?"; tail -3 "$OUT/ops_torch.err"
+fi
+
+if ! skip diffusers; then
+  phase "diffusers (model creation, UNet steps, end to end)"
+  timeout "$(lim 300)" "$PYTHON" "$HERE/diffusers_side.py" --work "$WORK" --steps "$STEPS" --cases "$CASES" \
+    > "$OUT/diffusers.jsonl" 2> "$OUT/diffusers.err"; echo "rc=$?"; tail -5 "$OUT/diffusers.err"
+  cat "$OUT/diffusers.jsonl"
+fi
+
+IFS=, read -r -a CASE_LIST <<< "$CASES"
+if ! skip unet; then
+  for c in "${CASE_LIST[@]}"; do
+    IFS=x read -r W H F <<< "$c"
+    phase "vivify bench-unet $c"
+    timeout "$(lim 90)" "$CARRY/vivify" bench-unet --config "$WORK/model/unet/config.json" --width "$W" --height "$H" \
+      --frames "$F" --iters 3 --device cuda --dtype f16 >> "$OUT/unet_vivify.jsonl" 2>> "$OUT/unet_vivify.err"
+    echo "rc=$?"; tail -1 "$OUT/unet_vivify.jsonl"
+  done
+fi
+
+if ! skip vivify; then
+  for c in "${CASE_LIST[@]}"; do
+    IFS=x read -r W H F <<< "$c"
+    D=$WORK/diffusers_$c
+    [ -f "$D/latents.safetensors" ] || { echo "no diffusers inputs for $c"; continue; }
+    phase "vivify generate $c"
+    rm -rf "$WORK/vivify_$c"
+    timeout "$(lim 150)" "$CARRY/vivify" generate --model "$WORK/model" --image "$D/input.png" \
+      --prompt "$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["prompt"])' "$D/case.json")" \
+      --negative-prompt "$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["negative_prompt"])' "$D/case.json")" \
+      --width "$W" --height "$H" --frames "$F" --steps "$STEPS" --guidance 9 --fps 16 --decode-chunk 1 \
+      --latents "$D/latents.safetensors" --output "$WORK/vivify_$c/frames" \
+      --output-latents "$WORK/vivify_$c/final_latents.safetensors" --device cuda --dtype f16 \
+      > "$OUT/vivify_$c.log" 2>&1
+    echo "rc=$?"; grep -vE "^\s+[0-9]+:|^\s+at " "$OUT/vivify_$c.log" | tail -4
+    cp "$WORK/vivify_$c"/frames/*.json "$OUT/vivify_$c.sidecar.json" 2>/dev/null
+  done
+fi
+
+if ! skip ablation; then
+  # What each of vivify's CUDA kernels is worth: one UNet step at the first case with one kernel
+  # switched back to candle's ops (attention stays fused: the unfused path needs chunking there).
+  IFS=x read -r W H F <<< "${CASE_LIST[0]}"
+  for k in group_norm frame_conv cudnn_conv; do
+    phase "ablation: bench-unet ${CASE_LIST[0]} without $k"
+    VIVIFY_CUDA_DISABLE=$k timeout "$(lim 90)" "$CARRY/vivify" bench-unet --config "$WORK/model/unet/config.json" \
+      --width "$W" --height "$H" --frames "$F" --iters 2 --device cuda --dtype f16 2>> "$OUT/ablation.err" |
+      sed "s/^{/{\"disabled\":\"$k\",/" >> "$OUT/ablation.jsonl"
+    tail -1 "$OUT/ablation.jsonl"
+  done
+fi
+
+phase "report"
+"$PYTHON" "$HERE/report.py" --out "$OUT" --work "$WORK" --cases "$CASES"

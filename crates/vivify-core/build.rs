@@ -1,0 +1,35 @@
+//! With the `cuda` feature, compiles vivify's own CUDA kernels to PTX (loaded at run time by the
+//! driver, which JIT-compiles them for the card). Without it, nothing happens.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+const KERNELS: &[&str] = &["flash_attn", "group_norm"];
+
+fn main() {
+    println!("cargo::rerun-if-env-changed=CUDA_HOME");
+    for name in KERNELS {
+        println!("cargo::rerun-if-changed=kernels/{name}.cu");
+    }
+    if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
+        return;
+    }
+    let nvcc = std::env::var_os("CUDA_HOME")
+        .map(|home| PathBuf::from(home).join("bin").join("nvcc"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("nvcc"));
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    for name in KERNELS {
+        let ptx = out_dir.join(format!("{name}.ptx"));
+        // compute_80: mma.sync with bf16 needs Ampere; the driver JIT-compiles for newer cards.
+        let status = Command::new(&nvcc)
+            .args(["--ptx", "-arch=compute_80", "-O3", "-o"])
+            .arg(&ptx)
+            .arg(format!("kernels/{name}.cu"))
+            .status()
+            .unwrap_or_else(|e| {
+                panic!("running {nvcc:?} (set CUDA_HOME or put nvcc on PATH): {e}")
+            });
+        assert!(status.success(), "nvcc failed on kernels/{name}.cu");
+    }
+}

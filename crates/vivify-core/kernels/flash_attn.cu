@@ -1,0 +1,198 @@
+// Fused scaled-dot-product attention forward (FlashAttention-2 style) for vivify's CUDA build.
+// One warp owns 16 query rows; a block of WARPS warps walks the keys in tiles of 64, keeping the
+// running row max and sum (online softmax) so no score matrix ever reaches global memory.
+// Tensor-core math through mma.sync m16n8k16 (f16/bf16 in, f32 accumulate); P is rounded to the
+// input type before P·V, as in FlashAttention. Inputs: q (BH, L, D), k and v (BH, S, D), all
+// contiguous with 16-byte aligned rows; output o (BH, L, D).
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+namespace {
+
+constexpr int BC = 64;  // keys per tile
+constexpr int PAD = 8;  // shared-memory row padding (halves): conflict-free fragment loads
+
+__device__ __forceinline__ uint32_t pack_f32(float a, float b, __half) {
+  __half2 h = __floats2half2_rn(a, b);
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+__device__ __forceinline__ uint32_t pack_f32(float a, float b, __nv_bfloat16) {
+  __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+template <typename T>
+__device__ __forceinline__ uint32_t pack_raw(T lo, T hi) {
+  uint16_t l = *reinterpret_cast<uint16_t*>(&lo), h = *reinterpret_cast<uint16_t*>(&hi);
+  return (uint32_t)l | ((uint32_t)h << 16);
+}
+
+__device__ __forceinline__ void mma(float c[4], const uint32_t a[4], const uint32_t b[2], __half) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+__device__ __forceinline__ void mma(float c[4], const uint32_t a[4], const uint32_t b[2], __nv_bfloat16) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+template <typename T, int D, int WARPS>
+__device__ __forceinline__ void flash_fwd(const T* __restrict__ q, const T* __restrict__ k,
+                                          const T* __restrict__ v, T* __restrict__ o, int L, int S,
+                                          float scale_log2) {
+  static_assert(D % 16 == 0, "head dim must be a multiple of 16");
+  constexpr int LDS = D + PAD;
+  __shared__ __align__(16) T ks[BC * LDS];
+  __shared__ __align__(16) T vs[BC * LDS];
+
+  // Batch·heads on x (up to 2^31 - 1 blocks: temporal attention has one row per pixel), query
+  // tiles on y.
+  const int bh = blockIdx.x;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane >> 2, t = lane & 3;
+  const int r0 = blockIdx.y * (WARPS * 16) + warp * 16 + g, r1 = r0 + 8;
+  const T* qb = q + (size_t)bh * L * D;
+  const T* kb = k + (size_t)bh * S * D;
+  const T* vb = v + (size_t)bh * S * D;
+
+  // Q as A fragments (row-major 16 x D), loaded once.
+  uint32_t qf[D / 16][4];
+#pragma unroll
+  for (int kc = 0; kc < D / 16; ++kc) {
+    const int c = kc * 16 + 2 * t;
+    qf[kc][0] = r0 < L ? *reinterpret_cast<const uint32_t*>(qb + (size_t)r0 * D + c) : 0u;
+    qf[kc][1] = r1 < L ? *reinterpret_cast<const uint32_t*>(qb + (size_t)r1 * D + c) : 0u;
+    qf[kc][2] = r0 < L ? *reinterpret_cast<const uint32_t*>(qb + (size_t)r0 * D + c + 8) : 0u;
+    qf[kc][3] = r1 < L ? *reinterpret_cast<const uint32_t*>(qb + (size_t)r1 * D + c + 8) : 0u;
+  }
+
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  float of[D / 8][4];
+#pragma unroll
+  for (int dn = 0; dn < D / 8; ++dn) of[dn][0] = of[dn][1] = of[dn][2] = of[dn][3] = 0.f;
+
+  for (int kt = 0; kt < S; kt += BC) {
+    __syncthreads();  // the previous tile is no longer read
+    for (int i = threadIdx.x; i < BC * D / 8; i += WARPS * 32) {
+      const int row = i / (D / 8), col = (i % (D / 8)) * 8;
+      uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+      if (kt + row < S) {
+        kv = *reinterpret_cast<const uint4*>(kb + (size_t)(kt + row) * D + col);
+        vv = *reinterpret_cast<const uint4*>(vb + (size_t)(kt + row) * D + col);
+      }
+      *reinterpret_cast<uint4*>(ks + row * LDS + col) = kv;
+      *reinterpret_cast<uint4*>(vs + row * LDS + col) = vv;
+    }
+    __syncthreads();
+
+    // S = Q Kᵀ for this warp's 16 rows and the tile's 64 keys.
+    float sf[BC / 8][4];
+#pragma unroll
+    for (int n = 0; n < BC / 8; ++n) {
+      sf[n][0] = sf[n][1] = sf[n][2] = sf[n][3] = 0.f;
+#pragma unroll
+      for (int kc = 0; kc < D / 16; ++kc) {
+        const T* kr = ks + (n * 8 + g) * LDS + kc * 16 + 2 * t;
+        const uint32_t b[2] = {*reinterpret_cast<const uint32_t*>(kr),
+                               *reinterpret_cast<const uint32_t*>(kr + 8)};
+        mma(sf[n], qf[kc], b, T());
+      }
+    }
+
+    // Online softmax in the log2 domain; e 0,1 belong to row g, e 2,3 to row g + 8.
+    float mx0 = m0, mx1 = m1;
+#pragma unroll
+    for (int n = 0; n < BC / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = kt + n * 8 + 2 * t + (e & 1);
+        sf[n][e] = col < S ? sf[n][e] * scale_log2 : -INFINITY;
+      }
+      mx0 = fmaxf(mx0, fmaxf(sf[n][0], sf[n][1]));
+      mx1 = fmaxf(mx1, fmaxf(sf[n][2], sf[n][3]));
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    const float c0 = exp2f(m0 - mx0), c1 = exp2f(m1 - mx1);
+    m0 = mx0;
+    m1 = mx1;
+    float rs0 = 0.f, rs1 = 0.f;
+#pragma unroll
+    for (int n = 0; n < BC / 8; ++n) {
+      sf[n][0] = exp2f(sf[n][0] - mx0);
+      sf[n][1] = exp2f(sf[n][1] - mx0);
+      sf[n][2] = exp2f(sf[n][2] - mx1);
+      sf[n][3] = exp2f(sf[n][3] - mx1);
+      rs0 += sf[n][0] + sf[n][1];
+      rs1 += sf[n][2] + sf[n][3];
+    }
+    l0 = l0 * c0 + rs0;  // per-thread partial sums, reduced across the row's 4 threads at the end
+    l1 = l1 * c1 + rs1;
+#pragma unroll
+    for (int dn = 0; dn < D / 8; ++dn) {
+      of[dn][0] *= c0;
+      of[dn][1] *= c0;
+      of[dn][2] *= c1;
+      of[dn][3] *= c1;
+    }
+
+    // O += P V: the S accumulators are already in the A-fragment layout of P.
+#pragma unroll
+    for (int kc = 0; kc < BC / 16; ++kc) {
+      const uint32_t a[4] = {pack_f32(sf[2 * kc][0], sf[2 * kc][1], T()),
+                             pack_f32(sf[2 * kc][2], sf[2 * kc][3], T()),
+                             pack_f32(sf[2 * kc + 1][0], sf[2 * kc + 1][1], T()),
+                             pack_f32(sf[2 * kc + 1][2], sf[2 * kc + 1][3], T())};
+#pragma unroll
+      for (int dn = 0; dn < D / 8; ++dn) {
+        const T* vr = vs + (kc * 16 + 2 * t) * LDS + dn * 8 + g;
+        const uint32_t b[2] = {pack_raw(vr[0], vr[LDS]), pack_raw(vr[8 * LDS], vr[9 * LDS])};
+        mma(of[dn], a, b, T());
+      }
+    }
+  }
+
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  const float inv0 = 1.f / l0, inv1 = 1.f / l1;
+  T* ob = o + (size_t)bh * L * D;
+#pragma unroll
+  for (int dn = 0; dn < D / 8; ++dn) {
+    const int col = dn * 8 + 2 * t;
+    if (r0 < L)
+      *reinterpret_cast<uint32_t*>(ob + (size_t)r0 * D + col) =
+          pack_f32(of[dn][0] * inv0, of[dn][1] * inv0, T());
+    if (r1 < L)
+      *reinterpret_cast<uint32_t*>(ob + (size_t)r1 * D + col) =
+          pack_f32(of[dn][2] * inv1, of[dn][3] * inv1, T());
+  }
+}
+
+}  // namespace
+
+// Entry points: flash_attn_{f16,bf16}_d{D}_w{WARPS}. WARPS = 1 serves short sequences (the
+// temporal attention's 16-32 frames) without idle warps; 4 serves the spatial ones.
+#define FLASH_ENTRY(NAME, T, D, W)                                                            \
+  extern "C" __global__ void __launch_bounds__(W * 32)                                        \
+      NAME(const T* q, const T* k, const T* v, T* o, int L, int S, float scale_log2) {        \
+    flash_fwd<T, D, W>(q, k, v, o, L, S, scale_log2);                                         \
+  }
+#define FLASH_DIMS(TN, T, W)                          \
+  FLASH_ENTRY(flash_attn_##TN##_d64_w##W, T, 64, W)   \
+  FLASH_ENTRY(flash_attn_##TN##_d80_w##W, T, 80, W)   \
+  FLASH_ENTRY(flash_attn_##TN##_d128_w##W, T, 128, W)
+
+FLASH_DIMS(f16, __half, 1)
+FLASH_DIMS(f16, __half, 4)
+FLASH_DIMS(bf16, __nv_bfloat16, 1)
+FLASH_DIMS(bf16, __nv_bfloat16, 4)

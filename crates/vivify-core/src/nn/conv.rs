@@ -1,0 +1,56 @@
+//! `nn.Conv2d` with diffusers' weight names. On CUDA with the `cudnn` feature the convolution
+//! runs through vivify's cuDNN setup (tensor cores, f32 accumulation); elsewhere through candle.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Conv2dConfig, VarBuilder};
+
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    stride: usize,
+    padding: usize,
+}
+
+/// A square-kernel convolution with bias, loaded from `vb` ("weight", "bias").
+pub fn conv2d(
+    in_channels: usize,
+    out_channels: usize,
+    kernel: usize,
+    cfg: Conv2dConfig,
+    vb: VarBuilder,
+) -> Result<Conv2d> {
+    let weight = vb.get((out_channels, in_channels, kernel, kernel), "weight")?;
+    let bias = vb.get(out_channels, "bias")?;
+    Ok(Conv2d {
+        weight,
+        bias: Some(bias),
+        stride: cfg.stride,
+        padding: cfg.padding,
+    })
+}
+
+impl Conv2d {
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = convolve(x, &self.weight, self.stride, self.padding)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+            None => Ok(y),
+        }
+    }
+}
+
+/// The convolution alone (no bias): cuDNN on CUDA with the `cudnn` feature, else candle.
+pub fn convolve(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    #[cfg(feature = "cudnn")]
+    if x.device().is_cuda() && super::cuda::enabled("cudnn_conv") {
+        return super::cuda::cudnn_conv::conv2d(x, w, stride, padding);
+    }
+    x.conv2d(w, padding, stride, 1, 1)
+}

@@ -1,0 +1,141 @@
+//! Fused attention on CUDA (kernels/flash_attn.cu): softmax(q kᵀ·scale) v without the score
+//! matrix, for f16/bf16 and head dims 64, 80 and 128. Other cases return None so the caller
+//! falls back to the chunked matmul path.
+
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::{CudaDType, WrapErr};
+use candle_core::{CudaStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/flash_attn.ptx"));
+const HEAD_DIMS: [usize; 3] = [64, 80, 128];
+
+/// softmax(q kᵀ / √d) v over (N, H, L, D) q and (N, H, S, D) k, v, or None when the fused kernel
+/// does not cover the case (CPU, f32, another head dim).
+pub fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
+    let d = q.dim(3)?;
+    let supported = q.device().is_cuda()
+        && super::enabled("attention")
+        && matches!(q.dtype(), DType::F16 | DType::BF16)
+        && HEAD_DIMS.contains(&d)
+        && k.dtype() == q.dtype()
+        && v.dtype() == q.dtype();
+    if !supported {
+        return Ok(None);
+    }
+    let op = FlashAttention {
+        scale: 1.0 / (d as f32).sqrt(),
+    };
+    let (q, k, v) = (aligned(q)?, aligned(k)?, aligned(v)?);
+    q.apply_op3_no_bwd(&k, &v, &op).map(Some)
+}
+
+/// Contiguous and starting on a 16-byte boundary, as the kernel's vector loads need.
+fn aligned(x: &Tensor) -> Result<Tensor> {
+    let offset_ok = x.layout().start_offset() % 8 == 0;
+    if x.is_contiguous() && offset_ok {
+        Ok(x.clone())
+    } else {
+        x.copy()
+    }
+}
+
+struct FlashAttention {
+    scale: f32,
+}
+
+impl CustomOp3 for FlashAttention {
+    fn name(&self) -> &'static str {
+        "vivify-flash-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        candle_core::bail!("vivify-flash-attention runs on CUDA only")
+    }
+
+    fn cuda_fwd(
+        &self,
+        q: &CudaStorage,
+        ql: &Layout,
+        k: &CudaStorage,
+        kl: &Layout,
+        v: &CudaStorage,
+        vl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let (n, h, l, d) = ql.shape().dims4()?;
+        let s = kl.shape().dims4()?.2;
+        if vl.shape() != kl.shape() || kl.shape().dims4()?.3 != d {
+            candle_core::bail!(
+                "flash attention: q {:?}, k {:?}, v {:?}",
+                ql.shape(),
+                kl.shape(),
+                vl.shape()
+            );
+        }
+        let dev = q.device().clone();
+        // One warp per 16 queries; short sequences (temporal attention) get one-warp blocks.
+        let warps = if l <= 16 { 1 } else { 4 };
+        let dims = (n, h, l, s, d);
+        let out = match q.dtype() {
+            DType::F16 => {
+                launch::<half::f16>(&dev, [(q, ql), (k, kl), (v, vl)], self.scale, warps, dims)?
+            }
+            DType::BF16 => {
+                launch::<half::bf16>(&dev, [(q, ql), (k, kl), (v, vl)], self.scale, warps, dims)?
+            }
+            other => candle_core::bail!("flash attention: unsupported dtype {other:?}"),
+        };
+        Ok((out, ql.shape().clone()))
+    }
+}
+
+fn launch<T>(
+    dev: &candle_core::CudaDevice,
+    [(q, ql), (k, kl), (v, vl)]: [(&CudaStorage, &Layout); 3],
+    scale: f32,
+    warps: u32,
+    (n, h, l, s, d): (usize, usize, usize, usize, usize),
+) -> Result<CudaStorage>
+where
+    T: CudaDType + WithDType + DeviceRepr,
+{
+    let type_name = if T::DTYPE == DType::F16 {
+        "f16"
+    } else {
+        "bf16"
+    };
+    let name = format!("flash_attn_{type_name}_d{d}_w{warps}");
+    let func = dev.get_or_load_custom_func(&name, "vivify_flash_attn", PTX)?;
+    let qs = q.as_cuda_slice::<T>()?.slice(ql.start_offset()..);
+    let ks = k.as_cuda_slice::<T>()?.slice(kl.start_offset()..);
+    let vs = v.as_cuda_slice::<T>()?.slice(vl.start_offset()..);
+    // SAFETY: every element is written by the kernel.
+    let out = unsafe { dev.alloc::<T>(n * h * l * d)? };
+    let rows_per_block = 16 * warps as usize;
+    let cfg = LaunchConfig {
+        grid_dim: ((n * h) as u32, l.div_ceil(rows_per_block) as u32, 1),
+        block_dim: (32 * warps, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let (l32, s32) = (l as i32, s as i32);
+    let scale_log2 = scale * std::f32::consts::LOG2_E;
+    let mut builder = func.builder();
+    builder.arg(&qs);
+    builder.arg(&ks);
+    builder.arg(&vs);
+    builder.arg(&out);
+    builder.arg(&l32);
+    builder.arg(&s32);
+    builder.arg(&scale_log2);
+    // SAFETY: the arguments match the kernel's signature; shapes were checked above.
+    unsafe { builder.launch(cfg) }.w()?;
+    Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+}

@@ -1,0 +1,171 @@
+//! GroupNorm (+ SiLU) on CUDA (kernels/group_norm.cu): statistics in f32 over each group, pooled
+//! over frames for the temporal layers, in three passes over the data instead of candle ops'
+//! ten over an f32 copy.
+
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::{CudaDType, WrapErr};
+use candle_core::{
+    CudaDevice, CudaStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
+};
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/group_norm.ptx"));
+const THREADS: u32 = 256;
+/// Elements per statistics block: enough work per block, enough blocks for the card.
+const SLICE: usize = 16 * 1024;
+const MAX_SPLITS: usize = 64;
+
+/// GroupNorm of x (B·F, C, ...) with statistics over each video's F frames, then the affine
+/// and, with `silu`, SiLU. None when not on CUDA.
+pub fn group_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    groups: usize,
+    frames: usize,
+    eps: f64,
+    silu: bool,
+) -> Result<Option<Tensor>> {
+    if !x.device().is_cuda()
+        || !super::enabled("group_norm")
+        || weight.dtype() != x.dtype()
+        || bias.dtype() != x.dtype()
+    {
+        return Ok(None);
+    }
+    let op = GroupNormOp {
+        groups,
+        frames,
+        eps: eps as f32,
+        silu,
+    };
+    x.contiguous()?
+        .apply_op3_no_bwd(&weight.contiguous()?, &bias.contiguous()?, &op)
+        .map(Some)
+}
+
+struct GroupNormOp {
+    groups: usize,
+    frames: usize,
+    eps: f32,
+    silu: bool,
+}
+
+impl CustomOp3 for GroupNormOp {
+    fn name(&self) -> &'static str {
+        "vivify-group-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        candle_core::bail!("vivify-group-norm runs on CUDA only")
+    }
+
+    fn cuda_fwd(
+        &self,
+        x: &CudaStorage,
+        xl: &Layout,
+        w: &CudaStorage,
+        wl: &Layout,
+        b: &CudaStorage,
+        bl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let dims = xl.shape().dims();
+        let (bf, c) = (dims[0], dims[1]);
+        let pixels: usize = dims[2..].iter().product();
+        if self.frames == 0 || bf % self.frames != 0 || self.groups == 0 || c % self.groups != 0 {
+            candle_core::bail!(
+                "group norm: shape {:?}, {} groups, {} frames",
+                dims,
+                self.groups,
+                self.frames
+            );
+        }
+        let dev = x.device().clone();
+        let args = (x, xl, w, wl, b, bl, bf / self.frames, c, pixels);
+        let y = match x.dtype() {
+            DType::F32 => self.launch::<f32>(&dev, args, "f32")?,
+            DType::F16 => self.launch::<half::f16>(&dev, args, "f16")?,
+            DType::BF16 => self.launch::<half::bf16>(&dev, args, "bf16")?,
+            other => candle_core::bail!("group norm: unsupported dtype {other:?}"),
+        };
+        Ok((y, xl.shape().clone()))
+    }
+}
+
+type Args<'a> = (
+    &'a CudaStorage,
+    &'a Layout,
+    &'a CudaStorage,
+    &'a Layout,
+    &'a CudaStorage,
+    &'a Layout,
+    usize,
+    usize,
+    usize,
+);
+
+impl GroupNormOp {
+    fn launch<T: CudaDType + WithDType + DeviceRepr>(
+        &self,
+        dev: &CudaDevice,
+        (x, xl, w, wl, b, bl, videos, channels, pixels): Args,
+        type_name: &str,
+    ) -> Result<CudaStorage> {
+        let group_len = self.frames * (channels / self.groups) * pixels;
+        let splits = group_len.div_ceil(SLICE).clamp(1, MAX_SPLITS);
+        let blocks = videos * self.groups;
+        let xs = x.as_cuda_slice::<T>()?.slice(xl.start_offset()..);
+        let ws = w.as_cuda_slice::<T>()?.slice(wl.start_offset()..);
+        let bs = b.as_cuda_slice::<T>()?.slice(bl.start_offset()..);
+        // SAFETY: the statistics kernel writes every partial, the apply kernel every output.
+        let partial = unsafe { dev.alloc::<f32>(blocks * splits * 3)? };
+        let y = unsafe { dev.alloc::<T>(xl.shape().elem_count())? };
+        let cfg = LaunchConfig {
+            grid_dim: (blocks as u32, splits as u32, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let ints = [self.frames, channels, pixels, self.groups, splits].map(|v| v as i32);
+        let stats = dev.get_or_load_custom_func(
+            &format!("group_norm_stats_{type_name}"),
+            "vivify_group_norm",
+            PTX,
+        )?;
+        let mut builder = stats.builder();
+        builder.arg(&xs);
+        builder.arg(&partial);
+        for v in &ints {
+            builder.arg(v);
+        }
+        // SAFETY: arguments match the kernel's signature.
+        unsafe { builder.launch(cfg) }.w()?;
+        let apply = dev.get_or_load_custom_func(
+            &format!("group_norm_apply_{type_name}"),
+            "vivify_group_norm",
+            PTX,
+        )?;
+        let silu = i32::from(self.silu);
+        let mut builder = apply.builder();
+        builder.arg(&xs);
+        builder.arg(&partial);
+        builder.arg(&ws);
+        builder.arg(&bs);
+        builder.arg(&y);
+        for v in &ints {
+            builder.arg(v);
+        }
+        builder.arg(&self.eps);
+        builder.arg(&silu);
+        // SAFETY: arguments match the kernel's signature.
+        unsafe { builder.launch(cfg) }.w()?;
+        Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
+    }
+}

@@ -1,0 +1,27 @@
+//! vivify's own CUDA paths (feature `cuda`): fused attention, fused GroupNorm(+SiLU), the temporal
+//! convolution as one GEMM, cuDNN convolution with tensor-core math (feature `cudnn`), and the
+//! device memory pool's counters.
+
+#[cfg(feature = "cudnn")]
+pub mod cudnn_conv;
+pub mod flash_attention;
+pub mod frame_conv;
+pub mod group_norm;
+pub mod memory;
+
+/// Whether one of vivify's CUDA kernels may run: `VIVIFY_CUDA_DISABLE=attention,group_norm,...`
+/// (names: attention, group_norm, frame_conv, cudnn_conv, or `all`) falls back to candle's ops,
+/// for A/B measurements and as a way around a kernel problem on an untested card.
+pub fn enabled(kernel: &str) -> bool {
+    use std::sync::OnceLock;
+    static DISABLED: OnceLock<Vec<String>> = OnceLock::new();
+    let disabled = DISABLED.get_or_init(|| {
+        std::env::var("VIVIFY_CUDA_DISABLE")
+            .unwrap_or_default()
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    });
+    !disabled.iter().any(|d| d == kernel || d == "all")
+}

@@ -1,0 +1,173 @@
+//! vivify's CUDA kernels against the plain paths (feature `cuda`; needs a GPU, so CI without the
+//! feature skips this file). bench/gpu/run.sh runs the built test binary on the lent machine.
+#![cfg(feature = "cuda")]
+
+use candle_core::{DType, Device, Tensor};
+use vivify_core::nn::attention::scaled_dot_product_attention;
+use vivify_core::nn::cuda::flash_attention::flash_attention;
+
+fn cuda() -> Device {
+    Device::new_cuda(0).expect("a CUDA device")
+}
+
+/// max |a - b| / max |b|.
+fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
+    let a = a
+        .to_dtype(DType::F32)
+        .unwrap()
+        .to_device(&Device::Cpu)
+        .unwrap();
+    let b = b
+        .to_dtype(DType::F32)
+        .unwrap()
+        .to_device(&Device::Cpu)
+        .unwrap();
+    let diff = (a - &b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let scale = b
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    diff / scale
+}
+
+#[test]
+fn flash_attention_matches_the_matmul_path() {
+    let dev = cuda();
+    // (batch, heads, queries, keys, head dim): spatial self-attention with a partial tile,
+    // cross-attention to 77 tokens, temporal attention over 16 frames, CLIP's head dim 80.
+    let cases = [
+        (2, 5, 1000, 1000, 64),
+        (2, 5, 256, 77, 64),
+        (64, 5, 16, 16, 64),
+        (1, 3, 257, 257, 80),
+        (1, 2, 130, 70, 128),
+    ];
+    for dtype in [DType::F16, DType::BF16] {
+        for (n, h, l, s, d) in cases {
+            let q = Tensor::randn(0f32, 1., (n, h, l, d), &dev).unwrap();
+            let k = Tensor::randn(0f32, 1., (n, h, s, d), &dev).unwrap();
+            let v = Tensor::randn(0f32, 1., (n, h, s, d), &dev).unwrap();
+            let reference = scaled_dot_product_attention(&q, &k, &v).unwrap();
+            let (qh, kh, vh) = (
+                q.to_dtype(dtype).unwrap(),
+                k.to_dtype(dtype).unwrap(),
+                v.to_dtype(dtype).unwrap(),
+            );
+            let fused = flash_attention(&qh, &kh, &vh).unwrap().expect("fused path");
+            assert_eq!(fused.dims(), reference.dims());
+            let err = rel_err(&fused, &reference);
+            println!("flash {dtype:?} {n}x{h}x{l}x{s}x{d}: rel err {err:.2e}");
+            let limit = if dtype == DType::F16 { 5e-3 } else { 3e-2 };
+            assert!(err < limit, "{dtype:?} {:?}: {err}", (n, h, l, s, d));
+        }
+    }
+    // f32 and unsupported head dims are left to the matmul path.
+    let q = Tensor::randn(0f32, 1., (1, 1, 8, 64), &dev).unwrap();
+    assert!(flash_attention(&q, &q, &q).unwrap().is_none());
+}
+
+#[cfg(feature = "cudnn")]
+#[test]
+fn cudnn_convolution_matches_the_cpu() {
+    use vivify_core::nn::cuda::cudnn_conv::conv2d;
+    let dev = cuda();
+    // (batch, c_in, h, w, c_out, kernel, stride, padding)
+    let cases = [
+        (2, 32, 17, 9, 48, 3, 1, 1),
+        (2, 16, 16, 16, 16, 3, 2, 1),
+        (1, 16, 9, 9, 16, 3, 2, 0),
+        (3, 24, 8, 8, 40, 1, 1, 0),
+    ];
+    for (n, c, h, w, k, ks, stride, pad) in cases {
+        let x = Tensor::randn(0f32, 1., (n, c, h, w), &Device::Cpu).unwrap();
+        let wt = Tensor::randn(0f32, 0.2, (k, c, ks, ks), &Device::Cpu).unwrap();
+        let reference = x.conv2d(&wt, pad, stride, 1, 1).unwrap();
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let xg = x.to_device(&dev).unwrap().to_dtype(dtype).unwrap();
+            let wg = wt.to_device(&dev).unwrap().to_dtype(dtype).unwrap();
+            let out = conv2d(&xg, &wg, stride, pad).unwrap();
+            assert_eq!(out.dims(), reference.dims());
+            let err = rel_err(&out, &reference);
+            println!(
+                "conv {dtype:?} {:?}: rel err {err:.2e}",
+                (n, c, h, w, k, ks, stride, pad)
+            );
+            let limit = match dtype {
+                DType::F32 => 1e-5,
+                DType::F16 => 3e-3,
+                _ => 2e-2,
+            };
+            assert!(err < limit, "{dtype:?}: {err}");
+        }
+    }
+}
+
+#[test]
+fn group_norm_matches_the_cpu() {
+    use candle_nn::VarBuilder;
+    use std::collections::HashMap;
+    use vivify_core::nn::norm::GroupNorm;
+    let dev = cuda();
+    // (videos, frames, channels, h, w, groups): per-sample, pooled over frames, many slices.
+    let cases = [
+        (2, 1, 64, 9, 7, 32),
+        (2, 4, 32, 8, 8, 8),
+        (1, 16, 64, 32, 32, 32),
+    ];
+    for (b, f, c, h, w, g) in cases {
+        let x = Tensor::randn(0.5f32, 2., (b * f, c, h, w), &Device::Cpu).unwrap();
+        let weight = Tensor::randn(1f32, 0.1, c, &Device::Cpu).unwrap();
+        let bias = Tensor::randn(0f32, 0.1, c, &Device::Cpu).unwrap();
+        let norm_on = |device: &Device, dtype: DType| {
+            let tensors = HashMap::from([
+                (
+                    "weight".to_string(),
+                    weight.to_dtype(dtype).unwrap().to_device(device).unwrap(),
+                ),
+                (
+                    "bias".to_string(),
+                    bias.to_dtype(dtype).unwrap().to_device(device).unwrap(),
+                ),
+            ]);
+            GroupNorm::new(VarBuilder::from_tensors(tensors, dtype, device), g, c, 1e-6).unwrap()
+        };
+        let cpu = norm_on(&Device::Cpu, DType::F32);
+        for silu in [false, true] {
+            let reference = if silu {
+                cpu.forward_frames_silu(&x, f).unwrap()
+            } else {
+                cpu.forward_frames(&x, f).unwrap()
+            };
+            for dtype in [DType::F32, DType::F16, DType::BF16] {
+                let gpu = norm_on(&dev, dtype);
+                let xg = x.to_dtype(dtype).unwrap().to_device(&dev).unwrap();
+                let out = if silu {
+                    gpu.forward_frames_silu(&xg, f).unwrap()
+                } else {
+                    gpu.forward_frames(&xg, f).unwrap()
+                };
+                let err = rel_err(&out, &reference);
+                println!(
+                    "group norm {dtype:?} {:?} silu {silu}: rel err {err:.2e}",
+                    (b, f, c, h, w, g)
+                );
+                let limit = match dtype {
+                    DType::F32 => 1e-5,
+                    DType::F16 => 3e-3,
+                    _ => 2e-2,
+                };
+                assert!(err < limit, "{dtype:?}: {err}");
+            }
+        }
+    }
+}

@@ -101,12 +101,60 @@ impl GroupNorm {
         self.affine(&normed.to_dtype(dtype)?.reshape(dims)?)
     }
 
+    /// Per-sample, per-group statistics of x (N, C, H, W) over whole samples, computed over row
+    /// bands of at most `band` rows (the same two passes as `forward`: the mean, then the mean
+    /// squared deviation), so that the sample can be normalised band by band with `apply_stats`
+    /// and give the numbers of `forward` without its full-size temporaries.
+    pub fn stats_in_row_bands(&self, x: &Tensor, band: usize) -> Result<GroupStats> {
+        let (n, c, h, w) = x.dims4()?;
+        let band = band.clamp(1, h.max(1));
+        let it = internal_dtype(x.dtype());
+        let grouped = |start: usize| -> Result<Tensor> {
+            let len = band.min(h - start);
+            x.narrow(2, start, len)?
+                .to_dtype(it)?
+                .reshape((n, self.groups, ()))
+        };
+        let count = ((c / self.groups) * h * w) as f64;
+        let mut sum = Tensor::zeros((n, self.groups, 1), it, x.device())?;
+        for start in (0..h).step_by(band) {
+            sum = (sum + grouped(start)?.sum_keepdim(2)?)?;
+        }
+        let mean = (sum / count)?;
+        let mut squares = Tensor::zeros((n, self.groups, 1), it, x.device())?;
+        for start in (0..h).step_by(band) {
+            let centered = grouped(start)?.broadcast_sub(&mean)?;
+            squares = (squares + centered.sqr()?.sum_keepdim(2)?)?;
+        }
+        let std = ((squares / count)? + self.eps)?.sqrt()?;
+        Ok(GroupStats { mean, std })
+    }
+
+    /// A part (N, C, rows, W) of a sample normalised with its whole sample's `stats`, then the
+    /// affine.
+    pub fn apply_stats(&self, x: &Tensor, stats: &GroupStats) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let dtype = x.dtype();
+        let xs = x
+            .to_dtype(internal_dtype(dtype))?
+            .reshape((dims[0], self.groups, ()))?;
+        let normed = xs.broadcast_sub(&stats.mean)?.broadcast_div(&stats.std)?;
+        self.affine(&normed.to_dtype(dtype)?.reshape(dims)?)
+    }
+
     fn affine(&self, x: &Tensor) -> Result<Tensor> {
         let mut shape = vec![1; x.rank()];
         shape[1] = self.weight.dim(0)?;
         x.broadcast_mul(&self.weight.reshape(shape.clone())?)?
             .broadcast_add(&self.bias.reshape(shape)?)
     }
+}
+
+/// GroupNorm statistics of whole samples: mean and sqrt(var + eps), each (N, groups, 1).
+#[derive(Debug, Clone)]
+pub struct GroupStats {
+    mean: Tensor,
+    std: Tensor,
 }
 
 impl Module for GroupNorm {

@@ -498,7 +498,9 @@ fn run(
         while done < f {
             let part = r.attempt(FaultPoint::DecodeChunk(decoded.len()), |plan| {
                 let n = plan.decode_chunk.max(1).min(f - done);
-                Ok(models.vae.decode(&z.narrow(0, done, n)?)?)
+                Ok(models
+                    .vae
+                    .decode_with(&z.narrow(0, done, n)?, plan.plan.compute)?)
             })?;
             done += part.dim(0)?;
             decoded.push(part);

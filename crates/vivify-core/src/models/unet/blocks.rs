@@ -1,7 +1,7 @@
 //! The 3-D down, mid and up blocks: each layer is resnet -> temporal conv, and in the
 //! cross-attention blocks also spatial transformer -> temporal transformer.
 
-use crate::nn::compute::ComputeOptions;
+use crate::nn::compute::{ComputeOptions, per_frame_chunks};
 use crate::nn::resample::{Downsample2D, Upsample2D};
 use crate::nn::resnet::ResnetBlock2D;
 use crate::nn::temporal_conv::TemporalConvLayer;
@@ -86,7 +86,7 @@ impl Layer {
     }
 
     pub fn forward(&self, x: &Tensor, inputs: BlockInputs) -> Result<Tensor> {
-        let x = self.resnet.forward(x, inputs.temb)?;
+        let x = resnet_in_frame_chunks(&self.resnet, x, inputs)?;
         let x = self.temp_conv.forward(&x, inputs.frames)?;
         match &self.attention {
             Some((spatial, temporal)) => {
@@ -96,6 +96,17 @@ impl Layer {
             None => Ok(x),
         }
     }
+}
+
+/// A resnet block over `inputs.opts.conv_frame_chunk` frames at a time (it works per frame).
+fn resnet_in_frame_chunks(
+    resnet: &ResnetBlock2D,
+    x: &Tensor,
+    inputs: BlockInputs,
+) -> Result<Tensor> {
+    per_frame_chunks(x, inputs.opts.conv_frame_chunk, |x, start, len| {
+        resnet.forward(x, &inputs.temb.narrow(0, start, len)?)
+    })
 }
 
 /// `CrossAttnDownBlock3D` (with attention) or `DownBlock3D`.
@@ -147,7 +158,7 @@ impl DownBlock {
             skips.push(x.clone());
         }
         if let Some(down) = &self.downsampler {
-            x = down.forward(&x)?;
+            x = per_frame_chunks(&x, inputs.opts.conv_frame_chunk, |x, _, _| down.forward(x))?;
             skips.push(x.clone());
         }
         Ok((x, skips))
@@ -201,13 +212,13 @@ impl MidBlock {
     }
 
     pub fn forward(&self, x: &Tensor, inputs: BlockInputs) -> Result<Tensor> {
-        let x = self.resnets[0].forward(x, inputs.temb)?;
+        let x = resnet_in_frame_chunks(&self.resnets[0], x, inputs)?;
         let x = self.temp_convs[0].forward(&x, inputs.frames)?;
         let x = self.attention.forward(&x, inputs.context, inputs.opts)?;
         let x = self
             .temp_attention
             .forward(&x, inputs.frames, inputs.opts)?;
-        let x = self.resnets[1].forward(&x, inputs.temb)?;
+        let x = resnet_in_frame_chunks(&self.resnets[1], &x, inputs)?;
         self.temp_convs[1].forward(&x, inputs.frames)
     }
 }
@@ -278,7 +289,9 @@ impl UpBlock {
             x = layer.forward(&x, inputs)?;
         }
         match &self.upsampler {
-            Some(up) => up.forward(&x, upsample_size),
+            Some(up) => per_frame_chunks(&x, inputs.opts.conv_frame_chunk, |x, _, _| {
+                up.forward(x, upsample_size)
+            }),
             None => Ok(x),
         }
     }

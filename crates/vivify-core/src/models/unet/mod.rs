@@ -5,7 +5,7 @@ pub mod blocks;
 pub mod image_latents;
 
 use crate::config::{DownBlockType, TRANSFORMER_IN_HEADS, UNetConfig, UpBlockType};
-use crate::nn::compute::ComputeOptions;
+use crate::nn::compute::{ComputeOptions, per_frame_chunks};
 use crate::nn::conv_cfg;
 use crate::nn::embeddings::{TimestepEmbedding, timestep_features};
 use crate::nn::norm::GroupNorm;
@@ -279,7 +279,8 @@ impl I2VGenXLUNet {
             .permute((0, 2, 1, 3, 4))?;
         let image = self.encode_image_latents(inputs.image_latents)?;
         let x = Tensor::cat(&[&sample, &image], 2)?.reshape((b * frames, (), h, w))?;
-        let x = self.conv_in.forward(&x)?;
+        let frame_chunk = inputs.options.conv_frame_chunk;
+        let x = per_frame_chunks(&x, frame_chunk, |x, _, _| self.conv_in.forward(x))?;
         let mut x = self.transformer_in.forward(&x, frames, inputs.options)?;
 
         let block_inputs = BlockInputs {
@@ -312,9 +313,10 @@ impl I2VGenXLUNet {
             skips.truncate(rest);
         }
 
-        let x = self
-            .conv_out
-            .forward(&self.conv_norm_out.forward(&x)?.silu()?)?;
+        let x = per_frame_chunks(&x, frame_chunk, |x, _, _| {
+            self.conv_out
+                .forward(&self.conv_norm_out.forward(x)?.silu()?)
+        })?;
         let (_, c_out, oh, ow) = x.dims4()?;
         x.reshape((b, frames, c_out, oh, ow))?
             .permute((0, 2, 1, 3, 4))

@@ -246,8 +246,12 @@ struct StagePeaks<'a> {
     backend: Backend,
     encoders: u64,
     denoise: HashMap<ExecutionPlan, u64>,
-    decode: HashMap<(usize, Option<usize>, Option<usize>, Option<usize>), u64>,
+    decode: HashMap<DecodeKey, u64>,
 }
+
+/// What the decode stage's peak depends on: decode chunk, VAE row band, attention query chunk
+/// and head slice (the VAE's mid-block attention).
+type DecodeKey = (usize, Option<usize>, Option<usize>, Option<usize>);
 
 impl<'a> StagePeaks<'a> {
     fn new(

@@ -159,9 +159,10 @@ fn chunked_decode_equals_whole() {
 
 /// Decoding in row bands (GroupNorm statistics over the whole frame, one halo row per 3x3
 /// convolution) gives the unbanded decode: far above the 40 dB asked of a tiled decoder, and
-/// within float rounding, for bands that split every level unevenly.
+/// within float rounding, for bands that split every level unevenly; encoding in row bands
+/// gives diffusers' posterior mean.
 #[test]
-fn row_band_decode_equals_whole() {
+fn row_band_encode_and_decode_equal_whole() {
     use vivify_core::nn::compute::ComputeOptions;
     for_each_case(|case, vae, fx| {
         let z = fx.tensor("decode.in");
@@ -172,6 +173,13 @@ fn row_band_decode_equals_whole() {
                 attention_query_chunk: Some(7),
                 ..Default::default()
             };
+            let mean = vae.encode_mean_with(&fx.tensor("encode.in"), opts).unwrap();
+            assert_close(
+                &format!("{case} encode mean, row band {band}"),
+                &mean,
+                &fx.tensor("encode.mean"),
+                TOL,
+            );
             let out = vae.decode_with(&z, opts).unwrap();
             assert_eq!(out.dims(), whole.dims());
             // images in [-1, 1]: peak-to-peak 2

@@ -238,7 +238,7 @@ pub fn estimate_stage(
             weights.text
         }
         StageKind::EncodeImage => {
-            sim.encode_image(models, request, rows);
+            sim.encode_image(models, request, rows, plan.compute);
             weights.vision + weights.vae
         }
         StageKind::Denoise => {
@@ -445,7 +445,17 @@ impl Sim {
     }
 
     /// TemporalConvLayer on (n = b·f, c, hw); input live, output held on return.
-    fn temp_conv(&mut self, frames: usize, n: usize, c: usize, hw: usize) {
+    fn temp_conv(
+        &mut self,
+        frames: usize,
+        n: usize,
+        c: usize,
+        hw: usize,
+        pixel_chunk: Option<usize>,
+    ) {
+        if let Some(k) = pixel_chunk.filter(|&k| k > 0 && k < hw) {
+            return self.temp_conv_chunked(frames, n, c, hw, k);
+        }
         let x = self.b(n * c * hw);
         let pad = x * (frames + 2) as f64 / frames as f64;
         let mut hs_live = 0.0; // the previous stage's output (the input itself for stage 1)
@@ -459,6 +469,36 @@ impl Sim {
             self.at(4.0 * x);
             self.free(pad + x);
             self.free(hs_live);
+            self.hold(x);
+            hs_live = x;
+        }
+        // input + hs
+        self.at(x);
+        self.free(x);
+        self.hold(x);
+    }
+
+    /// TemporalConvLayer over chunks of `k` pixels of every video: per stage, the statistics
+    /// pass, then each chunk's norm, SiLU, padding and taps, the outputs concatenated.
+    fn temp_conv_chunked(&mut self, frames: usize, n: usize, c: usize, hw: usize, k: usize) {
+        let x = self.b(n * c * hw);
+        let xc = self.b(n * c * k);
+        let pad = xc * (frames + 2) as f64 / frames as f64;
+        let mut hs_live = 0.0;
+        for _ in 0..4 {
+            self.group_stats(n * c * k);
+            // the chunks done (the worst chunk comes last)
+            self.hold(x - xc);
+            self.norm(n * c * k, 0.0);
+            self.hold(xc); // silu
+            self.free(xc); // the norm output
+            self.hold(pad);
+            self.at(4.0 * xc);
+            self.free(pad + xc);
+            self.hold(xc); // the chunk's output
+            // the cat of the chunks replaces the previous stage's output
+            self.at(x);
+            self.free(x + hs_live);
             self.hold(x);
             hs_live = x;
         }
@@ -632,7 +672,19 @@ impl Sim {
         let n = b * frames * c * hw;
         let x = self.b(n);
         // norm output (temporary) and the permuted token copy
-        self.norm(n, 0.0);
+        match opts.temporal_pixel_chunk.filter(|&k| k > 0 && k < hw) {
+            Some(k) => {
+                // statistics pass, then the chunks normalised and concatenated
+                let chunk = b * frames * c * k;
+                self.group_stats(chunk);
+                self.hold(x - self.b(chunk));
+                self.norm(chunk, 0.0);
+                self.at(x);
+                self.free(x);
+                self.hold(x);
+            }
+            None => self.norm(n, 0.0),
+        }
         self.at(x);
         self.free(x);
         self.hold(x); // tokens
@@ -725,11 +777,11 @@ impl Sim {
         let x = self.b(n * c * mhw);
         let mid_heads = c / u.attention_head_dim;
         self.resnet_chunked(n, c, c, mhw, cf);
-        self.temp_conv(frames, n, c, mhw);
+        self.temp_conv(frames, n, c, mhw, opts.temporal_pixel_chunk);
         self.spatial(n, c, mhw, mid_heads, ctx, opts);
         self.temporal(b, frames, c, mhw, c, mid_heads, opts);
         self.resnet_chunked(n, c, c, mhw, cf);
-        self.temp_conv(frames, n, c, mhw);
+        self.temp_conv(frames, n, c, mhw, opts.temporal_pixel_chunk);
         self.free(5.0 * x);
         let mut x = x;
         let reversed: Vec<usize> = ch.iter().rev().copied().collect();
@@ -810,7 +862,7 @@ impl Sim {
         let _ = x_in;
         // every intermediate lives under a shadowed name until the layer returns
         self.resnet_chunked(n, c_in, c, hw, opts.conv_frame_chunk);
-        self.temp_conv(frames, n, c, hw);
+        self.temp_conv(frames, n, c, hw, opts.temporal_pixel_chunk);
         let mut held = 2.0 * out;
         if attn {
             let heads = c / u.attention_head_dim;
@@ -872,7 +924,13 @@ impl Sim {
         self.at(2.0 * self.b(rows * l * inter) + x);
     }
 
-    fn encode_image(&mut self, m: &ModelConfigs, r: &RequestShape, rows: usize) {
+    fn encode_image(
+        &mut self,
+        m: &ModelConfigs,
+        r: &RequestShape,
+        rows: usize,
+        opts: crate::nn::compute::ComputeOptions,
+    ) {
         let v = &m.vision;
         let s = v.image_size / v.patch_size;
         self.clip_encoder(
@@ -889,7 +947,7 @@ impl Sim {
             ..self.clone()
         };
         enc.hold(self.b(rows * m.unet.cross_attention_dim));
-        enc.vae_encoder(&m.vae, r);
+        enc.vae_encoder(&m.vae, r, opts);
         if enc.peak_live + enc.peak_transient > self.peak_live + self.peak_transient {
             self.peak_live = enc.peak_live;
             self.peak_transient = enc.peak_transient;
@@ -916,7 +974,12 @@ impl Sim {
         self.hold(x);
     }
 
-    fn vae_encoder(&mut self, v: &VaeConfig, r: &RequestShape) {
+    fn vae_encoder(
+        &mut self,
+        v: &VaeConfig,
+        r: &RequestShape,
+        opts: crate::nn::compute::ComputeOptions,
+    ) {
         let ch = &v.block_out_channels;
         let (mut h, mut w) = (r.height, r.width);
         self.hold(self.b(v.in_channels * h * w));
@@ -925,7 +988,10 @@ impl Sim {
         let mut c_prev = ch[0];
         for (i, &c) in ch.iter().enumerate() {
             for _ in 0..v.layers_per_block {
-                self.resnet(1, c_prev, c, h * w);
+                match opts.vae_row_band {
+                    Some(band) => self.resnet_banded(1, c_prev, c, h, w, band),
+                    None => self.resnet(1, c_prev, c, h * w),
+                }
                 self.free(x);
                 x = self.b(c * h * w);
                 c_prev = c;
@@ -941,7 +1007,7 @@ impl Sim {
             }
         }
         let c = c_prev;
-        self.vae_mid(v, 1, c, h * w, Default::default());
+        self.vae_mid(v, 1, c, h * w, opts);
         self.free(x);
         self.norm(c * h * w, 0.0);
         self.conv(1, c, h * w, 2 * v.latent_channels, h * w, 3, 0.0);

@@ -244,14 +244,14 @@ struct StagePeaks<'a> {
     request: &'a RequestShape,
     dtype: DType,
     backend: Backend,
-    encoders: u64,
+    text: u64,
     denoise: HashMap<ExecutionPlan, u64>,
-    decode: HashMap<DecodeKey, u64>,
+    vae: HashMap<VaeKey, u64>,
 }
 
-/// What the decode stage's peak depends on: decode chunk, VAE row band, attention query chunk
-/// and head slice (the VAE's mid-block attention).
-type DecodeKey = (usize, Option<usize>, Option<usize>, Option<usize>);
+/// What the VAE stages' (encode image, decode) peaks depend on: decode chunk, VAE row band,
+/// attention query chunk and head slice (the VAE's mid-block attention).
+type VaeKey = (usize, Option<usize>, Option<usize>, Option<usize>);
 
 impl<'a> StagePeaks<'a> {
     fn new(
@@ -261,22 +261,18 @@ impl<'a> StagePeaks<'a> {
         dtype: DType,
         backend: Backend,
     ) -> Self {
-        let plain = ExecutionPlan::default();
-        let encoders = [StageKind::EncodeText, StageKind::EncodeImage]
-            .map(|s| estimate_stage(models, weights, request, &plain, dtype, backend, s).peak())
-            .into_iter()
-            .max()
-            .unwrap_or(0);
-        Self {
+        let mut peaks = Self {
             models,
             weights,
             request,
             dtype,
             backend,
-            encoders,
+            text: 0,
             denoise: HashMap::new(),
-            decode: HashMap::new(),
-        }
+            vae: HashMap::new(),
+        };
+        peaks.text = peaks.stage(&ExecutionPlan::default(), 1, StageKind::EncodeText);
+        peaks
     }
 
     fn stage(&self, plan: &ExecutionPlan, decode_chunk: usize, stage: StageKind) -> u64 {
@@ -297,7 +293,7 @@ impl<'a> StagePeaks<'a> {
     }
 
     fn peak(&mut self, plan: &ExecutionPlan, decode_chunk: usize) -> u64 {
-        // the denoiser ignores the decoder's choices
+        // the denoiser ignores the VAE's choices
         let mut unet_plan = *plan;
         unet_plan.compute.vae_row_band = None;
         let denoise = match self.denoise.get(&unet_plan) {
@@ -315,15 +311,17 @@ impl<'a> StagePeaks<'a> {
             c.attention_query_chunk,
             c.attention_head_chunk,
         );
-        let decode = match self.decode.get(&key) {
+        let vae = match self.vae.get(&key) {
             Some(&p) => p,
             None => {
-                let p = self.stage(plan, decode_chunk, StageKind::Decode);
-                self.decode.insert(key, p);
+                let p = self
+                    .stage(plan, decode_chunk, StageKind::Decode)
+                    .max(self.stage(plan, decode_chunk, StageKind::EncodeImage));
+                self.vae.insert(key, p);
                 p
             }
         };
-        self.encoders.max(denoise).max(decode)
+        self.text.max(denoise).max(vae)
     }
 }
 
@@ -494,7 +492,7 @@ mod tests {
     #[test]
     fn an_impossible_budget_says_what_would_fit() {
         let m = ModelConfigs::i2vgen_xl();
-        let c = choose_plan(&m, &request(1024, 1024, 32), DType::F16, 12 * GIB).unwrap();
+        let c = choose_plan(&m, &request(1024, 1024, 32), DType::F16, 8 * GIB).unwrap();
         assert!(!c.fits);
         let s = c.suggestion.unwrap();
         assert!(s.max_frames.is_some_and(|f| f < 32), "{s:?}");

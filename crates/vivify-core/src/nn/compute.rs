@@ -18,18 +18,20 @@ pub struct ComputeOptions {
     pub feed_forward_chunk: Option<usize>,
     /// Frames per pass of the spatial transformers (their work is per frame).
     pub spatial_frame_chunk: Option<usize>,
-    /// Pixel columns per pass of the temporal transformers (their work is per pixel; the
-    /// GroupNorm in front still sees all of them).
+    /// Pixel columns per pass of the temporal layers (transformers and convolutions: their work
+    /// is per pixel); their GroupNorms take statistics over all pixels, then normalise this many
+    /// pixels of every video at a time.
     pub temporal_pixel_chunk: Option<usize>,
     /// Frames per pass of the per-frame convolution layers (resnet blocks, down- and upsampling,
     /// conv_in/conv_out): their work and GroupNorms are per frame, and at large sizes their
     /// im2col buffers and intermediates are the largest temporaries of the UNet.
     #[serde(default)]
     pub conv_frame_chunk: Option<usize>,
-    /// Rows per band of the VAE decoder's up blocks and output layers (at each layer's own
-    /// resolution): their im2col buffers and GroupNorm copies are bounded by the band, with the
-    /// numbers of the unbanded decoder (`nn::row_bands`). The decoder's mid-block attention
-    /// takes `attention_query_chunk` and `attention_head_chunk`.
+    /// Rows per band of the VAE's full-size layers (the encoder's down-block resnets, the
+    /// decoder's up blocks and output layers, at each layer's own resolution): their im2col
+    /// buffers and GroupNorm copies are bounded by the band, with the numbers of the unbanded
+    /// VAE (`nn::row_bands`). The VAE's mid-block attention takes `attention_query_chunk` and
+    /// `attention_head_chunk`.
     #[serde(default)]
     pub vae_row_band: Option<usize>,
 }

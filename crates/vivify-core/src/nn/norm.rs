@@ -130,6 +130,49 @@ impl GroupNorm {
         Ok(GroupStats { mean, std })
     }
 
+    /// Statistics of x (B, F, C, P) per video and group over all its frames and pixels (what
+    /// `forward_frames` pools), computed over chunks of at most `chunk` pixel columns.
+    pub fn frame_stats_in_pixel_chunks(&self, x: &Tensor, chunk: usize) -> Result<GroupStats> {
+        let (b, f, c, p) = x.dims4()?;
+        let chunk = chunk.clamp(1, p.max(1));
+        let it = internal_dtype(x.dtype());
+        let part = |start: usize| -> Result<Tensor> {
+            x.narrow(3, start, chunk.min(p - start))?
+                .to_dtype(it)?
+                .reshape((b, f, self.groups, ()))
+        };
+        let count = (f * (c / self.groups) * p) as f64;
+        let mut sum = Tensor::zeros((b, 1, self.groups, 1), it, x.device())?;
+        for start in (0..p).step_by(chunk) {
+            sum = (sum + part(start)?.sum_keepdim(3)?.sum_keepdim(1)?)?;
+        }
+        let mean = (sum / count)?;
+        let mut squares = Tensor::zeros((b, 1, self.groups, 1), it, x.device())?;
+        for start in (0..p).step_by(chunk) {
+            let centered = part(start)?.broadcast_sub(&mean)?;
+            squares = (squares + centered.sqr()?.sum_keepdim(3)?.sum_keepdim(1)?)?;
+        }
+        let std = ((squares / count)? + self.eps)?.sqrt()?;
+        Ok(GroupStats { mean, std })
+    }
+
+    /// A part (B, F, C, p) of videos normalised with their `frame_stats_in_pixel_chunks`, then
+    /// the affine (channels on axis 2).
+    pub fn apply_frame_stats(&self, x: &Tensor, stats: &GroupStats) -> Result<Tensor> {
+        let (b, f, c, p) = x.dims4()?;
+        let dtype = x.dtype();
+        let normed = x
+            .to_dtype(internal_dtype(dtype))?
+            .reshape((b, f, self.groups, ()))?
+            .broadcast_sub(&stats.mean)?
+            .broadcast_div(&stats.std)?
+            .to_dtype(dtype)?
+            .reshape((b, f, c, p))?;
+        normed
+            .broadcast_mul(&self.weight.reshape((1, 1, c, 1))?)?
+            .broadcast_add(&self.bias.reshape((1, 1, c, 1))?)
+    }
+
     /// A part (N, C, rows, W) of a sample normalised with its whole sample's `stats`, then the
     /// affine.
     pub fn apply_stats(&self, x: &Tensor, stats: &GroupStats) -> Result<Tensor> {
@@ -150,7 +193,8 @@ impl GroupNorm {
     }
 }
 
-/// GroupNorm statistics of whole samples: mean and sqrt(var + eps), each (N, groups, 1).
+/// GroupNorm statistics of whole samples: mean and sqrt(var + eps), each (N, groups, 1) (or
+/// (B, 1, groups, 1) pooled over frames).
 #[derive(Debug, Clone)]
 pub struct GroupStats {
     mean: Tensor,

@@ -87,7 +87,9 @@ impl Layer {
 
     pub fn forward(&self, x: &Tensor, inputs: BlockInputs) -> Result<Tensor> {
         let x = resnet_in_frame_chunks(&self.resnet, x, inputs)?;
-        let x = self.temp_conv.forward(&x, inputs.frames)?;
+        let x =
+            self.temp_conv
+                .forward_chunked(&x, inputs.frames, inputs.opts.temporal_pixel_chunk)?;
         match &self.attention {
             Some((spatial, temporal)) => {
                 let x = spatial.forward(&x, inputs.context, inputs.opts)?;
@@ -213,13 +215,17 @@ impl MidBlock {
 
     pub fn forward(&self, x: &Tensor, inputs: BlockInputs) -> Result<Tensor> {
         let x = resnet_in_frame_chunks(&self.resnets[0], x, inputs)?;
-        let x = self.temp_convs[0].forward(&x, inputs.frames)?;
+        let x = self.temp_convs[0].forward_chunked(
+            &x,
+            inputs.frames,
+            inputs.opts.temporal_pixel_chunk,
+        )?;
         let x = self.attention.forward(&x, inputs.context, inputs.opts)?;
         let x = self
             .temp_attention
             .forward(&x, inputs.frames, inputs.opts)?;
         let x = resnet_in_frame_chunks(&self.resnets[1], &x, inputs)?;
-        self.temp_convs[1].forward(&x, inputs.frames)
+        self.temp_convs[1].forward_chunked(&x, inputs.frames, inputs.opts.temporal_pixel_chunk)
     }
 }
 

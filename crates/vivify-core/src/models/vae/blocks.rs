@@ -64,6 +64,21 @@ impl DownEncoderBlock2D {
     }
 }
 
+impl DownEncoderBlock2D {
+    /// `forward` with the resnets' full-size temporaries bounded by `band` rows (see
+    /// `nn::row_bands`); the stride-2 downsampler's buffers are a quarter size and run whole.
+    pub fn forward_in_row_bands(&self, x: &Tensor, band: usize) -> Result<Tensor> {
+        let mut x = x.clone();
+        for r in &self.resnets {
+            x = r.forward_without_time_in_row_bands(&x, band)?;
+        }
+        match &self.downsampler {
+            Some(d) => d.forward(&x),
+            None => Ok(x),
+        }
+    }
+}
+
 impl Module for DownEncoderBlock2D {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut x = x.clone();

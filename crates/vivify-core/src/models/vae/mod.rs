@@ -80,11 +80,22 @@ impl Encoder {
 
 impl Module for Encoder {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, ComputeOptions::default())
+    }
+}
+
+impl Encoder {
+    /// `forward` with the mid-block attention chunked and, given `opts.vae_row_band`, the down
+    /// blocks' resnets in bands of that many rows (see `nn::row_bands`).
+    pub fn forward_with(&self, x: &Tensor, opts: ComputeOptions) -> Result<Tensor> {
         let mut x = self.conv_in.forward(x)?;
         for block in &self.down_blocks {
-            x = block.forward(&x)?;
+            x = match opts.vae_row_band {
+                Some(band) => block.forward_in_row_bands(&x, band)?,
+                None => block.forward(&x)?,
+            };
         }
-        let x = self.mid_block.forward(&x)?;
+        let x = self.mid_block.forward_chunked(&x, opts)?;
         self.conv_out
             .forward(&self.conv_norm_out.forward(&x)?.silu()?)
     }
@@ -262,8 +273,17 @@ impl AutoencoderKL {
     /// The posterior's mean and clamped log-variance, each (N, latent_channels, H/f, W/f), for
     /// images (N, in_channels, H, W) in [-1, 1].
     pub fn encode_posterior(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.encode_posterior_with(x, ComputeOptions::default())
+    }
+
+    /// `encode_posterior` with the encoder run as `opts` says (VAE row bands, attention chunks).
+    pub fn encode_posterior_with(
+        &self,
+        x: &Tensor,
+        opts: ComputeOptions,
+    ) -> Result<(Tensor, Tensor)> {
         self.check_input(x, self.config.in_channels, "encode")?;
-        let mut h = self.encoder.forward(&x.to_dtype(self.dtype)?)?;
+        let mut h = self.encoder.forward_with(&x.to_dtype(self.dtype)?, opts)?;
         if let Some(q) = &self.quant_conv {
             h = q.forward(&h)?;
         }
@@ -281,6 +301,11 @@ impl AutoencoderKL {
     /// same latents on every device and seed.
     pub fn encode_mean(&self, x: &Tensor) -> Result<Tensor> {
         Ok(self.encode_posterior(x)?.0)
+    }
+
+    /// `encode_mean` with the encoder run as `opts` says.
+    pub fn encode_mean_with(&self, x: &Tensor, opts: ComputeOptions) -> Result<Tensor> {
+        Ok(self.encode_posterior_with(x, opts)?.0)
     }
 
     /// Latents (N, latent_channels, h, w), already divided by the scaling factor, to images

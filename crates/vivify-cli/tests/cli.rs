@@ -664,3 +664,27 @@ fn doctor_reports_the_device_the_model_and_what_fits() {
     assert_eq!(presets[0]["width"], 512);
     assert_eq!(presets[0]["fits"], true, "{record}");
 }
+
+/// 768x768x24 and 1280x704x16 fit an 8 GiB card with the published model (frame-chunked
+/// convolutions, pixel-chunked temporal layers, VAE row bands).
+#[test]
+fn plan_fits_the_mid_presets_in_8_gib() {
+    for (w, h, f) in [("768", "768", "24"), ("1280", "704", "16")] {
+        let out = vivify(&[
+            "plan",
+            "--width",
+            w,
+            "--height",
+            h,
+            "--frames",
+            f,
+            "--memory-budget",
+            "8GiB",
+            "--json",
+        ]);
+        assert!(out.status.success(), "{w}x{h}x{f}: {}", text(&out));
+        let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(record["fits"], true, "{record}");
+        assert!(record["predicted_peak_bytes"].as_u64().unwrap() <= 8 << 30);
+    }
+}

@@ -737,8 +737,9 @@ impl Sim {
         // image latents through ProjIn (4x-wide convs) and the temporal encoder
         self.at(self.b(n * c_lat * 4 * hw) * 3.0);
         self.hold(self.b(n * c_lat * hw) * 2.0);
-        // the sample in the model dtype, their cat (alive to the end, shadowed), conv_in
-        self.hold(self.b(n * 2 * c_lat * hw));
+        // the sample in the model dtype, their cat, conv_in (freed after transformer_in)
+        let cat_in = self.b(n * 2 * c_lat * hw);
+        self.hold(cat_in);
         let cf = opts.conv_frame_chunk;
         self.conv_chunked(n, 2 * c_lat, hw, ch[0], hw, cf);
         let heads_in = TRANSFORMER_IN_HEADS;
@@ -751,6 +752,7 @@ impl Sim {
             heads_in,
             opts,
         );
+        self.free(cat_in + self.b(n * ch[0] * hw));
         let mut skips: Vec<(f64, usize)> = vec![(self.b(n * ch[0] * hw), ch[0])];
         let mut sizes = vec![(h, w)];
         let mut c_prev = ch[0];
@@ -770,7 +772,7 @@ impl Sim {
                 skips.push((self.b(n * c * next.0 * next.1), c));
             }
         }
-        // mid block: every intermediate lives until it returns
+        // mid block: each intermediate is freed once the next exists
         let c = ch[levels - 1];
         let (lh, lw) = sizes[levels - 1];
         let mhw = lh * lw;
@@ -778,11 +780,15 @@ impl Sim {
         let mid_heads = c / u.attention_head_dim;
         self.resnet_chunked(n, c, c, mhw, cf);
         self.temp_conv(frames, n, c, mhw, opts.temporal_pixel_chunk);
+        self.free(x);
         self.spatial(n, c, mhw, mid_heads, ctx, opts);
+        self.free(x);
         self.temporal(b, frames, c, mhw, c, mid_heads, opts);
+        self.free(x);
         self.resnet_chunked(n, c, c, mhw, cf);
+        self.free(x);
         self.temp_conv(frames, n, c, mhw, opts.temporal_pixel_chunk);
-        self.free(5.0 * x);
+        self.free(x);
         let mut x = x;
         let reversed: Vec<usize> = ch.iter().rev().copied().collect();
         let mut c_cur = reversed[0];
@@ -810,7 +816,6 @@ impl Sim {
                     opts,
                     cat,
                 );
-                self.free(cat);
                 x = out;
                 c_cur = c_out;
             }
@@ -842,7 +847,8 @@ impl Sim {
     }
 
     /// One down or up layer: resnet, temporal conv, optionally both transformers. `x_in` bytes
-    /// are live on entry and released on return; returns the output bytes (held).
+    /// (an up block's cat; 0 on the way down, where the input is a skip) are live on entry and
+    /// released after the resnet; returns the output bytes (held).
     #[allow(clippy::too_many_arguments)]
     fn layer(
         &mut self,
@@ -859,18 +865,19 @@ impl Sim {
     ) -> f64 {
         let n = b * frames;
         let out = self.b(n * c * hw);
-        let _ = x_in;
-        // every intermediate lives under a shadowed name until the layer returns
+        // the input (an up block's cat) is freed once the resnet has read it, each
+        // intermediate once the next exists
         self.resnet_chunked(n, c_in, c, hw, opts.conv_frame_chunk);
+        self.free(x_in);
         self.temp_conv(frames, n, c, hw, opts.temporal_pixel_chunk);
-        let mut held = 2.0 * out;
+        self.free(out);
         if attn {
             let heads = c / u.attention_head_dim;
             self.spatial(n, c, hw, heads, ctx, opts);
+            self.free(out);
             self.temporal(b, frames, c, hw, c, heads, opts);
-            held += 2.0 * out;
+            self.free(out);
         }
-        self.free(held - out);
         out
     }
 

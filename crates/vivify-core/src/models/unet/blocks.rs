@@ -85,18 +85,20 @@ impl Layer {
         })
     }
 
-    pub fn forward(&self, x: &Tensor, inputs: BlockInputs) -> Result<Tensor> {
-        let x = resnet_in_frame_chunks(&self.resnet, x, inputs)?;
-        let x =
-            self.temp_conv
-                .forward_chunked(&x, inputs.frames, inputs.opts.temporal_pixel_chunk)?;
-        match &self.attention {
-            Some((spatial, temporal)) => {
-                let x = spatial.forward(&x, inputs.context, inputs.opts)?;
-                temporal.forward(&x, inputs.frames, inputs.opts)
-            }
-            None => Ok(x),
+    /// Takes `x` by value: it is freed once the resnet has read it, and each intermediate once
+    /// the next exists (shadowed bindings would keep them all alive to the end).
+    pub fn forward(&self, x: Tensor, inputs: BlockInputs) -> Result<Tensor> {
+        let mut h = resnet_in_frame_chunks(&self.resnet, &x, inputs)?;
+        drop(x);
+        let pixel_chunk = inputs.opts.temporal_pixel_chunk;
+        h = self
+            .temp_conv
+            .forward_chunked(&h, inputs.frames, pixel_chunk)?;
+        if let Some((spatial, temporal)) = &self.attention {
+            h = spatial.forward(&h, inputs.context, inputs.opts)?;
+            h = temporal.forward(&h, inputs.frames, inputs.opts)?;
         }
+        Ok(h)
     }
 }
 
@@ -156,7 +158,7 @@ impl DownBlock {
         let mut x = x.clone();
         let mut skips = Vec::with_capacity(self.layers.len() + 1);
         for layer in &self.layers {
-            x = layer.forward(&x, inputs)?;
+            x = layer.forward(x, inputs)?;
             skips.push(x.clone());
         }
         if let Some(down) = &self.downsampler {
@@ -213,19 +215,17 @@ impl MidBlock {
         })
     }
 
+    /// Each intermediate is freed once the next exists.
     pub fn forward(&self, x: &Tensor, inputs: BlockInputs) -> Result<Tensor> {
-        let x = resnet_in_frame_chunks(&self.resnets[0], x, inputs)?;
-        let x = self.temp_convs[0].forward_chunked(
-            &x,
-            inputs.frames,
-            inputs.opts.temporal_pixel_chunk,
-        )?;
-        let x = self.attention.forward(&x, inputs.context, inputs.opts)?;
-        let x = self
+        let pixel_chunk = inputs.opts.temporal_pixel_chunk;
+        let mut x = resnet_in_frame_chunks(&self.resnets[0], x, inputs)?;
+        x = self.temp_convs[0].forward_chunked(&x, inputs.frames, pixel_chunk)?;
+        x = self.attention.forward(&x, inputs.context, inputs.opts)?;
+        x = self
             .temp_attention
             .forward(&x, inputs.frames, inputs.opts)?;
-        let x = resnet_in_frame_chunks(&self.resnets[1], &x, inputs)?;
-        self.temp_convs[1].forward_chunked(&x, inputs.frames, inputs.opts.temporal_pixel_chunk)
+        x = resnet_in_frame_chunks(&self.resnets[1], &x, inputs)?;
+        self.temp_convs[1].forward_chunked(&x, inputs.frames, pixel_chunk)
     }
 }
 
@@ -292,7 +292,7 @@ impl UpBlock {
         let mut x = x.clone();
         for (layer, skip) in self.layers.iter().zip(skips.iter().rev()) {
             x = Tensor::cat(&[&x, skip], 1)?;
-            x = layer.forward(&x, inputs)?;
+            x = layer.forward(x, inputs)?;
         }
         match &self.upsampler {
             Some(up) => per_frame_chunks(&x, inputs.opts.conv_frame_chunk, |x, _, _| {

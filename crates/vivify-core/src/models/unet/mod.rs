@@ -273,15 +273,18 @@ impl I2VGenXLUNet {
         )?;
         let context = repeat_interleave_rows(&self.context(inputs)?, frames)?;
 
-        let sample = inputs
-            .sample
-            .to_dtype(self.dtype)?
-            .permute((0, 2, 1, 3, 4))?;
-        let image = self.encode_image_latents(inputs.image_latents)?;
-        let x = Tensor::cat(&[&sample, &image], 2)?.reshape((b * frames, (), h, w))?;
         let frame_chunk = inputs.options.conv_frame_chunk;
-        let x = per_frame_chunks(&x, frame_chunk, |x, _, _| self.conv_in.forward(x))?;
-        let mut x = self.transformer_in.forward(&x, frames, inputs.options)?;
+        // A block, so that the inputs and conv_in's output are freed once transformer_in has run.
+        let mut x = {
+            let sample = inputs
+                .sample
+                .to_dtype(self.dtype)?
+                .permute((0, 2, 1, 3, 4))?;
+            let image = self.encode_image_latents(inputs.image_latents)?;
+            let x = Tensor::cat(&[&sample, &image], 2)?.reshape((b * frames, (), h, w))?;
+            let x = per_frame_chunks(&x, frame_chunk, |x, _, _| self.conv_in.forward(x))?;
+            self.transformer_in.forward(&x, frames, inputs.options)?
+        };
 
         let block_inputs = BlockInputs {
             temb: &temb,

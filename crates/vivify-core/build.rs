@@ -12,12 +12,25 @@ fn main() {
         println!("cargo::rerun-if-changed=kernels/{name}.cu");
     }
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
+        println!("cargo::rustc-env=VIVIFY_CUDA_TOOLKIT=");
         return;
     }
     let nvcc = std::env::var_os("CUDA_HOME")
         .map(|home| PathBuf::from(home).join("bin").join("nvcc"))
         .filter(|p| p.exists())
         .unwrap_or_else(|| PathBuf::from("nvcc"));
+    // "Cuda compilation tools, release 13.0, V13.0.88" -> "13.0", reported by `vivify doctor`.
+    let version = Command::new(&nvcc)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let release = version
+        .split("release ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap_or("unknown");
+    println!("cargo::rustc-env=VIVIFY_CUDA_TOOLKIT={release}");
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     for name in KERNELS {
         let ptx = out_dir.join(format!("{name}.ptx"));

@@ -24,6 +24,8 @@ pub enum Command {
     Generate(Box<GenerateArgs>),
     /// Predict each stage's memory and choose the fastest plan that fits a budget.
     Plan(crate::commands::plan::PlanArgs),
+    /// Show the device, the model, and what fits in the device's free memory at the usual sizes.
+    Doctor(crate::commands::doctor::DoctorArgs),
     /// Download a hub model into the Hugging Face cache and print where it is.
     Download(DownloadArgs),
     /// Time UNet forward passes at a given config and size (used by bench/).
@@ -164,12 +166,17 @@ pub struct GenerateArgs {
     /// Also write the final latents before decoding (safetensors, tensor `latents`).
     #[arg(long)]
     pub output_latents: Option<PathBuf>,
-    /// Frames per VAE decode call.
-    #[arg(long, default_value_t = request::DEFAULT_DECODE_CHUNK)]
-    pub decode_chunk: usize,
-    /// Set one execution-plan choice by hand, e.g. `--plan attention-query-chunk=1024`
-    /// (repeatable; keys: attention-query-chunk, attention-head-chunk, ff-chunk, frame-chunk,
-    /// pixel-chunk, sequential-guidance).
+    /// Frames per VAE decode call (default: the planner's choice).
+    #[arg(long)]
+    pub decode_chunk: Option<usize>,
+    /// Memory the run plans for: 8GiB, 512MiB, 24GB, or bytes (default: the device's free
+    /// memory at start less 10%; on the CPU, MemAvailable).
+    #[arg(long, value_name = "SIZE")]
+    pub memory_budget: Option<String>,
+    /// Set one execution-plan choice by hand over the planner's, e.g.
+    /// `--plan attention-query-chunk=1024` (repeatable; keys: attention-query-chunk,
+    /// attention-head-chunk, ff-chunk, frame-chunk, pixel-chunk, conv-frame-chunk, vae-row-band,
+    /// sequential-guidance).
     #[arg(long = "plan", value_name = "KEY=VALUE")]
     pub plan: Vec<String>,
     /// Finish a run from the checkpoint an out-of-memory failure saved (give the same --image).

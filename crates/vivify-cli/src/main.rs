@@ -1,7 +1,9 @@
 //! The `vivify` command line.
 
 mod args;
+mod auto_plan;
 mod commands;
+mod device_facts;
 mod model;
 mod plan_overrides;
 mod progress;
@@ -15,6 +17,7 @@ fn main() -> std::process::ExitCode {
         args::Command::Generate(a) => commands::generate::run(&a),
         args::Command::Download(a) => commands::download::run(&a),
         args::Command::Plan(a) => commands::plan::run(&a),
+        args::Command::Doctor(a) => commands::doctor::run(&a),
         args::Command::BenchUnet(a) => commands::bench_unet::run(&a),
         args::Command::BenchOps(a) => commands::bench_ops::run(&a),
     };

@@ -4,7 +4,7 @@ use anyhow::{Context, Result, bail};
 use vivify_core::pipeline::plan::ExecutionPlan;
 
 /// The keys `--plan` accepts, with what they set.
-pub const KEYS: [(&str, &str); 6] = [
+pub const KEYS: [(&str, &str); 8] = [
     (
         "attention-query-chunk",
         "queries per attention score matrix",
@@ -13,6 +13,14 @@ pub const KEYS: [(&str, &str); 6] = [
     ("ff-chunk", "tokens per feed-forward pass"),
     ("frame-chunk", "frames per spatial-transformer pass"),
     ("pixel-chunk", "pixel columns per temporal-transformer pass"),
+    (
+        "conv-frame-chunk",
+        "frames per pass of the resnet blocks and 2-D convolutions",
+    ),
+    (
+        "vae-row-band",
+        "rows per band of the VAE decoder's full-size layers",
+    ),
     (
         "sequential-guidance",
         "true: guidance as two batch-1 passes",
@@ -48,6 +56,8 @@ pub fn apply(plan: &mut ExecutionPlan, overrides: &[String]) -> Result<()> {
             "ff-chunk" => c.feed_forward_chunk = chunk(key, value)?,
             "frame-chunk" => c.spatial_frame_chunk = chunk(key, value)?,
             "pixel-chunk" => c.temporal_pixel_chunk = chunk(key, value)?,
+            "conv-frame-chunk" => c.conv_frame_chunk = chunk(key, value)?,
+            "vae-row-band" => c.vae_row_band = chunk(key, value)?,
             "sequential-guidance" => {
                 plan.sequential_guidance = value
                     .parse()
@@ -86,6 +96,8 @@ mod tests {
             "ff-chunk=512",
             "frame-chunk=4",
             "pixel-chunk=off",
+            "conv-frame-chunk=2",
+            "vae-row-band=16",
             "sequential-guidance=true",
         ])
         .unwrap();
@@ -94,6 +106,8 @@ mod tests {
         assert_eq!(plan.compute.feed_forward_chunk, Some(512));
         assert_eq!(plan.compute.spatial_frame_chunk, Some(4));
         assert_eq!(plan.compute.temporal_pixel_chunk, None);
+        assert_eq!(plan.compute.conv_frame_chunk, Some(2));
+        assert_eq!(plan.compute.vae_row_band, Some(16));
         assert!(plan.sequential_guidance);
     }
 

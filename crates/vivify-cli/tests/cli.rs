@@ -508,3 +508,184 @@ fn plan_predicts_and_chooses_within_a_budget() {
         text(&out)
     );
 }
+
+/// The peak the planner predicts for the tiny model's 32x24x3 run (guided, f32, CPU kernels)
+/// with the plain plan and with the most frugal one.
+fn tiny_plain_and_frugal_peaks() -> (u64, u64) {
+    use vivify_core::memory::{Backend, ModelConfigs, RequestShape, estimate_for};
+    let m = vivify_core::weights::tiny_models(candle_core::DType::F32, &candle_core::Device::Cpu)
+        .unwrap();
+    let models = ModelConfigs {
+        unet: m.unet.config.clone(),
+        vae: m.vae.config.clone(),
+        text: m.text_encoder.config.clone(),
+        vision: m.image_encoder.config.clone(),
+    };
+    let shape = RequestShape {
+        width: 32,
+        height: 24,
+        frames: 3,
+        guidance: true,
+        decode_chunk: 3,
+    };
+    let peak = |plan, decode_chunk| {
+        let r = RequestShape {
+            decode_chunk,
+            ..shape
+        };
+        estimate_for(&models, &r, &plan, candle_core::DType::F32, Backend::Cpu)
+            .unwrap()
+            .peak()
+    };
+    let (frugal, dc) = vivify_core::memory::planner::frugal_plan(&shape);
+    (peak(Default::default(), 3), peak(frugal, dc))
+}
+
+#[test]
+fn generate_asks_the_planner_and_flags_override_its_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    // Plenty of memory: the plain plan, all frames decoded at once.
+    let roomy = dir.path().join("roomy");
+    let out = generate_tiny(&roomy, &["--memory-budget", "64GiB"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("plan: plain dc3"), "{}", text(&out));
+    let meta = vivify_video::Metadata::read(&roomy.join("metadata.json")).unwrap();
+    assert_eq!(meta.plan["planner"]["chosen"], "plain dc3", "{meta:?}");
+    assert_eq!(meta.plan["planner"]["fits"], true, "{meta:?}");
+    assert_eq!(meta.parameters.decode_chunk, 3);
+
+    // A budget between the frugal and the plain plan's peaks: a low-memory plan that fits.
+    let (plain, frugal) = tiny_plain_and_frugal_peaks();
+    assert!(frugal < plain, "{frugal} vs {plain}");
+    let budget = ((frugal + (plain - frugal) / 4) as f64 / 0.95) as u64 + 1;
+    let tight = dir.path().join("tight");
+    let out = generate_tiny(&tight, &["--memory-budget", &budget.to_string()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let meta = vivify_video::Metadata::read(&tight.join("metadata.json")).unwrap();
+    let planner = &meta.plan["planner"];
+    assert_eq!(planner["fits"], true, "{meta:?}");
+    assert_eq!(planner["budget_bytes"], budget, "{meta:?}");
+    assert!(planner["predicted_peak_bytes"].as_u64().unwrap() <= budget);
+    let chosen = planner["chosen"].as_str().unwrap();
+    assert_ne!(chosen, "plain dc3", "{meta:?}");
+    assert!(
+        text(&out).contains(&format!("plan: {chosen}")),
+        "{}",
+        text(&out)
+    );
+    assert_ne!(
+        meta.plan["execution_plan"]["plan"],
+        serde_json::to_value(vivify_core::pipeline::plan::ExecutionPlan::default()).unwrap()
+    );
+
+    // --plan and --decode-chunk set single choices over the planner's.
+    let manual = dir.path().join("manual");
+    let out = generate_tiny(
+        &manual,
+        &[
+            "--memory-budget",
+            "64GiB",
+            "--plan",
+            "conv-frame-chunk=2",
+            "--decode-chunk",
+            "1",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("plan: cf2 dc1 (planner chose plain dc3"),
+        "{}",
+        text(&out)
+    );
+    let meta = vivify_video::Metadata::read(&manual.join("metadata.json")).unwrap();
+    assert_eq!(
+        meta.plan["execution_plan"]["plan"]["compute"]["conv_frame_chunk"],
+        2
+    );
+    assert_eq!(meta.parameters.decode_chunk, 1);
+
+    // Without --memory-budget the CPU plans for its available memory.
+    let auto = dir.path().join("auto");
+    let out = generate_tiny(&auto, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let meta = vivify_video::Metadata::read(&auto.join("metadata.json")).unwrap();
+    assert_eq!(
+        meta.plan["planner"]["budget_from"], "free memory",
+        "{meta:?}"
+    );
+}
+
+#[test]
+fn doctor_reports_the_device_the_model_and_what_fits() {
+    let out = vivify(&["doctor", "--model", "tiny"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report = text(&out);
+    for expected in [
+        "cpu:",
+        "RAM",
+        "cuda:",
+        "model: tiny",
+        "budget:",
+        "512x512x16",
+        "768x768x24",
+        "1280x704x16",
+        "1024x1024x32",
+    ] {
+        assert!(report.contains(expected), "{expected}: {report}");
+    }
+
+    // The published model at a fixed budget, as JSON: every preset with a plan; the 16 GiB
+    // figures are the planner's for the published configs.
+    let out = vivify(&[
+        "doctor",
+        "--json",
+        "--dtype",
+        "f16",
+        "--memory-budget",
+        "16GiB",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(record["model"], "ali-vilab/i2vgen-xl");
+    assert_eq!(record["budget_bytes"], 16u64 << 30);
+    assert_eq!(record["cuda"]["built_with_cuda"], false);
+    assert!(record["cpu"]["total_bytes"].as_u64().unwrap_or(1) > 0);
+    let presets = record["presets"].as_array().unwrap();
+    assert_eq!(presets.len(), 4, "{record}");
+    for p in presets {
+        assert!(p["plan"].as_str().is_some_and(|s| !s.is_empty()), "{p}");
+        assert!(p["slowdown"].as_f64().unwrap() >= 1.0, "{p}");
+        if p["fits"] == true {
+            assert!(
+                p["predicted_peak_bytes"].as_u64().unwrap() <= 16u64 << 30,
+                "{p}"
+            );
+        }
+    }
+    assert_eq!(presets[0]["width"], 512);
+    assert_eq!(presets[0]["fits"], true, "{record}");
+}
+
+/// 768x768x24 and 1280x704x16 fit an 8 GiB card with the published model (frame-chunked
+/// convolutions, pixel-chunked temporal layers, VAE row bands).
+#[test]
+fn plan_fits_the_mid_presets_in_8_gib() {
+    for (w, h, f) in [("768", "768", "24"), ("1280", "704", "16")] {
+        let out = vivify(&[
+            "plan",
+            "--width",
+            w,
+            "--height",
+            h,
+            "--frames",
+            f,
+            "--memory-budget",
+            "8GiB",
+            "--json",
+        ]);
+        assert!(out.status.success(), "{w}x{h}x{f}: {}", text(&out));
+        let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(record["fits"], true, "{record}");
+        assert!(record["predicted_peak_bytes"].as_u64().unwrap() <= 8 << 30);
+    }
+}

@@ -22,6 +22,52 @@ pub fn check_compute_dtype(dtype: DType, device: &Device) -> Result<()> {
     }
 }
 
+/// The CUDA toolkit the build's kernels were compiled with ("13.0"), empty without CUDA.
+pub const CUDA_TOOLKIT: &str = env!("VIVIFY_CUDA_TOOLKIT");
+
+/// What a CUDA device reports about itself (the `cuda` build only).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GpuFacts {
+    pub name: String,
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+    /// The newest CUDA version the driver supports, e.g. "13.0".
+    pub driver_cuda_version: String,
+    /// The cuDNN library loaded, e.g. "9.14.0"; None in a build without the `cudnn` feature.
+    pub cudnn_version: Option<String>,
+    /// vivify's fused attention kernel (f16/bf16, head dims 64, 80, 128).
+    pub fused_attention: bool,
+}
+
+/// The facts of a CUDA device; None for the CPU (or any device in a build without CUDA).
+pub fn gpu_facts(device: &Device) -> Result<Option<GpuFacts>> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(cuda) = device {
+        let f = crate::nn::cuda::memory::facts(cuda)?;
+        #[cfg(feature = "cudnn")]
+        let cudnn_version = {
+            let v = candle_core::cuda_backend::cudarc::cudnn::result::get_version();
+            Some(format!("{}.{}.{}", v / 10000, (v % 10000) / 100, v % 100))
+        };
+        #[cfg(not(feature = "cudnn"))]
+        let cudnn_version = None;
+        return Ok(Some(GpuFacts {
+            name: f.name,
+            total_bytes: f.total_bytes,
+            free_bytes: f.free_bytes,
+            driver_cuda_version: format!(
+                "{}.{}",
+                f.driver_cuda_version / 1000,
+                (f.driver_cuda_version % 1000) / 10
+            ),
+            cudnn_version,
+            fused_attention: crate::nn::cuda::enabled("attention"),
+        }));
+    }
+    let _ = device;
+    Ok(None)
+}
+
 /// Restarts the device's peak-memory counter (CUDA only; a no-op elsewhere).
 pub fn reset_peak_memory(device: &Device) -> Result<()> {
     #[cfg(feature = "cuda")]

@@ -25,7 +25,8 @@ fn three_guided_steps_match_diffusers() {
     };
     // Each memory-bounding strategy alone and all together give diffusers' numbers. The chunk
     // sizes split unevenly: 64 spatial tokens and cross-attention queries by 3, 5 frames by 3
-    // (temporal tokens) and 4 (spatial passes), 2 videos x 64 pixel columns by 7, batch·heads by 5.
+    // (temporal tokens) and 4 (spatial passes), 2 videos x 64 pixel columns by 7, batch·heads by 5,
+    // 2 x 5 frames of the per-frame convolutions by 3.
     let compute = |f: fn(&mut ComputeOptions)| {
         let mut c = ComputeOptions::default();
         f(&mut c);
@@ -40,6 +41,8 @@ fn three_guided_steps_match_diffusers() {
         feed_forward_chunk: Some(3),
         spatial_frame_chunk: Some(4),
         temporal_pixel_chunk: Some(7),
+        conv_frame_chunk: Some(3),
+        vae_row_band: None,
     };
     let plans = [
         ("plain", ExecutionPlan::default()),
@@ -69,6 +72,10 @@ fn three_guided_steps_match_diffusers() {
         (
             "temporal pixel chunks",
             compute(|c| c.temporal_pixel_chunk = Some(7)),
+        ),
+        (
+            "convolution frame chunks",
+            compute(|c| c.conv_frame_chunk = Some(3)),
         ),
         (
             "all",

@@ -177,7 +177,7 @@ fn denoise_case(models: &ModelConfigs, req: RequestShape, plan: ExecutionPlan) -
 }
 
 /// The decode stage: VAE weights, the final latents, decode in chunks, the frames gathered.
-fn decode_case(models: &ModelConfigs, req: RequestShape) -> Row {
+fn decode_case(models: &ModelConfigs, req: RequestShape, plan: ExecutionPlan) -> Row {
     let dev = Device::Cpu;
     let v = &models.vae;
     let (h, w, f) = (req.height / 8, req.width / 8, req.frames);
@@ -202,7 +202,10 @@ fn decode_case(models: &ModelConfigs, req: RequestShape) -> Row {
         let mut done = 0;
         while done < f {
             let n = req.decode_chunk.min(f - done);
-            decoded.push(vae.decode(&z.narrow(0, done, n).unwrap()).unwrap());
+            decoded.push(
+                vae.decode_with(&z.narrow(0, done, n).unwrap(), plan.compute)
+                    .unwrap(),
+            );
             done += n;
         }
         let video = Tensor::cat(&decoded, 0).unwrap();
@@ -218,18 +221,15 @@ fn decode_case(models: &ModelConfigs, req: RequestShape) -> Row {
             .unwrap();
         video.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap()
     });
-    let est = estimate_for(
-        models,
-        &req,
-        &ExecutionPlan::default(),
-        DType::F32,
-        Backend::Cpu,
-    )
-    .unwrap();
+    let est = estimate_for(models, &req, &plan, DType::F32, Backend::Cpu).unwrap();
     Row {
         what: format!(
-            "decode {}x{}x{} chunk {}",
-            req.width, req.height, f, req.decode_chunk
+            "decode {}x{}x{} chunk {} {}",
+            req.width,
+            req.height,
+            f,
+            req.decode_chunk,
+            describe(&plan)
         ),
         predicted: est.decode.peak_own_weights(),
         measured,
@@ -248,6 +248,8 @@ fn describe(plan: &ExecutionPlan) -> String {
         ("ff", c.feed_forward_chunk),
         ("sf", c.spatial_frame_chunk),
         ("tp", c.temporal_pixel_chunk),
+        ("cf", c.conv_frame_chunk),
+        ("vb", c.vae_row_band),
     ];
     for (name, v) in named {
         if let Some(v) = v {
@@ -311,6 +313,14 @@ fn predicted_peaks_are_within_15_percent_of_measured() {
         ),
         denoise_case(
             &models,
+            shape(256, 256, 8, true),
+            chunked(ComputeOptions {
+                conv_frame_chunk: Some(2),
+                ..Default::default()
+            }),
+        ),
+        denoise_case(
+            &models,
             shape(384, 256, 6, true),
             ExecutionPlan {
                 sequential_guidance: true,
@@ -320,17 +330,31 @@ fn predicted_peaks_are_within_15_percent_of_measured() {
                     spatial_frame_chunk: Some(3),
                     temporal_pixel_chunk: Some(512),
                     attention_head_chunk: None,
+                    conv_frame_chunk: None,
+                    vae_row_band: None,
                 },
             },
         ),
     ];
-    rows.push(decode_case(&models, shape(256, 256, 4, true)));
+    rows.push(decode_case(&models, shape(256, 256, 4, true), plain));
     rows.push(decode_case(
         &models,
         RequestShape {
             decode_chunk: 4,
             ..shape(256, 192, 4, true)
         },
+        plain,
+    ));
+    rows.push(decode_case(
+        &models,
+        RequestShape {
+            decode_chunk: 2,
+            ..shape(256, 256, 2, true)
+        },
+        chunked(ComputeOptions {
+            vae_row_band: Some(32),
+            ..Default::default()
+        }),
     ));
     println!(
         "{:<58} {:>12} {:>12} {:>7}",

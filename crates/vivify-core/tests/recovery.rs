@@ -125,7 +125,7 @@ fn classifier_recognises_allocation_failures() {
 #[test]
 fn ladders_step_down_to_their_bottom() {
     let start = StagePlan::of(&request());
-    // Denoise: sequential guidance, then two sizes of each of five chunkings.
+    // Denoise: sequential guidance, then two sizes of each of six chunkings.
     let mut plan = start;
     let mut changes = Vec::new();
     while let Some((next, change)) = step_down(&plan, Stage::Denoise) {
@@ -133,7 +133,7 @@ fn ladders_step_down_to_their_bottom() {
         changes.push(change);
         plan = next;
     }
-    assert_eq!(changes.len(), 11, "{changes:?}");
+    assert_eq!(changes.len(), 13, "{changes:?}");
     assert_eq!(changes[0], "sequential guidance: off -> on");
     assert_eq!(changes[1], "attention query chunk: all -> 4096");
     assert_eq!(changes[2], "attention query chunk: 4096 -> 1024");
@@ -144,9 +144,17 @@ fn ladders_step_down_to_their_bottom() {
             c.attention_head_chunk,
             c.feed_forward_chunk,
             c.spatial_frame_chunk,
-            c.temporal_pixel_chunk
+            c.temporal_pixel_chunk,
+            c.conv_frame_chunk
         ),
-        (Some(1024), Some(1), Some(1024), Some(1), Some(1024))
+        (
+            Some(1024),
+            Some(1),
+            Some(1024),
+            Some(1),
+            Some(1024),
+            Some(1)
+        )
     );
     // A chunk already below a rung's size skips that rung.
     let mut small = start;
@@ -166,7 +174,8 @@ fn ladders_step_down_to_their_bottom() {
         decode = next;
         chunks.push(decode.decode_chunk);
     }
-    assert_eq!(chunks, vec![8, 4, 2, 1]);
+    assert_eq!(chunks, vec![8, 4, 2, 1, 1, 1]);
+    assert_eq!(decode.plan.compute.vae_row_band, Some(32));
 
     // Encode stages: one retry with sequential rows.
     for stage in [Stage::EncodeText, Stage::EncodeImage] {

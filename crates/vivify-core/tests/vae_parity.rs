@@ -157,6 +157,47 @@ fn chunked_decode_equals_whole() {
     });
 }
 
+/// Decoding in row bands (GroupNorm statistics over the whole frame, one halo row per 3x3
+/// convolution) gives the unbanded decode: far above the 40 dB asked of a tiled decoder, and
+/// within float rounding, for bands that split every level unevenly; encoding in row bands
+/// gives diffusers' posterior mean.
+#[test]
+fn row_band_encode_and_decode_equal_whole() {
+    use vivify_core::nn::compute::ComputeOptions;
+    for_each_case(|case, vae, fx| {
+        let z = fx.tensor("decode.in");
+        let whole = vae.decode(&z).unwrap();
+        for band in [1, 3, 5, 1000] {
+            let opts = ComputeOptions {
+                vae_row_band: Some(band),
+                attention_query_chunk: Some(7),
+                ..Default::default()
+            };
+            let mean = vae.encode_mean_with(&fx.tensor("encode.in"), opts).unwrap();
+            assert_close(
+                &format!("{case} encode mean, row band {band}"),
+                &mean,
+                &fx.tensor("encode.mean"),
+                TOL,
+            );
+            let out = vae.decode_with(&z, opts).unwrap();
+            assert_eq!(out.dims(), whole.dims());
+            // images in [-1, 1]: peak-to-peak 2
+            let mse = (&out - &whole)
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .mean_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap() as f64;
+            let psnr = 10.0 * (4.0 / mse.max(1e-30)).log10();
+            assert!(psnr >= 40.0, "{case} band {band}: {psnr:.1} dB");
+            assert_close(&format!("{case} row band {band}"), &out, &whole, 1e-5);
+        }
+    });
+}
+
 #[test]
 fn bad_inputs_are_errors() {
     let (vae, fx) = load("tiny_a", None);

@@ -1,6 +1,7 @@
 //! `vivify generate`: image + prompt -> frames.
 
 use crate::args::GenerateArgs;
+use crate::auto_plan::{self, AutoPlan};
 use crate::model::load_models;
 use crate::plan_overrides;
 use crate::progress::steps_bar;
@@ -45,14 +46,38 @@ pub fn run(args: &GenerateArgs) -> Result<ExitCode> {
             fps: args.fps,
             seed: args.seed,
             latents,
-            decode_chunk: args.decode_chunk,
+            decode_chunk: args
+                .decode_chunk
+                .unwrap_or(vivify_core::pipeline::request::DEFAULT_DECODE_CHUNK),
             ..GenerationRequest::new(image, args.prompt.clone())
         },
     };
-    plan_overrides::apply(&mut request.plan, &args.plan)?;
+    let budget = args
+        .memory_budget
+        .as_deref()
+        .map(vivify_core::memory::parse_bytes)
+        .transpose()?;
     // Bad parameters fail before minutes of model loading.
+    plan_overrides::apply(&mut request.plan.clone(), &args.plan)?;
     request.validate()?;
     let models = load_models(&args.model, dtype, &device)?;
+    // A resumed run goes on with the plan its checkpoint saved; a new one asks the planner.
+    let auto_plan = match &checkpoint {
+        Some(_) => {
+            plan_overrides::apply(&mut request.plan, &args.plan)?;
+            None
+        }
+        None => auto_plan::apply(
+            &mut request,
+            &models,
+            budget,
+            args.decode_chunk,
+            &args.plan,
+            &device,
+            dtype,
+        )?,
+    };
+    request.validate()?;
 
     let options = GenerateOptions {
         injector: None,
@@ -134,6 +159,7 @@ pub fn run(args: &GenerateArgs) -> Result<ExitCode> {
         playback_fps,
         kind,
         &result,
+        auto_plan.as_ref(),
     );
     let encode = std::time::Instant::now();
     let sidecar = write_output(&args.output, &frames, &options, Some(&metadata))
@@ -157,6 +183,7 @@ fn metadata(
     playback_fps: f64,
     kind: OutputKind,
     result: &Generation,
+    auto_plan: Option<&AutoPlan>,
 ) -> Metadata {
     let settings = match kind {
         OutputKind::Mp4 => serde_json::json!({
@@ -192,6 +219,7 @@ fn metadata(
             "peak_device_bytes": peak,
             "execution_plan": result.final_plan(),
             "step_downs": result.step_downs,
+            "planner": auto_plan.map(AutoPlan::to_json),
         }),
         timings: result
             .timings

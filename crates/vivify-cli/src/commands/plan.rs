@@ -184,13 +184,15 @@ fn print_table(args: &PlanArgs, c: &PlanChoice) {
     }
     let p = c.plan.compute;
     println!(
-        "plan: sequential guidance {}, attention query chunk {}, head slice {}, feed-forward chunk {}, spatial frame chunk {}, temporal pixel chunk {}, decode chunk {}",
+        "plan: sequential guidance {}, attention query chunk {}, head slice {}, feed-forward chunk {}, spatial frame chunk {}, temporal pixel chunk {}, convolution frame chunk {}, VAE row band {}, decode chunk {}",
         c.plan.sequential_guidance,
         opt(p.attention_query_chunk),
         opt(p.attention_head_chunk),
         opt(p.feed_forward_chunk),
         opt(p.spatial_frame_chunk),
         opt(p.temporal_pixel_chunk),
+        opt(p.conv_frame_chunk),
+        opt(p.vae_row_band),
         c.decode_chunk
     );
     println!(

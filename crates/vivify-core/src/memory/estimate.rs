@@ -196,49 +196,73 @@ pub fn estimate_with_weights(
     dtype: DType,
     backend: Backend,
 ) -> MemoryEstimate {
-    let Weights {
-        unet: unet_weights,
-        vae: vae_weights,
-        text: text_weights,
-        vision: vision_weights,
-    } = *weights;
-    let all = unet_weights + vae_weights + text_weights + vision_weights;
-    let e = Sim::new(dtype, backend);
+    let stage = |s| estimate_stage(models, weights, request, plan, dtype, backend, s);
+    MemoryEstimate {
+        encode_text: stage(StageKind::EncodeText),
+        encode_image: stage(StageKind::EncodeImage),
+        denoise: stage(StageKind::Denoise),
+        decode: stage(StageKind::Decode),
+        unet_weights: weights.unet,
+        vae_weights: weights.vae,
+        text_weights: weights.text,
+        vision_weights: weights.vision,
+    }
+}
+
+/// The stages of a run, as the estimator sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StageKind {
+    EncodeText,
+    EncodeImage,
+    Denoise,
+    Decode,
+}
+
+/// The predicted peak of one stage (the planner estimates each stage only for the plan choices
+/// that stage depends on).
+pub fn estimate_stage(
+    models: &ModelConfigs,
+    weights: &Weights,
+    request: &RequestShape,
+    plan: &ExecutionPlan,
+    dtype: DType,
+    backend: Backend,
+    stage: StageKind,
+) -> StageEstimate {
+    let all = weights.unet + weights.vae + weights.text + weights.vision;
+    let mut sim = Sim::new(dtype, backend);
     let rows = if request.guidance { 2 } else { 1 };
-    let finish = |sim: Sim, own: u64| {
-        let slack = match backend {
-            Backend::Cpu => 1.0,
-            Backend::Cuda => CUDA_ALLOCATOR_SLACK,
-        };
-        StageEstimate {
-            weights: all,
-            stage_weights: own,
-            activations: (sim.peak_live * slack) as u64,
-            workspace: (sim.peak_transient * slack) as u64,
-            overhead: match backend {
-                Backend::Cpu => 0,
-                Backend::Cuda => CUDA_CONTEXT_BYTES,
-            },
+    let own = match stage {
+        StageKind::EncodeText => {
+            sim.clip_text(&models.text, rows);
+            weights.text
+        }
+        StageKind::EncodeImage => {
+            sim.encode_image(models, request, rows, plan.compute);
+            weights.vision + weights.vae
+        }
+        StageKind::Denoise => {
+            sim.denoise(models, request, plan);
+            weights.unet
+        }
+        StageKind::Decode => {
+            sim.decode(&models.vae, request, plan.compute);
+            weights.vae
         }
     };
-
-    let mut text = e.clone();
-    text.clip_text(&models.text, rows);
-    let mut image = e.clone();
-    image.encode_image(models, request, rows);
-    let mut denoise = e.clone();
-    denoise.denoise(models, request, plan);
-    let mut decode = e.clone();
-    decode.decode(&models.vae, request);
-    MemoryEstimate {
-        encode_text: finish(text, text_weights),
-        encode_image: finish(image, vision_weights + vae_weights),
-        denoise: finish(denoise, unet_weights),
-        decode: finish(decode, vae_weights),
-        unet_weights,
-        vae_weights,
-        text_weights,
-        vision_weights,
+    let slack = match backend {
+        Backend::Cpu => 1.0,
+        Backend::Cuda => CUDA_ALLOCATOR_SLACK,
+    };
+    StageEstimate {
+        weights: all,
+        stage_weights: own,
+        activations: (sim.peak_live * slack) as u64,
+        workspace: (sim.peak_transient * slack) as u64,
+        overhead: match backend {
+            Backend::Cpu => 0,
+            Backend::Cuda => CUDA_CONTEXT_BYTES,
+        },
     }
 }
 
@@ -341,6 +365,60 @@ impl Sim {
         self.hold(out);
     }
 
+    /// `body(self, k)` over frame chunks of `k` of `n` frames (`per_frame_chunks`): each chunk's
+    /// output (`out_per_frame` bytes a frame) is held until the parts are concatenated. `body`
+    /// must leave its output held. Modelled at the worst chunk: a full one with all other
+    /// parts done.
+    fn per_frame(
+        &mut self,
+        n: usize,
+        chunk: Option<usize>,
+        out_per_frame: f64,
+        body: impl FnOnce(&mut Self, usize),
+    ) {
+        let k = chunk.filter(|&c| c > 0 && c < n).unwrap_or(n);
+        if k == n {
+            return body(self, n);
+        }
+        let (all, part) = (out_per_frame * n as f64, out_per_frame * k as f64);
+        self.hold(all - part);
+        body(self, k);
+        // the cat allocates the result while the parts are alive
+        self.at(all);
+        self.free(all);
+        self.hold(all);
+    }
+
+    /// A resnet block over frame chunks (`conv_frame_chunk`).
+    fn resnet_chunked(
+        &mut self,
+        n: usize,
+        c_in: usize,
+        c_out: usize,
+        hw: usize,
+        chunk: Option<usize>,
+    ) {
+        let per = self.b(c_out * hw);
+        self.per_frame(n, chunk, per, |s, k| s.resnet(k, c_in, c_out, hw));
+    }
+
+    /// A 3x3 convolution over frame chunks (`conv_frame_chunk`).
+    #[allow(clippy::too_many_arguments)]
+    fn conv_chunked(
+        &mut self,
+        n: usize,
+        c_in: usize,
+        hw_in: usize,
+        c_out: usize,
+        hw_out: usize,
+        chunk: Option<usize>,
+    ) {
+        let per = self.b(c_out * hw_out);
+        self.per_frame(n, chunk, per, |s, k| {
+            s.conv(k, c_in, hw_in, c_out, hw_out, 3, 0.0)
+        });
+    }
+
     /// ResnetBlock2D on (n, c_in, hw) -> (n, c_out, hw); input live, output held on return.
     fn resnet(&mut self, n: usize, c_in: usize, c_out: usize, hw: usize) {
         let (ni, no) = (n * c_in * hw, n * c_out * hw);
@@ -367,7 +445,17 @@ impl Sim {
     }
 
     /// TemporalConvLayer on (n = b·f, c, hw); input live, output held on return.
-    fn temp_conv(&mut self, frames: usize, n: usize, c: usize, hw: usize) {
+    fn temp_conv(
+        &mut self,
+        frames: usize,
+        n: usize,
+        c: usize,
+        hw: usize,
+        pixel_chunk: Option<usize>,
+    ) {
+        if let Some(k) = pixel_chunk.filter(|&k| k > 0 && k < hw) {
+            return self.temp_conv_chunked(frames, n, c, hw, k);
+        }
         let x = self.b(n * c * hw);
         let pad = x * (frames + 2) as f64 / frames as f64;
         let mut hs_live = 0.0; // the previous stage's output (the input itself for stage 1)
@@ -381,6 +469,36 @@ impl Sim {
             self.at(4.0 * x);
             self.free(pad + x);
             self.free(hs_live);
+            self.hold(x);
+            hs_live = x;
+        }
+        // input + hs
+        self.at(x);
+        self.free(x);
+        self.hold(x);
+    }
+
+    /// TemporalConvLayer over chunks of `k` pixels of every video: per stage, the statistics
+    /// pass, then each chunk's norm, SiLU, padding and taps, the outputs concatenated.
+    fn temp_conv_chunked(&mut self, frames: usize, n: usize, c: usize, hw: usize, k: usize) {
+        let x = self.b(n * c * hw);
+        let xc = self.b(n * c * k);
+        let pad = xc * (frames + 2) as f64 / frames as f64;
+        let mut hs_live = 0.0;
+        for _ in 0..4 {
+            self.group_stats(n * c * k);
+            // the chunks done (the worst chunk comes last)
+            self.hold(x - xc);
+            self.norm(n * c * k, 0.0);
+            self.hold(xc); // silu
+            self.free(xc); // the norm output
+            self.hold(pad);
+            self.at(4.0 * xc);
+            self.free(pad + xc);
+            self.hold(xc); // the chunk's output
+            // the cat of the chunks replaces the previous stage's output
+            self.at(x);
+            self.free(x + hs_live);
             self.hold(x);
             hs_live = x;
         }
@@ -554,7 +672,19 @@ impl Sim {
         let n = b * frames * c * hw;
         let x = self.b(n);
         // norm output (temporary) and the permuted token copy
-        self.norm(n, 0.0);
+        match opts.temporal_pixel_chunk.filter(|&k| k > 0 && k < hw) {
+            Some(k) => {
+                // statistics pass, then the chunks normalised and concatenated
+                let chunk = b * frames * c * k;
+                self.group_stats(chunk);
+                self.hold(x - self.b(chunk));
+                self.norm(chunk, 0.0);
+                self.at(x);
+                self.free(x);
+                self.hold(x);
+            }
+            None => self.norm(n, 0.0),
+        }
         self.at(x);
         self.free(x);
         self.hold(x); // tokens
@@ -607,9 +737,11 @@ impl Sim {
         // image latents through ProjIn (4x-wide convs) and the temporal encoder
         self.at(self.b(n * c_lat * 4 * hw) * 3.0);
         self.hold(self.b(n * c_lat * hw) * 2.0);
-        // the sample in the model dtype, their cat (alive to the end, shadowed), conv_in
-        self.hold(self.b(n * 2 * c_lat * hw));
-        self.conv(n, 2 * c_lat, hw, ch[0], hw, 3, 0.0);
+        // the sample in the model dtype, their cat, conv_in (freed after transformer_in)
+        let cat_in = self.b(n * 2 * c_lat * hw);
+        self.hold(cat_in);
+        let cf = opts.conv_frame_chunk;
+        self.conv_chunked(n, 2 * c_lat, hw, ch[0], hw, cf);
         let heads_in = TRANSFORMER_IN_HEADS;
         self.temporal(
             b,
@@ -620,6 +752,7 @@ impl Sim {
             heads_in,
             opts,
         );
+        self.free(cat_in + self.b(n * ch[0] * hw));
         let mut skips: Vec<(f64, usize)> = vec![(self.b(n * ch[0] * hw), ch[0])];
         let mut sizes = vec![(h, w)];
         let mut c_prev = ch[0];
@@ -634,24 +767,28 @@ impl Sim {
             }
             if i + 1 < levels {
                 let next = (lh.div_ceil(2), lw.div_ceil(2));
-                self.conv(n, c, lh * lw, c, next.0 * next.1, 3, 0.0);
+                self.conv_chunked(n, c, lh * lw, c, next.0 * next.1, cf);
                 sizes.push(next);
                 skips.push((self.b(n * c * next.0 * next.1), c));
             }
         }
-        // mid block: every intermediate lives until it returns
+        // mid block: each intermediate is freed once the next exists
         let c = ch[levels - 1];
         let (lh, lw) = sizes[levels - 1];
         let mhw = lh * lw;
         let x = self.b(n * c * mhw);
         let mid_heads = c / u.attention_head_dim;
-        self.resnet(n, c, c, mhw);
-        self.temp_conv(frames, n, c, mhw);
+        self.resnet_chunked(n, c, c, mhw, cf);
+        self.temp_conv(frames, n, c, mhw, opts.temporal_pixel_chunk);
+        self.free(x);
         self.spatial(n, c, mhw, mid_heads, ctx, opts);
+        self.free(x);
         self.temporal(b, frames, c, mhw, c, mid_heads, opts);
-        self.resnet(n, c, c, mhw);
-        self.temp_conv(frames, n, c, mhw);
-        self.free(5.0 * x);
+        self.free(x);
+        self.resnet_chunked(n, c, c, mhw, cf);
+        self.free(x);
+        self.temp_conv(frames, n, c, mhw, opts.temporal_pixel_chunk);
+        self.free(x);
         let mut x = x;
         let reversed: Vec<usize> = ch.iter().rev().copied().collect();
         let mut c_cur = reversed[0];
@@ -679,7 +816,6 @@ impl Sim {
                     opts,
                     cat,
                 );
-                self.free(cat);
                 x = out;
                 c_cur = c_out;
             }
@@ -687,22 +823,32 @@ impl Sim {
             self.free(used);
             if i + 1 < levels {
                 let (uh, uw) = sizes[level - 1];
-                let up = self.b(n * c_out * uh * uw);
-                self.hold(up); // nearest upsampling
-                self.conv(n, c_out, uh * uw, c_out, uh * uw, 3, 0.0);
-                self.free(up + x);
+                let per = self.b(c_out * uh * uw);
+                self.per_frame(n, cf, per, |s, k| {
+                    let up = s.b(k * c_out * uh * uw);
+                    s.hold(up); // nearest upsampling
+                    s.conv(k, c_out, uh * uw, c_out, uh * uw, 3, 0.0);
+                    s.free(up);
+                });
+                self.free(x);
                 x = self.b(n * c_out * uh * uw);
             }
         }
         // conv_norm_out, silu (temporaries of the statement), conv_out, the permuted copy
-        self.norm(n * ch[0] * hw, 0.0);
-        self.hold(x);
-        self.conv(n, ch[0], hw, u.out_channels, hw, 3, 0.0);
+        let per = self.b(u.out_channels * hw);
+        self.per_frame(n, cf, per, |s, k| {
+            let normed = s.b(k * ch[0] * hw);
+            s.norm(k * ch[0] * hw, 0.0);
+            s.hold(normed);
+            s.conv(k, ch[0], hw, u.out_channels, hw, 3, 0.0);
+            s.free(2.0 * normed);
+        });
         self.at(self.b(n * u.out_channels * hw));
     }
 
     /// One down or up layer: resnet, temporal conv, optionally both transformers. `x_in` bytes
-    /// are live on entry and released on return; returns the output bytes (held).
+    /// (an up block's cat; 0 on the way down, where the input is a skip) are live on entry and
+    /// released after the resnet; returns the output bytes (held).
     #[allow(clippy::too_many_arguments)]
     fn layer(
         &mut self,
@@ -719,18 +865,19 @@ impl Sim {
     ) -> f64 {
         let n = b * frames;
         let out = self.b(n * c * hw);
-        let _ = x_in;
-        // every intermediate lives under a shadowed name until the layer returns
-        self.resnet(n, c_in, c, hw);
-        self.temp_conv(frames, n, c, hw);
-        let mut held = 2.0 * out;
+        // the input (an up block's cat) is freed once the resnet has read it, each
+        // intermediate once the next exists
+        self.resnet_chunked(n, c_in, c, hw, opts.conv_frame_chunk);
+        self.free(x_in);
+        self.temp_conv(frames, n, c, hw, opts.temporal_pixel_chunk);
+        self.free(out);
         if attn {
             let heads = c / u.attention_head_dim;
             self.spatial(n, c, hw, heads, ctx, opts);
+            self.free(out);
             self.temporal(b, frames, c, hw, c, heads, opts);
-            held += 2.0 * out;
+            self.free(out);
         }
-        self.free(held - out);
         out
     }
 
@@ -784,7 +931,13 @@ impl Sim {
         self.at(2.0 * self.b(rows * l * inter) + x);
     }
 
-    fn encode_image(&mut self, m: &ModelConfigs, r: &RequestShape, rows: usize) {
+    fn encode_image(
+        &mut self,
+        m: &ModelConfigs,
+        r: &RequestShape,
+        rows: usize,
+        opts: crate::nn::compute::ComputeOptions,
+    ) {
         let v = &m.vision;
         let s = v.image_size / v.patch_size;
         self.clip_encoder(
@@ -801,7 +954,7 @@ impl Sim {
             ..self.clone()
         };
         enc.hold(self.b(rows * m.unet.cross_attention_dim));
-        enc.vae_encoder(&m.vae, r);
+        enc.vae_encoder(&m.vae, r, opts);
         if enc.peak_live + enc.peak_transient > self.peak_live + self.peak_transient {
             self.peak_live = enc.peak_live;
             self.peak_transient = enc.peak_transient;
@@ -828,7 +981,12 @@ impl Sim {
         self.hold(x);
     }
 
-    fn vae_encoder(&mut self, v: &VaeConfig, r: &RequestShape) {
+    fn vae_encoder(
+        &mut self,
+        v: &VaeConfig,
+        r: &RequestShape,
+        opts: crate::nn::compute::ComputeOptions,
+    ) {
         let ch = &v.block_out_channels;
         let (mut h, mut w) = (r.height, r.width);
         self.hold(self.b(v.in_channels * h * w));
@@ -837,7 +995,10 @@ impl Sim {
         let mut c_prev = ch[0];
         for (i, &c) in ch.iter().enumerate() {
             for _ in 0..v.layers_per_block {
-                self.resnet(1, c_prev, c, h * w);
+                match opts.vae_row_band {
+                    Some(band) => self.resnet_banded(1, c_prev, c, h, w, band),
+                    None => self.resnet(1, c_prev, c, h * w),
+                }
                 self.free(x);
                 x = self.b(c * h * w);
                 c_prev = c;
@@ -853,7 +1014,7 @@ impl Sim {
             }
         }
         let c = c_prev;
-        self.vae_mid(v, 1, c, h * w, Default::default());
+        self.vae_mid(v, 1, c, h * w, opts);
         self.free(x);
         self.norm(c * h * w, 0.0);
         self.conv(1, c, h * w, 2 * v.latent_channels, h * w, 3, 0.0);
@@ -878,7 +1039,12 @@ impl Sim {
     }
 
     /// VAE decoder over the frames in chunks, the frames gathered as they come.
-    fn decode(&mut self, v: &VaeConfig, r: &RequestShape) {
+    fn decode(
+        &mut self,
+        v: &VaeConfig,
+        r: &RequestShape,
+        opts: crate::nn::compute::ComputeOptions,
+    ) {
         let (h, w) = (r.height / 8, r.width / 8);
         let f = r.frames;
         let lat = v.latent_channels;
@@ -890,7 +1056,7 @@ impl Sim {
         // the decoded frames of earlier chunks
         let done = out_frame * (f - chunk) as f64;
         self.hold(done);
-        self.vae_decoder(v, chunk, h, w);
+        self.vae_decoder(v, chunk, h, w, opts);
         // cat of every decoded frame, then the f32 and u8 copies of to_frames
         self.free(self.live);
         let all = out_frame * f as f64;
@@ -898,19 +1064,30 @@ impl Sim {
         self.at(2.0 * all + all * 4.0 / self.e * 2.0);
     }
 
-    fn vae_decoder(&mut self, v: &VaeConfig, n: usize, h: usize, w: usize) {
+    fn vae_decoder(
+        &mut self,
+        v: &VaeConfig,
+        n: usize,
+        h: usize,
+        w: usize,
+        opts: crate::nn::compute::ComputeOptions,
+    ) {
+        let band = opts.vae_row_band;
         let reversed: Vec<usize> = v.block_out_channels.iter().rev().copied().collect();
         let (mut h, mut w) = (h, w);
         self.hold(self.b(n * v.latent_channels * h * w)); // post_quant_conv out
         self.conv(n, v.latent_channels, h * w, reversed[0], h * w, 3, 0.0);
         let mut x = self.b(n * reversed[0] * h * w);
-        self.vae_mid(v, n, reversed[0], h * w, Default::default());
+        self.vae_mid(v, n, reversed[0], h * w, opts);
         self.free(x);
         let mut c_prev = reversed[0];
         let levels = reversed.len();
         for (i, &c) in reversed.iter().enumerate() {
             for _ in 0..=v.layers_per_block {
-                self.resnet(n, c_prev, c, h * w);
+                match band {
+                    Some(b) => self.resnet_banded(n, c_prev, c, h, w, b),
+                    None => self.resnet(n, c_prev, c, h * w),
+                }
                 self.free(x);
                 x = self.b(n * c * h * w);
                 c_prev = c;
@@ -918,15 +1095,100 @@ impl Sim {
             if i + 1 < levels {
                 let up = self.b(n * c * h * w * 4);
                 self.hold(up);
-                self.conv(n, c, h * w * 4, c, h * w * 4, 3, 0.0);
+                match band {
+                    Some(b) => self.banded_conv(n, c, c, 2 * h, 2 * w, b, false),
+                    None => self.conv(n, c, h * w * 4, c, h * w * 4, 3, 0.0),
+                }
                 self.free(up + x);
                 (h, w) = (h * 2, w * 2);
                 x = self.b(n * c * h * w);
             }
         }
-        self.norm(n * c_prev * h * w, 0.0);
-        self.hold(x);
-        self.conv(n, c_prev, h * w, v.out_channels, h * w, 3, 0.0);
+        match band {
+            Some(b) => {
+                self.group_stats(n * c_prev * b.min(h) * w);
+                self.banded_conv(n, c_prev, v.out_channels, h, w, b, true);
+            }
+            None => {
+                self.norm(n * c_prev * h * w, 0.0);
+                self.hold(x);
+                self.conv(n, c_prev, h * w, v.out_channels, h * w, 3, 0.0);
+            }
+        }
+    }
+
+    /// The statistics pass of a banded GroupNorm over bands of `band_elems` elements: the
+    /// internal-type copy, its deviations and their squares.
+    fn group_stats(&mut self, band_elems: usize) {
+        self.at(3.0 * band_elems as f64 * self.ie);
+    }
+
+    /// `conv3x3_in_row_bands` on (n, c_in, rows, w) -> (n, c_out, rows, w), `normed`: with a
+    /// GroupNorm (whole-frame statistics) and SiLU applied per band; output held on return.
+    #[allow(clippy::too_many_arguments)]
+    fn banded_conv(
+        &mut self,
+        n: usize,
+        c_in: usize,
+        c_out: usize,
+        rows: usize,
+        w: usize,
+        band: usize,
+        normed: bool,
+    ) {
+        let b = band.clamp(1, rows);
+        let halo = (b + 2).min(rows);
+        let in_band = n * c_in * halo * w;
+        let (all, part) = (self.b(n * c_out * rows * w), self.b(n * c_out * b * w));
+        let chunked = b < rows;
+        if chunked {
+            self.hold(all - part);
+        }
+        let mut temps = 0.0;
+        if normed {
+            self.norm(in_band, 0.0);
+            self.hold(self.b(in_band)); // silu
+            temps += 2.0 * self.b(in_band);
+        }
+        let padded = self.b(n * c_in * (b + 2) * (w + 2));
+        self.hold(padded);
+        temps += padded;
+        self.conv(n, c_in, (b + 2) * (w + 2), c_out, b * w, 3, 0.0);
+        self.free(temps);
+        if chunked {
+            // the cat of the bands
+            self.at(all);
+            self.free(all);
+            self.hold(all);
+        }
+    }
+
+    /// `forward_without_time_in_row_bands` on (n, c_in, rows·w) -> (n, c_out, rows·w); input
+    /// live, output held on return.
+    fn resnet_banded(
+        &mut self,
+        n: usize,
+        c_in: usize,
+        c_out: usize,
+        rows: usize,
+        w: usize,
+        band: usize,
+    ) {
+        let b = band.clamp(1, rows);
+        let out = self.b(n * c_out * rows * w);
+        self.group_stats(n * c_in * b * w);
+        self.banded_conv(n, c_in, c_out, rows, w, band, true);
+        self.group_stats(n * c_out * b * w);
+        self.banded_conv(n, c_out, c_out, rows, w, band, true);
+        // the first conv's output lives until the block returns (a shadowed name)
+        let mut held = 2.0 * out;
+        if c_in != c_out {
+            self.conv(n, c_in, rows * w, c_out, rows * w, 1, 0.0);
+            held += out;
+        }
+        self.at(out);
+        self.free(held);
+        self.hold(out);
     }
 }
 

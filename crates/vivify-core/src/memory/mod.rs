@@ -1,11 +1,15 @@
 //! Memory planning: a predicted peak per stage for any model config, request shape and
-//! execution plan (`estimate`), and the fastest plan that fits a budget (`planner`).
+//! execution plan (`estimate`), the fastest plan that fits a budget (`planner`), and the budget a
+//! run takes when none is given (`available`).
 
+pub mod available;
 pub mod estimate;
 pub mod planner;
 
 pub use estimate::{
-    Backend, MemoryEstimate, ModelConfigs, RequestShape, StageEstimate, Weights, estimate,
-    estimate_for, estimate_with_weights, model_weights, spec_bytes,
+    Backend, MemoryEstimate, ModelConfigs, RequestShape, StageEstimate, StageKind, Weights,
+    estimate, estimate_for, estimate_stage, estimate_with_weights, model_weights, spec_bytes,
 };
-pub use planner::{PlanChoice, Suggestion, choose_plan, parse_bytes, usable};
+pub use planner::{
+    PlanChoice, Suggestion, choose_plan, choose_plan_on, parse_bytes, summary, usable,
+};

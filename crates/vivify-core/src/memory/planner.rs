@@ -7,13 +7,15 @@
 //! largest frames and square size that would fit.
 
 use super::estimate::{
-    Backend, MemoryEstimate, ModelConfigs, RequestShape, estimate_with_weights, model_weights,
+    Backend, MemoryEstimate, ModelConfigs, RequestShape, StageKind, Weights, estimate_stage,
+    estimate_with_weights, model_weights,
 };
 use crate::nn::compute::ComputeOptions;
 use crate::pipeline::plan::ExecutionPlan;
 use crate::pipeline::request::{FRAMES_RANGE, SIZE_RANGE};
 use crate::{Error, Result};
 use candle_core::DType;
+use std::collections::HashMap;
 
 /// Share of the budget kept free for what the estimate does not see (fragmentation, other
 /// processes' small allocations, kernels' own scratch).
@@ -30,18 +32,28 @@ pub const ATTENTION_SPLIT_SLOWDOWN_PER_DOUBLING: f64 = 0.01;
 pub const FEED_FORWARD_CHUNK_SLOWDOWN: f64 = 1.01;
 /// Per doubling of spatial-transformer frame chunks or temporal-transformer pixel chunks.
 pub const TRANSFORMER_CHUNK_SLOWDOWN_PER_DOUBLING: f64 = 0.005;
+/// Per doubling of the number of frame chunks the per-frame convolutions run in: smaller GEMMs
+/// and more launches; convolutions are most of a UNet step, so this weighs more than the
+/// transformer chunks (a guess until the CUDA timings).
+pub const CONV_CHUNK_SLOWDOWN_PER_DOUBLING: f64 = 0.01;
 /// Share of a whole run spent decoding (anchors: 1.25 s of 43.6 s at 1280x704x16, 50 steps).
 pub const DECODE_SHARE: f64 = 0.03;
 /// Decoding one frame per call against all frames at once (anchors: 1.25 s vs 1.06 s).
 pub const DECODE_ONE_FRAME_SLOWDOWN: f64 = 1.2;
+/// Decoding in row bands: smaller convolutions, the GroupNorm statistics read twice, the bands
+/// concatenated (a guess until the CUDA timings).
+pub const DECODE_ROW_BAND_SLOWDOWN: f64 = 1.15;
 
-/// Query chunks, head slices, feed-forward token chunks, spatial frame chunks and temporal pixel
-/// chunks the planner tries (None: all at once).
+/// Query chunks, head slices, feed-forward token chunks, spatial frame chunks, temporal pixel
+/// chunks and convolution frame chunks the planner tries (None: all at once).
 const QUERY_CHUNKS: [Option<usize>; 5] = [None, Some(4096), Some(1024), Some(256), Some(64)];
 const HEAD_CHUNKS: [Option<usize>; 3] = [None, Some(8), Some(1)];
 const FF_CHUNKS: [Option<usize>; 3] = [None, Some(4096), Some(1024)];
 const FRAME_CHUNKS: [Option<usize>; 3] = [None, Some(4), Some(1)];
 const PIXEL_CHUNKS: [Option<usize>; 3] = [None, Some(4096), Some(1024)];
+const CONV_FRAME_CHUNKS: [Option<usize>; 3] = [None, Some(4), Some(1)];
+/// Rows per band of the VAE decoder's full-size layers.
+const VAE_ROW_BANDS: [Option<usize>; 3] = [None, Some(128), Some(32)];
 const DECODE_CHUNKS: [usize; 5] = [usize::MAX, 8, 4, 2, 1];
 
 /// What would fit when the request does not.
@@ -72,6 +84,49 @@ impl PlanChoice {
     pub fn predicted_peak_bytes(&self) -> u64 {
         self.estimate.peak()
     }
+
+    /// The plan in one short line: `seq q1024 h8 ff4096 sf4 tp1024 dc2` (seq: sequential
+    /// guidance; q/h: attention query chunk / head slice; ff: feed-forward chunk; sf: spatial frame
+    /// chunk; tp: temporal pixel chunk; cf: convolution frame chunk; vb: VAE row band; dc: decode
+    /// chunk), `plain dcN` with no chunking.
+    pub fn summary(&self) -> String {
+        summary(&self.plan, self.decode_chunk)
+    }
+}
+
+/// See [`PlanChoice::summary`].
+pub fn summary(plan: &ExecutionPlan, decode_chunk: usize) -> String {
+    let p = plan.compute;
+    let mut parts = Vec::new();
+    if plan.sequential_guidance {
+        parts.push("seq".to_string());
+    }
+    if let Some(q) = p.attention_query_chunk {
+        parts.push(format!("q{q}"));
+    }
+    if let Some(h) = p.attention_head_chunk {
+        parts.push(format!("h{h}"));
+    }
+    if let Some(f) = p.feed_forward_chunk {
+        parts.push(format!("ff{f}"));
+    }
+    if let Some(f) = p.spatial_frame_chunk {
+        parts.push(format!("sf{f}"));
+    }
+    if let Some(t) = p.temporal_pixel_chunk {
+        parts.push(format!("tp{t}"));
+    }
+    if let Some(f) = p.conv_frame_chunk {
+        parts.push(format!("cf{f}"));
+    }
+    if let Some(b) = p.vae_row_band {
+        parts.push(format!("vb{b}"));
+    }
+    parts.push(format!("dc{}", decode_chunk));
+    if parts.len() == 1 && *plan == ExecutionPlan::default() {
+        parts.insert(0, "plain".into());
+    }
+    parts.join(" ")
 }
 
 /// Bytes a plan may use of `budget`.
@@ -113,9 +168,13 @@ pub fn slowdown(
     let chunks =
         passes(f * rows, c.spatial_frame_chunk) * passes(rows * tokens, c.temporal_pixel_chunk);
     s *= 1.0 + TRANSFORMER_CHUNK_SLOWDOWN_PER_DOUBLING * doublings(chunks);
+    s *= 1.0 + CONV_CHUNK_SLOWDOWN_PER_DOUBLING * doublings(passes(f * rows, c.conv_frame_chunk));
     let calls = f.div_ceil(decode_chunk.clamp(1, f));
-    let decode =
+    let mut decode =
         1.0 + (DECODE_ONE_FRAME_SLOWDOWN - 1.0) * (calls - 1) as f64 / (f - 1).max(1) as f64;
+    if c.vae_row_band.is_some_and(|b| b < request.height) {
+        decode *= DECODE_ROW_BAND_SLOWDOWN;
+    }
     s * (1.0 - DECODE_SHARE + DECODE_SHARE * decode)
 }
 
@@ -138,23 +197,34 @@ fn candidates(models: &ModelConfigs, request: &RequestShape) -> Vec<Candidate> {
                 for ff in FF_CHUNKS {
                     for sf in FRAME_CHUNKS {
                         for tp in PIXEL_CHUNKS {
-                            for dc in DECODE_CHUNKS {
-                                let plan = ExecutionPlan {
-                                    compute: ComputeOptions {
-                                        attention_query_chunk: q,
-                                        attention_head_chunk: hc,
-                                        feed_forward_chunk: ff,
-                                        spatial_frame_chunk: sf,
-                                        temporal_pixel_chunk: tp,
-                                    },
-                                    sequential_guidance,
-                                };
-                                let decode_chunk = dc.min(request.frames);
-                                out.push(Candidate {
-                                    slowdown: slowdown(models, request, &plan, decode_chunk),
-                                    plan,
-                                    decode_chunk,
-                                });
+                            for cf in CONV_FRAME_CHUNKS {
+                                for vb in VAE_ROW_BANDS {
+                                    for dc in DECODE_CHUNKS {
+                                        let plan = ExecutionPlan {
+                                            compute: ComputeOptions {
+                                                attention_query_chunk: q,
+                                                attention_head_chunk: hc,
+                                                feed_forward_chunk: ff,
+                                                spatial_frame_chunk: sf,
+                                                temporal_pixel_chunk: tp,
+                                                conv_frame_chunk: cf,
+                                                vae_row_band: vb,
+                                            },
+                                            sequential_guidance,
+                                        };
+                                        let decode_chunk = dc.min(request.frames);
+                                        out.push(Candidate {
+                                            slowdown: slowdown(
+                                                models,
+                                                request,
+                                                &plan,
+                                                decode_chunk,
+                                            ),
+                                            plan,
+                                            decode_chunk,
+                                        });
+                                    }
+                                }
                             }
                         }
                     }
@@ -164,6 +234,95 @@ fn candidates(models: &ModelConfigs, request: &RequestShape) -> Vec<Candidate> {
     }
     out.sort_by(|a, b| a.slowdown.total_cmp(&b.slowdown));
     out
+}
+
+/// Stage peaks of one request, each computed once per distinct setting of the choices that
+/// stage depends on: the candidates share most of them.
+struct StagePeaks<'a> {
+    models: &'a ModelConfigs,
+    weights: &'a Weights,
+    request: &'a RequestShape,
+    dtype: DType,
+    backend: Backend,
+    text: u64,
+    denoise: HashMap<ExecutionPlan, u64>,
+    vae: HashMap<VaeKey, u64>,
+}
+
+/// What the VAE stages' (encode image, decode) peaks depend on: decode chunk, VAE row band,
+/// attention query chunk and head slice (the VAE's mid-block attention).
+type VaeKey = (usize, Option<usize>, Option<usize>, Option<usize>);
+
+impl<'a> StagePeaks<'a> {
+    fn new(
+        models: &'a ModelConfigs,
+        weights: &'a Weights,
+        request: &'a RequestShape,
+        dtype: DType,
+        backend: Backend,
+    ) -> Self {
+        let mut peaks = Self {
+            models,
+            weights,
+            request,
+            dtype,
+            backend,
+            text: 0,
+            denoise: HashMap::new(),
+            vae: HashMap::new(),
+        };
+        peaks.text = peaks.stage(&ExecutionPlan::default(), 1, StageKind::EncodeText);
+        peaks
+    }
+
+    fn stage(&self, plan: &ExecutionPlan, decode_chunk: usize, stage: StageKind) -> u64 {
+        let r = RequestShape {
+            decode_chunk,
+            ..*self.request
+        };
+        estimate_stage(
+            self.models,
+            self.weights,
+            &r,
+            plan,
+            self.dtype,
+            self.backend,
+            stage,
+        )
+        .peak()
+    }
+
+    fn peak(&mut self, plan: &ExecutionPlan, decode_chunk: usize) -> u64 {
+        // the denoiser ignores the VAE's choices
+        let mut unet_plan = *plan;
+        unet_plan.compute.vae_row_band = None;
+        let denoise = match self.denoise.get(&unet_plan) {
+            Some(&p) => p,
+            None => {
+                let p = self.stage(&unet_plan, decode_chunk, StageKind::Denoise);
+                self.denoise.insert(unet_plan, p);
+                p
+            }
+        };
+        let c = plan.compute;
+        let key = (
+            decode_chunk,
+            c.vae_row_band,
+            c.attention_query_chunk,
+            c.attention_head_chunk,
+        );
+        let vae = match self.vae.get(&key) {
+            Some(&p) => p,
+            None => {
+                let p = self
+                    .stage(plan, decode_chunk, StageKind::Decode)
+                    .max(self.stage(plan, decode_chunk, StageKind::EncodeImage));
+                self.vae.insert(key, p);
+                p
+            }
+        };
+        self.text.max(denoise).max(vae)
+    }
 }
 
 /// The most memory-frugal plan of the ladder.
@@ -176,6 +335,8 @@ pub fn frugal_plan(request: &RequestShape) -> (ExecutionPlan, usize) {
                 feed_forward_chunk: FF_CHUNKS[FF_CHUNKS.len() - 1],
                 spatial_frame_chunk: FRAME_CHUNKS[FRAME_CHUNKS.len() - 1],
                 temporal_pixel_chunk: PIXEL_CHUNKS[PIXEL_CHUNKS.len() - 1],
+                conv_frame_chunk: CONV_FRAME_CHUNKS[CONV_FRAME_CHUNKS.len() - 1],
+                vae_row_band: VAE_ROW_BANDS[VAE_ROW_BANDS.len() - 1],
             },
             sequential_guidance: request.guidance,
         },
@@ -190,6 +351,17 @@ pub fn choose_plan(
     dtype: DType,
     budget: u64,
 ) -> Result<PlanChoice> {
+    choose_plan_on(models, request, dtype, budget, Backend::Cuda)
+}
+
+/// `choose_plan` for a given backend (the CPU's convolutions need other buffers than CUDA's).
+pub fn choose_plan_on(
+    models: &ModelConfigs,
+    request: &RequestShape,
+    dtype: DType,
+    budget: u64,
+    backend: Backend,
+) -> Result<PlanChoice> {
     let weights = model_weights(models, dtype)?;
     let limit = usable(budget);
     let est = |r: &RequestShape, plan: &ExecutionPlan, dc: usize| {
@@ -197,11 +369,12 @@ pub fn choose_plan(
             decode_chunk: dc,
             ..*r
         };
-        estimate_with_weights(models, &weights, &r, plan, dtype, Backend::Cuda)
+        estimate_with_weights(models, &weights, &r, plan, dtype, backend)
     };
+    let mut peaks = StagePeaks::new(models, &weights, request, dtype, backend);
     for c in candidates(models, request) {
-        let e = est(request, &c.plan, c.decode_chunk);
-        if e.peak() <= limit {
+        if peaks.peak(&c.plan, c.decode_chunk) <= limit {
+            let e = est(request, &c.plan, c.decode_chunk);
             return Ok(PlanChoice {
                 plan: c.plan,
                 decode_chunk: c.decode_chunk,
@@ -319,7 +492,7 @@ mod tests {
     #[test]
     fn an_impossible_budget_says_what_would_fit() {
         let m = ModelConfigs::i2vgen_xl();
-        let c = choose_plan(&m, &request(1024, 1024, 32), DType::F16, 16 * GIB).unwrap();
+        let c = choose_plan(&m, &request(1024, 1024, 32), DType::F16, 8 * GIB).unwrap();
         assert!(!c.fits);
         let s = c.suggestion.unwrap();
         assert!(s.max_frames.is_some_and(|f| f < 32), "{s:?}");
@@ -349,7 +522,7 @@ mod tests {
                     format!(
                         " {:.1} GiB, {} ({:.2}x) |",
                         c.predicted_peak_bytes() as f64 / GIB as f64,
-                        summary(&c),
+                        c.summary(),
                         c.slowdown
                     )
                 } else {
@@ -365,34 +538,6 @@ mod tests {
             }
             println!("{line}");
         }
-    }
-
-    fn summary(c: &PlanChoice) -> String {
-        let p = c.plan.compute;
-        let mut parts = Vec::new();
-        if c.plan.sequential_guidance {
-            parts.push("seq".to_string());
-        }
-        if let Some(q) = p.attention_query_chunk {
-            parts.push(format!("q{q}"));
-        }
-        if let Some(h) = p.attention_head_chunk {
-            parts.push(format!("h{h}"));
-        }
-        if let Some(f) = p.feed_forward_chunk {
-            parts.push(format!("ff{f}"));
-        }
-        if let Some(f) = p.spatial_frame_chunk {
-            parts.push(format!("sf{f}"));
-        }
-        if let Some(t) = p.temporal_pixel_chunk {
-            parts.push(format!("tp{t}"));
-        }
-        parts.push(format!("dc{}", c.decode_chunk));
-        if parts.len() == 1 && c.plan == ExecutionPlan::default() {
-            parts.insert(0, "plain".into());
-        }
-        parts.join(" ")
     }
 
     #[test]

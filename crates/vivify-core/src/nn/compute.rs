@@ -3,7 +3,9 @@
 
 use candle_core::{Result, Tensor};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct ComputeOptions {
     /// Queries per attention chunk: the score matrix is at most (batch·heads, chunk, keys).
     /// None computes all queries at once.
@@ -16,9 +18,22 @@ pub struct ComputeOptions {
     pub feed_forward_chunk: Option<usize>,
     /// Frames per pass of the spatial transformers (their work is per frame).
     pub spatial_frame_chunk: Option<usize>,
-    /// Pixel columns per pass of the temporal transformers (their work is per pixel; the
-    /// GroupNorm in front still sees all of them).
+    /// Pixel columns per pass of the temporal layers (transformers and convolutions: their work
+    /// is per pixel); their GroupNorms take statistics over all pixels, then normalise this many
+    /// pixels of every video at a time.
     pub temporal_pixel_chunk: Option<usize>,
+    /// Frames per pass of the per-frame convolution layers (resnet blocks, down- and upsampling,
+    /// conv_in/conv_out): their work and GroupNorms are per frame, and at large sizes their
+    /// im2col buffers and intermediates are the largest temporaries of the UNet.
+    #[serde(default)]
+    pub conv_frame_chunk: Option<usize>,
+    /// Rows per band of the VAE's full-size layers (the encoder's down-block resnets, the
+    /// decoder's up blocks and output layers, at each layer's own resolution): their im2col
+    /// buffers and GroupNorm copies are bounded by the band, with the numbers of the unbanded
+    /// VAE (`nn::row_bands`). The VAE's mid-block attention takes `attention_query_chunk` and
+    /// `attention_head_chunk`.
+    #[serde(default)]
+    pub vae_row_band: Option<usize>,
 }
 
 /// `f(start, len)` over runs of at most `chunk` of `0..n`, concatenated on axis `dim`.
@@ -38,6 +53,17 @@ pub fn chunked_range(
         }
         _ => f(0, n),
     }
+}
+
+/// `f(x_part, start, len)` over frame chunks of `x` (frames on axis 0), concatenated.
+pub fn per_frame_chunks(
+    x: &Tensor,
+    chunk: Option<usize>,
+    f: impl Fn(&Tensor, usize, usize) -> Result<Tensor>,
+) -> Result<Tensor> {
+    chunked_range(x.dim(0)?, chunk, 0, |start, len| {
+        f(&x.narrow(0, start, len)?, start, len)
+    })
 }
 
 /// `f` over slices of `x` of at most `chunk` along `dim`, concatenated; `f(x)` when `chunk` is

@@ -34,6 +34,9 @@ impl Conv2d {
     pub fn weight(&self) -> &Tensor {
         &self.weight
     }
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
 }
 
 impl Module for Conv2d {

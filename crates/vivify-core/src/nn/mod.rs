@@ -12,6 +12,7 @@ pub mod norm;
 pub mod pool;
 pub mod resample;
 pub mod resnet;
+pub mod row_bands;
 pub mod temporal_conv;
 pub mod transformer;
 

@@ -128,12 +128,104 @@ impl GroupNorm {
         if silu { y.silu() } else { Ok(y) }
     }
 
+    /// Per-sample, per-group statistics of x (N, C, H, W) over whole samples, computed over row
+    /// bands of at most `band` rows (the same two passes as `forward`: the mean, then the mean
+    /// squared deviation), so that the sample can be normalised band by band with `apply_stats`
+    /// and give the numbers of `forward` without its full-size temporaries.
+    pub fn stats_in_row_bands(&self, x: &Tensor, band: usize) -> Result<GroupStats> {
+        let (n, c, h, w) = x.dims4()?;
+        let band = band.clamp(1, h.max(1));
+        let it = internal_dtype(x.dtype());
+        let grouped = |start: usize| -> Result<Tensor> {
+            let len = band.min(h - start);
+            x.narrow(2, start, len)?
+                .to_dtype(it)?
+                .reshape((n, self.groups, ()))
+        };
+        let count = ((c / self.groups) * h * w) as f64;
+        let mut sum = Tensor::zeros((n, self.groups, 1), it, x.device())?;
+        for start in (0..h).step_by(band) {
+            sum = (sum + grouped(start)?.sum_keepdim(2)?)?;
+        }
+        let mean = (sum / count)?;
+        let mut squares = Tensor::zeros((n, self.groups, 1), it, x.device())?;
+        for start in (0..h).step_by(band) {
+            let centered = grouped(start)?.broadcast_sub(&mean)?;
+            squares = (squares + centered.sqr()?.sum_keepdim(2)?)?;
+        }
+        let std = ((squares / count)? + self.eps)?.sqrt()?;
+        Ok(GroupStats { mean, std })
+    }
+
+    /// Statistics of x (B, F, C, P) per video and group over all its frames and pixels (what
+    /// `forward_frames` pools), computed over chunks of at most `chunk` pixel columns.
+    pub fn frame_stats_in_pixel_chunks(&self, x: &Tensor, chunk: usize) -> Result<GroupStats> {
+        let (b, f, c, p) = x.dims4()?;
+        let chunk = chunk.clamp(1, p.max(1));
+        let it = internal_dtype(x.dtype());
+        let part = |start: usize| -> Result<Tensor> {
+            x.narrow(3, start, chunk.min(p - start))?
+                .to_dtype(it)?
+                .reshape((b, f, self.groups, ()))
+        };
+        let count = (f * (c / self.groups) * p) as f64;
+        let mut sum = Tensor::zeros((b, 1, self.groups, 1), it, x.device())?;
+        for start in (0..p).step_by(chunk) {
+            sum = (sum + part(start)?.sum_keepdim(3)?.sum_keepdim(1)?)?;
+        }
+        let mean = (sum / count)?;
+        let mut squares = Tensor::zeros((b, 1, self.groups, 1), it, x.device())?;
+        for start in (0..p).step_by(chunk) {
+            let centered = part(start)?.broadcast_sub(&mean)?;
+            squares = (squares + centered.sqr()?.sum_keepdim(3)?.sum_keepdim(1)?)?;
+        }
+        let std = ((squares / count)? + self.eps)?.sqrt()?;
+        Ok(GroupStats { mean, std })
+    }
+
+    /// A part (B, F, C, p) of videos normalised with their `frame_stats_in_pixel_chunks`, then
+    /// the affine (channels on axis 2).
+    pub fn apply_frame_stats(&self, x: &Tensor, stats: &GroupStats) -> Result<Tensor> {
+        let (b, f, c, p) = x.dims4()?;
+        let dtype = x.dtype();
+        let normed = x
+            .to_dtype(internal_dtype(dtype))?
+            .reshape((b, f, self.groups, ()))?
+            .broadcast_sub(&stats.mean)?
+            .broadcast_div(&stats.std)?
+            .to_dtype(dtype)?
+            .reshape((b, f, c, p))?;
+        normed
+            .broadcast_mul(&self.weight.reshape((1, 1, c, 1))?)?
+            .broadcast_add(&self.bias.reshape((1, 1, c, 1))?)
+    }
+
+    /// A part (N, C, rows, W) of a sample normalised with its whole sample's `stats`, then the
+    /// affine.
+    pub fn apply_stats(&self, x: &Tensor, stats: &GroupStats) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let dtype = x.dtype();
+        let xs = x
+            .to_dtype(internal_dtype(dtype))?
+            .reshape((dims[0], self.groups, ()))?;
+        let normed = xs.broadcast_sub(&stats.mean)?.broadcast_div(&stats.std)?;
+        self.affine(&normed.to_dtype(dtype)?.reshape(dims)?)
+    }
+
     fn affine(&self, x: &Tensor) -> Result<Tensor> {
         let mut shape = vec![1; x.rank()];
         shape[1] = self.weight.dim(0)?;
         x.broadcast_mul(&self.weight.reshape(shape.clone())?)?
             .broadcast_add(&self.bias.reshape(shape)?)
     }
+}
+
+/// GroupNorm statistics of whole samples: mean and sqrt(var + eps), each (N, groups, 1) (or
+/// (B, 1, groups, 1) pooled over frames).
+#[derive(Debug, Clone)]
+pub struct GroupStats {
+    mean: Tensor,
+    std: Tensor,
 }
 
 impl Module for GroupNorm {

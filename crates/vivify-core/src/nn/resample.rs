@@ -52,6 +52,13 @@ impl Upsample2D {
         })
     }
 
+    /// `forward` (doubling) with the convolution `band` output rows at a time.
+    pub fn forward_in_row_bands(&self, x: &Tensor, band: usize) -> Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        let up = interpolate_nearest(x, 2 * h, 2 * w)?;
+        super::row_bands::conv3x3_in_row_bands(&self.conv, &up, band, |t| Ok(t.clone()))
+    }
+
     /// Doubles H and W, or resizes to `size` when the skip connection's size is odd.
     pub fn forward(&self, x: &Tensor, size: Option<(usize, usize)>) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;

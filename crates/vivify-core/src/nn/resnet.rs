@@ -3,6 +3,7 @@
 
 use super::conv_cfg;
 use super::norm::GroupNorm;
+use super::row_bands::conv3x3_in_row_bands;
 use crate::nn::conv::{Conv2d, conv2d};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder, linear};
@@ -94,6 +95,27 @@ impl ResnetBlock2D {
     /// x (N, C, H, W) through a block built without a time embedding.
     pub fn forward_without_time(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_impl(x, None)
+    }
+
+    /// `forward_without_time` with every full-size temporary bounded by `band` rows (see
+    /// `row_bands`): the same numbers, up to float summation order.
+    pub fn forward_without_time_in_row_bands(&self, x: &Tensor, band: usize) -> Result<Tensor> {
+        if self.time_emb_proj.is_some() {
+            candle_core::bail!("ResnetBlock2D: this block needs a time embedding");
+        }
+        let s1 = self.norm1.stats_in_row_bands(x, band)?;
+        let h = conv3x3_in_row_bands(&self.conv1, x, band, |t| {
+            self.norm1.apply_stats(t, &s1)?.silu()
+        })?;
+        let s2 = self.norm2.stats_in_row_bands(&h, band)?;
+        let h = conv3x3_in_row_bands(&self.conv2, &h, band, |t| {
+            self.norm2.apply_stats(t, &s2)?.silu()
+        })?;
+        let shortcut = match &self.conv_shortcut {
+            Some(conv) => conv.forward(x)?,
+            None => x.clone(),
+        };
+        shortcut + h
     }
 
     fn forward_impl(&self, x: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {

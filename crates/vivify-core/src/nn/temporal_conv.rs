@@ -4,6 +4,7 @@
 //! Frames stay where the spatial layers keep them, (B·F, C, H, W): the (3,1,1) convolution is
 //! three channel matmuls over frame-shifted views, so no (B, C, F, H, W) copy is made.
 
+use super::compute::chunked;
 use super::norm::GroupNorm;
 use candle_core::{IndexOp, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -40,6 +41,16 @@ impl Stage {
             .forward_frames_silu(&x.reshape((b * f, c, hw))?, frames)?
             .reshape((b, f, c, hw))?;
         conv_over_frames(&h, &self.weight, &self.bias)
+    }
+
+    /// `forward` over chunks of at most `chunk` pixel columns (the convolution is per pixel),
+    /// with the GroupNorm statistics of all of them: every temporary is chunk-sized.
+    fn forward_in_pixel_chunks(&self, x: &Tensor, chunk: usize) -> Result<Tensor> {
+        let stats = self.norm.frame_stats_in_pixel_chunks(x, chunk)?;
+        chunked(x, 3, Some(chunk), |part| {
+            let h = self.norm.apply_frame_stats(part, &stats)?.silu()?;
+            conv_over_frames(&h, &self.weight, &self.bias)
+        })
     }
 }
 
@@ -99,6 +110,17 @@ impl TemporalConvLayer {
 
     /// x: (B·F, C, H, W).
     pub fn forward(&self, x: &Tensor, frames: usize) -> Result<Tensor> {
+        self.forward_chunked(x, frames, None)
+    }
+
+    /// `forward` over `pixel_chunk` pixel columns (of every video) at a time, GroupNorm
+    /// statistics over all of them: the same numbers with chunk-sized temporaries.
+    pub fn forward_chunked(
+        &self,
+        x: &Tensor,
+        frames: usize,
+        pixel_chunk: Option<usize>,
+    ) -> Result<Tensor> {
         let (bf, c, h, w) = x.dims4()?;
         if frames == 0 || bf % frames != 0 {
             candle_core::bail!(
@@ -107,8 +129,12 @@ impl TemporalConvLayer {
         }
         let input = x.reshape((bf / frames, frames, c, h * w))?;
         let mut hs = input.clone();
+        let chunk = pixel_chunk.filter(|&k| k > 0 && k < h * w);
         for stage in &self.stages {
-            hs = stage.forward(&hs, frames)?;
+            hs = match chunk {
+                Some(k) => stage.forward_in_pixel_chunks(&hs, k)?,
+                None => stage.forward(&hs, frames)?,
+            };
         }
         (input + hs)?.reshape((bf, c, h, w))
     }

@@ -188,15 +188,24 @@ impl TransformerTemporalModel {
     }
 
     /// x (B·F, C, H, W); the pixel columns go through `opts.temporal_pixel_chunk` at a time
-    /// (the GroupNorm in front still sees all of them).
+    /// (the GroupNorm in front takes its statistics over all of them, then normalises that
+    /// many pixels of every video at a time).
     pub fn forward(&self, x: &Tensor, frames: usize, opts: ComputeOptions) -> Result<Tensor> {
         let (bf, c, h, w) = x.dims4()?;
         let b = bf / frames;
         // (B, F, C, H, W) -> (B, H, W, F, C) -> (B·H·W, F, C)
-        let tokens = self
-            .0
-            .norm
-            .forward_frames(x, frames)?
+        let norm = &self.0.norm;
+        let normed = match opts.temporal_pixel_chunk.filter(|&k| k > 0 && k < h * w) {
+            // statistics over all pixels, then normalised a chunk at a time: no full-size f32
+            // temporaries
+            Some(k) => {
+                let xs = x.reshape((b, frames, c, h * w))?;
+                let stats = norm.frame_stats_in_pixel_chunks(&xs, k)?;
+                chunked(&xs, 3, Some(k), |part| norm.apply_frame_stats(part, &stats))?
+            }
+            None => norm.forward_frames(x, frames)?,
+        };
+        let tokens = normed
             .reshape((b, frames, c, h, w))?
             .permute((0, 3, 4, 1, 2))?
             .reshape((b * h * w, frames, c))?;

@@ -9,6 +9,7 @@ use super::recovery::{
     step_down,
 };
 use super::request::GenerationRequest;
+use crate::nn::compute::ComputeOptions;
 use crate::scheduler::{DdimScheduler, gaussian_noise};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -230,6 +231,7 @@ fn encode_image(
     models: &I2VGenXLModels,
     req: &GenerationRequest,
     device: &Device,
+    opts: ComputeOptions,
 ) -> Result<(Tensor, Tensor)> {
     let guided = uses_guidance(req.guidance);
     let clip_input =
@@ -243,7 +245,8 @@ fn encode_image(
 
     let vae_input = vae_pixel_values(&req.image, req.width, req.height, device)?
         .to_dtype(models.vae.dtype())?;
-    let latent = (models.vae.encode_mean(&vae_input)? * models.vae.config.scaling_factor)?;
+    let latent =
+        (models.vae.encode_mean_with(&vae_input, opts)? * models.vae.config.scaling_factor)?;
     let latent = latent.unsqueeze(2)?;
     let mut frames = vec![latent.clone()];
     for k in 1..req.frames {
@@ -443,8 +446,8 @@ fn run(
             .map_err(|e| give_up(e, &initial, start, &runner.plans))?;
         let (image_embeddings, image_latents) = runner
             .stage(Stage::EncodeImage, |r| {
-                r.attempt(FaultPoint::Encode(Stage::EncodeImage), |_| {
-                    encode_image(models, req, device)
+                r.attempt(FaultPoint::Encode(Stage::EncodeImage), |plan| {
+                    encode_image(models, req, device, plan.plan.compute)
                 })
             })
             .map_err(|e| give_up(e, &initial, start, &runner.plans))?;
@@ -498,7 +501,9 @@ fn run(
         while done < f {
             let part = r.attempt(FaultPoint::DecodeChunk(decoded.len()), |plan| {
                 let n = plan.decode_chunk.max(1).min(f - done);
-                Ok(models.vae.decode(&z.narrow(0, done, n)?)?)
+                Ok(models
+                    .vae
+                    .decode_with(&z.narrow(0, done, n)?, plan.plan.compute)?)
             })?;
             done += part.dim(0)?;
             decoded.push(part);

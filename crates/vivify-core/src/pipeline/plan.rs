@@ -3,7 +3,9 @@
 
 use crate::nn::compute::ComputeOptions;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct ExecutionPlan {
     /// Chunked attention and feed-forward inside the UNet.
     pub compute: ComputeOptions,

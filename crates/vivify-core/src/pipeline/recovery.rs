@@ -47,6 +47,7 @@ const QUERY_CHUNKS: [usize; 2] = [4096, 1024];
 const HEAD_CHUNKS: [usize; 2] = [8, 1];
 const FEED_FORWARD_CHUNKS: [usize; 2] = [4096, 1024];
 const FRAME_CHUNKS: [usize; 2] = [4, 1];
+const VAE_ROW_BANDS: [usize; 2] = [128, 32];
 const PIXEL_CHUNKS: [usize; 2] = [4096, 1024];
 
 fn show(v: Option<usize>) -> String {
@@ -93,7 +94,7 @@ pub fn step_down(current: &StagePlan, stage: Stage) -> Option<(StagePlan, String
                 fn(&mut ExecutionPlan) -> &mut Option<usize>,
                 &'static [usize],
             );
-            let knobs: [Knob; 5] = [
+            let knobs: [Knob; 6] = [
                 (
                     "attention query chunk",
                     |p| &mut p.compute.attention_query_chunk,
@@ -119,6 +120,11 @@ pub fn step_down(current: &StagePlan, stage: Stage) -> Option<(StagePlan, String
                     |p| &mut p.compute.temporal_pixel_chunk,
                     &PIXEL_CHUNKS,
                 ),
+                (
+                    "convolution frame chunk",
+                    |p| &mut p.compute.conv_frame_chunk,
+                    &FRAME_CHUNKS,
+                ),
             ];
             for (name, knob, sizes) in knobs {
                 let value = knob(p);
@@ -132,7 +138,12 @@ pub fn step_down(current: &StagePlan, stage: Stage) -> Option<(StagePlan, String
         }
         Stage::Decode => {
             if current.decode_chunk <= 1 {
-                return None;
+                // then the decoder's full-size layers in row bands
+                let band = &mut next.plan.compute.vae_row_band;
+                let s = smaller(*band, &VAE_ROW_BANDS)?;
+                let change = format!("VAE row band: {} -> {s}", show(*band));
+                *band = Some(s);
+                return Some((next, change));
             }
             next.decode_chunk = current.decode_chunk / 2;
             Some((

@@ -1,7 +1,7 @@
 //! The 3-D down, mid and up blocks: each layer is resnet -> temporal conv, and in the
 //! cross-attention blocks also spatial transformer -> temporal transformer.
 
-use crate::nn::compute::ComputeOptions;
+use crate::nn::compute::{ComputeOptions, per_frame_chunks};
 use crate::nn::resample::{Downsample2D, Upsample2D};
 use crate::nn::resnet::ResnetBlock2D;
 use crate::nn::temporal_conv::TemporalConvLayer;
@@ -85,17 +85,32 @@ impl Layer {
         })
     }
 
-    pub fn forward(&self, x: &Tensor, inputs: BlockInputs) -> Result<Tensor> {
-        let x = self.resnet.forward(x, inputs.temb)?;
-        let x = self.temp_conv.forward(&x, inputs.frames)?;
-        match &self.attention {
-            Some((spatial, temporal)) => {
-                let x = spatial.forward(&x, inputs.context, inputs.opts)?;
-                temporal.forward(&x, inputs.frames, inputs.opts)
-            }
-            None => Ok(x),
+    /// Takes `x` by value: it is freed once the resnet has read it, and each intermediate once
+    /// the next exists (shadowed bindings would keep them all alive to the end).
+    pub fn forward(&self, x: Tensor, inputs: BlockInputs) -> Result<Tensor> {
+        let mut h = resnet_in_frame_chunks(&self.resnet, &x, inputs)?;
+        drop(x);
+        let pixel_chunk = inputs.opts.temporal_pixel_chunk;
+        h = self
+            .temp_conv
+            .forward_chunked(&h, inputs.frames, pixel_chunk)?;
+        if let Some((spatial, temporal)) = &self.attention {
+            h = spatial.forward(&h, inputs.context, inputs.opts)?;
+            h = temporal.forward(&h, inputs.frames, inputs.opts)?;
         }
+        Ok(h)
     }
+}
+
+/// A resnet block over `inputs.opts.conv_frame_chunk` frames at a time (it works per frame).
+fn resnet_in_frame_chunks(
+    resnet: &ResnetBlock2D,
+    x: &Tensor,
+    inputs: BlockInputs,
+) -> Result<Tensor> {
+    per_frame_chunks(x, inputs.opts.conv_frame_chunk, |x, start, len| {
+        resnet.forward(x, &inputs.temb.narrow(0, start, len)?)
+    })
 }
 
 /// `CrossAttnDownBlock3D` (with attention) or `DownBlock3D`.
@@ -143,11 +158,11 @@ impl DownBlock {
         let mut x = x.clone();
         let mut skips = Vec::with_capacity(self.layers.len() + 1);
         for layer in &self.layers {
-            x = layer.forward(&x, inputs)?;
+            x = layer.forward(x, inputs)?;
             skips.push(x.clone());
         }
         if let Some(down) = &self.downsampler {
-            x = down.forward(&x)?;
+            x = per_frame_chunks(&x, inputs.opts.conv_frame_chunk, |x, _, _| down.forward(x))?;
             skips.push(x.clone());
         }
         Ok((x, skips))
@@ -200,15 +215,17 @@ impl MidBlock {
         })
     }
 
+    /// Each intermediate is freed once the next exists.
     pub fn forward(&self, x: &Tensor, inputs: BlockInputs) -> Result<Tensor> {
-        let x = self.resnets[0].forward(x, inputs.temb)?;
-        let x = self.temp_convs[0].forward(&x, inputs.frames)?;
-        let x = self.attention.forward(&x, inputs.context, inputs.opts)?;
-        let x = self
+        let pixel_chunk = inputs.opts.temporal_pixel_chunk;
+        let mut x = resnet_in_frame_chunks(&self.resnets[0], x, inputs)?;
+        x = self.temp_convs[0].forward_chunked(&x, inputs.frames, pixel_chunk)?;
+        x = self.attention.forward(&x, inputs.context, inputs.opts)?;
+        x = self
             .temp_attention
             .forward(&x, inputs.frames, inputs.opts)?;
-        let x = self.resnets[1].forward(&x, inputs.temb)?;
-        self.temp_convs[1].forward(&x, inputs.frames)
+        x = resnet_in_frame_chunks(&self.resnets[1], &x, inputs)?;
+        self.temp_convs[1].forward_chunked(&x, inputs.frames, pixel_chunk)
     }
 }
 
@@ -275,10 +292,12 @@ impl UpBlock {
         let mut x = x.clone();
         for (layer, skip) in self.layers.iter().zip(skips.iter().rev()) {
             x = Tensor::cat(&[&x, skip], 1)?;
-            x = layer.forward(&x, inputs)?;
+            x = layer.forward(x, inputs)?;
         }
         match &self.upsampler {
-            Some(up) => up.forward(&x, upsample_size),
+            Some(up) => per_frame_chunks(&x, inputs.opts.conv_frame_chunk, |x, _, _| {
+                up.forward(x, upsample_size)
+            }),
             None => Ok(x),
         }
     }

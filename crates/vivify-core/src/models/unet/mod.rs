@@ -5,7 +5,7 @@ pub mod blocks;
 pub mod image_latents;
 
 use crate::config::{DownBlockType, TRANSFORMER_IN_HEADS, UNetConfig, UpBlockType};
-use crate::nn::compute::ComputeOptions;
+use crate::nn::compute::{ComputeOptions, per_frame_chunks};
 use crate::nn::conv::{Conv2d, conv2d};
 use crate::nn::conv_cfg;
 use crate::nn::embeddings::{TimestepEmbedding, timestep_features};
@@ -274,14 +274,18 @@ impl I2VGenXLUNet {
         )?;
         let context = repeat_interleave_rows(&self.context(inputs)?, frames)?;
 
-        let sample = inputs
-            .sample
-            .to_dtype(self.dtype)?
-            .permute((0, 2, 1, 3, 4))?;
-        let image = self.encode_image_latents(inputs.image_latents)?;
-        let x = Tensor::cat(&[&sample, &image], 2)?.reshape((b * frames, (), h, w))?;
-        let x = self.conv_in.forward(&x)?;
-        let mut x = self.transformer_in.forward(&x, frames, inputs.options)?;
+        let frame_chunk = inputs.options.conv_frame_chunk;
+        // A block, so that the inputs and conv_in's output are freed once transformer_in has run.
+        let mut x = {
+            let sample = inputs
+                .sample
+                .to_dtype(self.dtype)?
+                .permute((0, 2, 1, 3, 4))?;
+            let image = self.encode_image_latents(inputs.image_latents)?;
+            let x = Tensor::cat(&[&sample, &image], 2)?.reshape((b * frames, (), h, w))?;
+            let x = per_frame_chunks(&x, frame_chunk, |x, _, _| self.conv_in.forward(x))?;
+            self.transformer_in.forward(&x, frames, inputs.options)?
+        };
 
         let block_inputs = BlockInputs {
             temb: &temb,
@@ -313,9 +317,9 @@ impl I2VGenXLUNet {
             skips.truncate(rest);
         }
 
-        let x = self
-            .conv_out
-            .forward(&self.conv_norm_out.forward_silu(&x)?)?;
+        let x = per_frame_chunks(&x, frame_chunk, |x, _, _| {
+            self.conv_out.forward(&self.conv_norm_out.forward_silu(x)?)
+        })?;
         let (_, c_out, oh, ow) = x.dims4()?;
         x.reshape((b, frames, c_out, oh, ow))?
             .permute((0, 2, 1, 3, 4))

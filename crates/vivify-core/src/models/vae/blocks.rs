@@ -2,6 +2,7 @@
 //! single-head spatial attention. No time embedding anywhere; every norm uses eps 1e-6.
 
 use crate::nn::attention::Attention;
+use crate::nn::compute::ComputeOptions;
 use crate::nn::norm::GroupNorm;
 use crate::nn::resample::{Downsample2D, Upsample2D};
 use crate::nn::resnet::ResnetBlock2D;
@@ -63,6 +64,21 @@ impl DownEncoderBlock2D {
     }
 }
 
+impl DownEncoderBlock2D {
+    /// `forward` with the resnets' full-size temporaries bounded by `band` rows (see
+    /// `nn::row_bands`); the stride-2 downsampler's buffers are a quarter size and run whole.
+    pub fn forward_in_row_bands(&self, x: &Tensor, band: usize) -> Result<Tensor> {
+        let mut x = x.clone();
+        for r in &self.resnets {
+            x = r.forward_without_time_in_row_bands(&x, band)?;
+        }
+        match &self.downsampler {
+            Some(d) => d.forward(&x),
+            None => Ok(x),
+        }
+    }
+}
+
 impl Module for DownEncoderBlock2D {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut x = x.clone();
@@ -102,6 +118,20 @@ impl UpDecoderBlock2D {
     }
 }
 
+impl UpDecoderBlock2D {
+    /// `forward` with full-size temporaries bounded by `band` rows (see `nn::row_bands`).
+    pub fn forward_in_row_bands(&self, x: &Tensor, band: usize) -> Result<Tensor> {
+        let mut x = x.clone();
+        for r in &self.resnets {
+            x = r.forward_without_time_in_row_bands(&x, band)?;
+        }
+        match &self.upsampler {
+            Some(u) => u.forward_in_row_bands(&x, band),
+            None => Ok(x),
+        }
+    }
+}
+
 impl Module for UpDecoderBlock2D {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut x = x.clone();
@@ -135,6 +165,13 @@ impl SpatialSelfAttention {
 
 impl Module for SpatialSelfAttention {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_chunked(x, ComputeOptions::default())
+    }
+}
+
+impl SpatialSelfAttention {
+    /// `forward` with the attention chunked as `opts` says.
+    pub fn forward_chunked(&self, x: &Tensor, opts: ComputeOptions) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         // (N, C, H, W) -> (N, H·W, C)
         let tokens = self
@@ -143,7 +180,7 @@ impl Module for SpatialSelfAttention {
             .reshape((n, c, h * w))?
             .transpose(1, 2)?
             .contiguous()?;
-        let out = self.attention.forward(&tokens, None)?;
+        let out = self.attention.forward_chunked(&tokens, None, opts)?;
         let out = out.transpose(1, 2)?.reshape((n, c, h, w))?;
         out + x
     }
@@ -184,9 +221,16 @@ impl MidBlock2D {
 
 impl Module for MidBlock2D {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_chunked(x, ComputeOptions::default())
+    }
+}
+
+impl MidBlock2D {
+    /// `forward` with the attention chunked as `opts` says.
+    pub fn forward_chunked(&self, x: &Tensor, opts: ComputeOptions) -> Result<Tensor> {
         let mut x = self.resnets[0].forward_without_time(x)?;
         if let Some(a) = &self.attention {
-            x = a.forward(&x)?;
+            x = a.forward_chunked(&x, opts)?;
         }
         self.resnets[1].forward_without_time(&x)
     }

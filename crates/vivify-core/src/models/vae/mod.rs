@@ -7,9 +7,11 @@ mod config;
 pub use config::{VaeConfig, VaeDownBlockType, VaeUpBlockType};
 
 use crate::models::unet::WEIGHTS_STEM;
+use crate::nn::compute::ComputeOptions;
 use crate::nn::conv::{Conv2d, conv2d};
 use crate::nn::conv_cfg;
 use crate::nn::norm::GroupNorm;
+use crate::nn::row_bands::conv3x3_in_row_bands;
 use crate::weights::{Checkpoint, TensorSpec, find_weight_files, spec_of};
 use blocks::{DownEncoderBlock2D, MidBlock2D, UpDecoderBlock2D, VAE_NORM_EPS};
 use candle_core::{DType, Device, Module, Result, Tensor};
@@ -79,11 +81,22 @@ impl Encoder {
 
 impl Module for Encoder {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, ComputeOptions::default())
+    }
+}
+
+impl Encoder {
+    /// `forward` with the mid-block attention chunked and, given `opts.vae_row_band`, the down
+    /// blocks' resnets in bands of that many rows (see `nn::row_bands`).
+    pub fn forward_with(&self, x: &Tensor, opts: ComputeOptions) -> Result<Tensor> {
         let mut x = self.conv_in.forward(x)?;
         for block in &self.down_blocks {
-            x = block.forward(&x)?;
+            x = match opts.vae_row_band {
+                Some(band) => block.forward_in_row_bands(&x, band)?,
+                None => block.forward(&x)?,
+            };
         }
-        let x = self.mid_block.forward(&x)?;
+        let x = self.mid_block.forward_chunked(&x, opts)?;
         self.conv_out.forward(&self.conv_norm_out.forward_silu(&x)?)
     }
 }
@@ -147,11 +160,32 @@ impl Decoder {
 
 impl Module for Decoder {
     fn forward(&self, z: &Tensor) -> Result<Tensor> {
-        let mut x = self.mid_block.forward(&self.conv_in.forward(z)?)?;
+        self.forward_with(z, ComputeOptions::default())
+    }
+}
+
+impl Decoder {
+    /// `forward` with the mid-block attention chunked and, given `opts.vae_row_band`, the up
+    /// blocks and output layers run in bands of that many rows (see `nn::row_bands`).
+    pub fn forward_with(&self, z: &Tensor, opts: ComputeOptions) -> Result<Tensor> {
+        let mut x = self
+            .mid_block
+            .forward_chunked(&self.conv_in.forward(z)?, opts)?;
+        let Some(band) = opts.vae_row_band else {
+            for block in &self.up_blocks {
+                x = block.forward(&x)?;
+            }
+            return self
+                .conv_out
+                .forward(&self.conv_norm_out.forward(&x)?.silu()?);
+        };
         for block in &self.up_blocks {
-            x = block.forward(&x)?;
+            x = block.forward_in_row_bands(&x, band)?;
         }
-        self.conv_out.forward(&self.conv_norm_out.forward_silu(&x)?)
+        let stats = self.conv_norm_out.stats_in_row_bands(&x, band)?;
+        conv3x3_in_row_bands(&self.conv_out, &x, band, |t| {
+            self.conv_norm_out.apply_stats(t, &stats)?.silu()
+        })
     }
 }
 
@@ -239,8 +273,17 @@ impl AutoencoderKL {
     /// The posterior's mean and clamped log-variance, each (N, latent_channels, H/f, W/f), for
     /// images (N, in_channels, H, W) in [-1, 1].
     pub fn encode_posterior(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.encode_posterior_with(x, ComputeOptions::default())
+    }
+
+    /// `encode_posterior` with the encoder run as `opts` says (VAE row bands, attention chunks).
+    pub fn encode_posterior_with(
+        &self,
+        x: &Tensor,
+        opts: ComputeOptions,
+    ) -> Result<(Tensor, Tensor)> {
         self.check_input(x, self.config.in_channels, "encode")?;
-        let mut h = self.encoder.forward(&x.to_dtype(self.dtype)?)?;
+        let mut h = self.encoder.forward_with(&x.to_dtype(self.dtype)?, opts)?;
         if let Some(q) = &self.quant_conv {
             h = q.forward(&h)?;
         }
@@ -260,16 +303,26 @@ impl AutoencoderKL {
         Ok(self.encode_posterior(x)?.0)
     }
 
+    /// `encode_mean` with the encoder run as `opts` says.
+    pub fn encode_mean_with(&self, x: &Tensor, opts: ComputeOptions) -> Result<Tensor> {
+        Ok(self.encode_posterior_with(x, opts)?.0)
+    }
+
     /// Latents (N, latent_channels, h, w), already divided by the scaling factor, to images
     /// (N, out_channels, h·f, w·f).
     pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
+        self.decode_with(z, ComputeOptions::default())
+    }
+
+    /// `decode` with the decoder run as `opts` says (VAE row bands, attention chunks).
+    pub fn decode_with(&self, z: &Tensor, opts: ComputeOptions) -> Result<Tensor> {
         self.check_input(z, self.config.latent_channels, "decode")?;
         let z = z.to_dtype(self.dtype)?;
         let z = match &self.post_quant_conv {
             Some(p) => p.forward(&z)?,
             None => z,
         };
-        self.decoder.forward(&z)
+        self.decoder.forward_with(&z, opts)
     }
 
     /// `decode` over at most `frames_per_chunk` rows at a time, concatenated: the same numbers

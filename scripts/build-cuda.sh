@@ -2,8 +2,8 @@
 # Builds vivify with CUDA (features cuda,cudnn) on a machine without a GPU, for H100/H200
 # (sm_90a), using the recipe in ../shared/gpu/README.md: CUDA 13.0 wheels from PyPI and a
 # link-time libcuda stub. Then collects what a device run needs in gpu-carry/:
-#   vivify      the CLI (stripped)
-#   cuda_ops    the CUDA kernel tests (crates/vivify-core/tests/cuda_ops.rs), run there
+#   vivify.xz   the CLI (stripped, xz: a device call carries at most 64 MiB)
+#   cuda_ops.xz the CUDA kernel tests (crates/vivify-core/tests/cuda_ops.rs), run there
 #   diffusers-0.42.1-py3-none-any.whl   for bench/gpu on the device (which lacks diffusers)
 # Usage: bash scripts/build-cuda.sh        (first build about 7 minutes on 2 cores, then incremental)
 # Env: VIVIFY_CUDA_PREFIX (toolchain, default ~/.cache/vivify-cuda), SHARED (default ../shared).
@@ -26,8 +26,10 @@ for l in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "cuda_ops":
         print(m["executable"])')
 mkdir -p gpu-carry
-strip -o gpu-carry/vivify "$TARGET/release/vivify"
-strip -o gpu-carry/cuda_ops "$TEST_BIN"
+strip -o "$TARGET/vivify.stripped" "$TARGET/release/vivify"
+strip -o "$TARGET/cuda_ops.stripped" "$TEST_BIN"
+xz -T0 -6 -c "$TARGET/vivify.stripped" > gpu-carry/vivify.xz
+xz -T0 -6 -c "$TARGET/cuda_ops.stripped" > gpu-carry/cuda_ops.xz
 ls gpu-carry/diffusers-0.42.1-py3-none-any.whl >/dev/null 2>&1 ||
   pip download --quiet --no-deps diffusers==0.42.1 -d gpu-carry
 du -sh gpu-carry/*

@@ -2,13 +2,14 @@
 # vivify against diffusers on one GPU, in one device call (see bench/gpu/README.md).
 #
 # Usage, on the GPU machine from the repository root:  bash bench/gpu/run.sh CARRY_DIR
-#   CARRY_DIR: `vivify` and `cuda_ops` built by scripts/build-cuda.sh, and the diffusers wheel
-#   (pip download --no-deps diffusers==0.42.1). Nothing is built here.
+#   CARRY_DIR: `vivify.xz` and `cuda_ops.xz` made by scripts/build-cuda.sh, the diffusers wheel
+#   (pip download --no-deps diffusers==0.42.1) and, where the device's Python lacks Pillow, a
+#   Pillow wheel for it. Nothing is built here.
 # Env: OUT (results, default ./gpu-results), WORK (scratch, default /tmp/vivify-gpu-bench),
 #      DEADLINE (seconds for everything, default 540),
 #      PYTHON (default /opt/torch/.venv/bin/python), STEPS (end-to-end steps, default 10),
 #      CASES (default 512x512x16,1280x704x16,1024x1024x32), SKIP (space-separated phases to skip:
-#      ops unet diffusers vivify ablation).
+#      ops unet diffusers vivify ablation), ABLATE (kernels the ablation switches off).
 # Phases, each under its own time limit, each writing JSON lines to $OUT:
 #   ops        cuda_ops correctness tests; vivify bench-ops and torch_ops.py (conv, attention)
 #   diffusers  full-size random weights (tools/parity/full_size_check.py), then diffusers fp16:
@@ -40,7 +41,12 @@ lim() {
   [ "$left" -lt "$1" ] && echo "$left" || echo "$1"
 }
 skip() { case " $SKIP " in *" $1 "*) return 0 ;; esac; return 1; }
-chmod +x "$CARRY/vivify" "$CARRY/cuda_ops" 2>/dev/null
+# The binaries travel xz-compressed (scripts/build-cuda.sh); unpack them into WORK.
+for b in vivify cuda_ops; do
+  "$PYTHON" -c 'import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2],"wb"))' \
+    "$CARRY/$b.xz" "$WORK/$b" && chmod +x "$WORK/$b"
+done
+BIN=$WORK/vivify
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
 
 # diffusers is not installed on the device: unpack the carried wheel (pure Python).
@@ -53,9 +59,9 @@ export PYTHONPATH=$PYLIB${PYTHONPATH:+:$PYTHONPATH}
 
 if ! skip ops; then
   phase "cuda_ops tests"
-  timeout "$(lim 60)" "$CARRY/cuda_ops" --nocapture --test-threads=1 2>&1 | tee "$OUT/cuda_ops.txt" | grep -vE "^\s+[0-9]+:|^\s+at " | tail -40
+  timeout "$(lim 60)" "$WORK/cuda_ops" --nocapture --test-threads=1 2>&1 | tee "$OUT/cuda_ops.txt" | grep -vE "^\s+[0-9]+:|^\s+at " | tail -40
   phase "ops: vivify"
-  timeout "$(lim 60)" "$CARRY/vivify" bench-ops --device cuda --dtype f16 > "$OUT/ops_vivify.jsonl" 2> "$OUT/ops_vivify.err"; echo "rc=$?"; tail -3 "$OUT/ops_vivify.err"
+  timeout "$(lim 60)" "$BIN" bench-ops --device cuda --dtype f16 > "$OUT/ops_vivify.jsonl" 2> "$OUT/ops_vivify.err"; echo "rc=$?"; tail -3 "$OUT/ops_vivify.err"
   phase "ops: torch"
   timeout "$(lim 60)" "$PYTHON" "$HERE/torch_ops.py" > "$OUT/ops_torch.jsonl" 2> "$OUT/ops_torch.err"; echo "rc=$?"; tail -3 "$OUT/ops_torch.err"
 fi
@@ -72,7 +78,7 @@ if ! skip unet; then
   for c in "${CASE_LIST[@]}"; do
     IFS=x read -r W H F <<< "$c"
     phase "vivify bench-unet $c"
-    timeout "$(lim 90)" "$CARRY/vivify" bench-unet --config "$WORK/model/unet/config.json" --width "$W" --height "$H" \
+    timeout "$(lim 90)" "$BIN" bench-unet --config "$WORK/model/unet/config.json" --width "$W" --height "$H" \
       --frames "$F" --iters 3 --device cuda --dtype f16 >> "$OUT/unet_vivify.jsonl" 2>> "$OUT/unet_vivify.err"
     echo "rc=$?"; tail -1 "$OUT/unet_vivify.jsonl"
   done
@@ -85,7 +91,7 @@ if ! skip vivify; then
     [ -f "$D/latents.safetensors" ] || { echo "no diffusers inputs for $c"; continue; }
     phase "vivify generate $c"
     rm -rf "$WORK/vivify_$c"
-    timeout "$(lim 150)" "$CARRY/vivify" generate --model "$WORK/model" --image "$D/input.png" \
+    timeout "$(lim 150)" "$BIN" generate --model "$WORK/model" --image "$D/input.png" \
       --prompt "$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["prompt"])' "$D/case.json")" \
       --negative-prompt "$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["negative_prompt"])' "$D/case.json")" \
       --width "$W" --height "$H" --frames "$F" --steps "$STEPS" --guidance 9 --fps 16 --decode-chunk 1 \
@@ -101,9 +107,9 @@ if ! skip ablation; then
   # What each of vivify's CUDA kernels is worth: one UNet step at the first case with one kernel
   # switched back to candle's ops (attention stays fused: the unfused path needs chunking there).
   IFS=x read -r W H F <<< "${CASE_LIST[0]}"
-  for k in group_norm frame_conv cudnn_conv; do
+  for k in ${ABLATE:-group_norm layer_norm frame_conv cudnn_conv}; do
     phase "ablation: bench-unet ${CASE_LIST[0]} without $k"
-    VIVIFY_CUDA_DISABLE=$k timeout "$(lim 90)" "$CARRY/vivify" bench-unet --config "$WORK/model/unet/config.json" \
+    VIVIFY_CUDA_DISABLE=$k timeout "$(lim 90)" "$BIN" bench-unet --config "$WORK/model/unet/config.json" \
       --width "$W" --height "$H" --frames "$F" --iters 2 --device cuda --dtype f16 2>> "$OUT/ablation.err" |
       sed "s/^{/{\"disabled\":\"$k\",/" >> "$OUT/ablation.jsonl"
     tail -1 "$OUT/ablation.jsonl"
@@ -112,3 +118,6 @@ fi
 
 phase "report"
 "$PYTHON" "$HERE/report.py" --out "$OUT" --work "$WORK" --cases "$CASES"
+# A device call brings back only a few files: keep results.json, pack the rest.
+(cd "$OUT" && tar czf "$WORK/raw.tgz" --exclude=results.json . && find . -type f ! -name results.json -delete &&
+  mv "$WORK/raw.tgz" .)

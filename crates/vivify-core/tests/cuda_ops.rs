@@ -76,10 +76,10 @@ fn flash_attention_matches_the_matmul_path() {
     assert!(flash_attention(&q, &q, &q).unwrap().is_none());
 }
 
-#[cfg(feature = "cudnn")]
+/// Through `convolve`: cuDNN for 3x3 (with the `cudnn` feature), cuBLAS for 1x1.
 #[test]
-fn cudnn_convolution_matches_the_cpu() {
-    use vivify_core::nn::cuda::cudnn_conv::conv2d;
+fn convolution_matches_the_cpu() {
+    use vivify_core::nn::conv::convolve;
     let dev = cuda();
     // (batch, c_in, h, w, c_out, kernel, stride, padding)
     let cases = [
@@ -95,7 +95,7 @@ fn cudnn_convolution_matches_the_cpu() {
         for dtype in [DType::F32, DType::F16, DType::BF16] {
             let xg = x.to_device(&dev).unwrap().to_dtype(dtype).unwrap();
             let wg = wt.to_device(&dev).unwrap().to_dtype(dtype).unwrap();
-            let out = conv2d(&xg, &wg, stride, pad).unwrap();
+            let out = convolve(&xg, &wg, stride, pad).unwrap();
             assert_eq!(out.dims(), reference.dims());
             let err = rel_err(&out, &reference);
             println!(
@@ -168,6 +168,46 @@ fn group_norm_matches_the_cpu() {
                 };
                 assert!(err < limit, "{dtype:?}: {err}");
             }
+        }
+    }
+}
+
+#[test]
+fn layer_norm_matches_the_cpu() {
+    use candle_core::Module;
+    use candle_nn::VarBuilder;
+    use std::collections::HashMap;
+    use vivify_core::nn::norm::LayerNorm;
+    let dev = cuda();
+    for (rows, dim) in [(3, 320), (1000, 1280), (7, 80)] {
+        let x = Tensor::randn(3f32, 2., (rows, 1, dim), &Device::Cpu).unwrap();
+        let weight = Tensor::randn(1f32, 0.1, dim, &Device::Cpu).unwrap();
+        let bias = Tensor::randn(0f32, 0.1, dim, &Device::Cpu).unwrap();
+        let norm_on = |device: &Device, dtype: DType| {
+            let tensors = HashMap::from([
+                (
+                    "weight".to_string(),
+                    weight.to_dtype(dtype).unwrap().to_device(device).unwrap(),
+                ),
+                (
+                    "bias".to_string(),
+                    bias.to_dtype(dtype).unwrap().to_device(device).unwrap(),
+                ),
+            ]);
+            LayerNorm::new(VarBuilder::from_tensors(tensors, dtype, device), dim, 1e-5).unwrap()
+        };
+        let reference = norm_on(&Device::Cpu, DType::F32).forward(&x).unwrap();
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let xg = x.to_dtype(dtype).unwrap().to_device(&dev).unwrap();
+            let out = norm_on(&dev, dtype).forward(&xg).unwrap();
+            let err = rel_err(&out, &reference);
+            println!("layer norm {dtype:?} {rows}x{dim}: rel err {err:.2e}");
+            let limit = match dtype {
+                DType::F32 => 1e-5,
+                DType::F16 => 3e-3,
+                _ => 2e-2,
+            };
+            assert!(err < limit, "{dtype:?}: {err}");
         }
     }
 }

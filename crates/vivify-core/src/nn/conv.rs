@@ -51,6 +51,22 @@ impl Module for Conv2d {
 
 /// The convolution alone (no bias): cuDNN on CUDA with the `cudnn` feature, else candle.
 pub fn convolve(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda()
+        && super::cuda::enabled("conv1x1_gemm")
+        && w.dim(2)? == 1
+        && w.dim(3)? == 1
+        && stride == 1
+        && padding == 0
+    {
+        // A 1x1 convolution is a channel matmul; cuDNN's heuristic pick ran 20x slower than
+        // PyTorch's at (16, 320, 32, 32) -> 640 on the H200, cuBLAS runs it at full speed.
+        let (n, c, h, wd) = x.dims4()?;
+        let w2 = w.reshape((w.dim(0)?, c))?;
+        return w2
+            .broadcast_matmul(&x.reshape((n, c, h * wd))?.contiguous()?)?
+            .reshape((n, (), h, wd));
+    }
     #[cfg(feature = "cudnn")]
     if x.device().is_cuda() && super::cuda::enabled("cudnn_conv") {
         return super::cuda::cudnn_conv::conv2d(x, w, stride, padding);

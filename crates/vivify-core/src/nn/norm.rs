@@ -40,6 +40,11 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if let Some(y) = super::cuda::layer_norm::layer_norm(x, &self.weight, &self.bias, self.eps)?
+        {
+            return Ok(y);
+        }
         let dtype = x.dtype();
         let normed = normalize_last_dim(&x.to_dtype(internal_dtype(dtype))?, self.eps)?;
         normed

@@ -1,4 +1,4 @@
-//! vivify's own CUDA paths (feature `cuda`): fused attention, fused GroupNorm(+SiLU), the temporal
+//! vivify's own CUDA paths (feature `cuda`): fused attention, fused GroupNorm(+SiLU) and LayerNorm, the temporal
 //! convolution as one GEMM, cuDNN convolution with tensor-core math (feature `cudnn`), and the
 //! device memory pool's counters.
 
@@ -7,10 +7,11 @@ pub mod cudnn_conv;
 pub mod flash_attention;
 pub mod frame_conv;
 pub mod group_norm;
+pub mod layer_norm;
 pub mod memory;
 
 /// Whether one of vivify's CUDA kernels may run: `VIVIFY_CUDA_DISABLE=attention,group_norm,...`
-/// (names: attention, group_norm, frame_conv, cudnn_conv, or `all`) falls back to candle's ops,
+/// (names: attention, group_norm, layer_norm, frame_conv, cudnn_conv, conv1x1_gemm, or `all`) falls back to candle's ops,
 /// for A/B measurements and as a way around a kernel problem on an untested card.
 pub fn enabled(kernel: &str) -> bool {
     use std::sync::OnceLock;

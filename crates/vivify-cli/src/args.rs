@@ -24,6 +24,8 @@ pub enum Command {
     Generate(Box<GenerateArgs>),
     /// Predict each stage's memory and choose the fastest plan that fits a budget.
     Plan(crate::commands::plan::PlanArgs),
+    /// Serve the web page and HTTP API on 127.0.0.1:7860 (jobs queued, run one at a time).
+    Serve(Box<crate::commands::serve::ServeArgs>),
     /// Download a hub model into the Hugging Face cache and print where it is.
     Download(DownloadArgs),
     /// Time UNet forward passes at a given config and size (used by bench/).

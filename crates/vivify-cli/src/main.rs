@@ -15,6 +15,7 @@ fn main() -> std::process::ExitCode {
         args::Command::Generate(a) => commands::generate::run(&a),
         args::Command::Download(a) => commands::download::run(&a),
         args::Command::Plan(a) => commands::plan::run(&a),
+        args::Command::Serve(a) => commands::serve::run(&a),
         args::Command::BenchUnet(a) => commands::bench_unet::run(&a),
     };
     match result {

@@ -4,3 +4,4 @@ pub mod download;
 pub mod generate;
 // Wired into args.rs / main.rs separately; until then nothing calls it.
 pub mod plan;
+pub mod serve;

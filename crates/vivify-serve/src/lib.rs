@@ -135,32 +135,20 @@ impl Server {
 
 /// Runs until SIGINT or SIGTERM, then shuts down cleanly.
 pub async fn run_until_signal(config: ServeConfig) -> Result<()> {
+    // Handlers first, so a signal that comes just after start-up is not the default (death).
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let ctrl_c = tokio::signal::ctrl_c();
     let server = Server::start(config).await?;
     eprintln!("vivify serve: open http://{}/", server.addr);
-    wait_for_signal().await;
+    #[cfg(unix)]
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
     info!("signal received: stopping (the running job is checkpointed)");
     server.shutdown().await;
     Ok(())
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

@@ -207,3 +207,25 @@ fn failures_are_reported_and_the_server_goes_on() {
     s.http.wait_state(&ok, "done");
     s.shutdown();
 }
+
+#[test]
+fn the_model_is_kept_warm_and_unloaded_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), Limits::DEV, 0, tiny_loader());
+    cfg.worker.unload_after = Some(Duration::from_millis(1500));
+    let s = start_with(cfg).unwrap();
+    let loaded = |http: &Http| http.get("/api/health").json()["model_loaded"] == true;
+    let wait = |want: bool| {
+        let start = std::time::Instant::now();
+        while loaded(&s.http) != want {
+            assert!(start.elapsed() < Duration::from_secs(30), "model_loaded never {want}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait(true);
+    wait(false);
+    let id = s.http.queue(&png(64, 64), &tiny_params(2));
+    s.http.wait_state(&id, "done");
+    assert!(loaded(&s.http), "loaded again for the job");
+    s.shutdown();
+}

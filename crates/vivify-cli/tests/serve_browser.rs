@@ -84,27 +84,44 @@ fn chromium_generates_a_video_from_the_page() {
         base: format!("http://127.0.0.1:{port}"),
     };
     let start = Instant::now();
-    while agent().get(format!("{}/status", driver.base)).call().is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30), "chromedriver did not start");
+    while agent()
+        .get(format!("{}/status", driver.base))
+        .call()
+        .is_err()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "chromedriver did not start"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let profile = tempfile::tempdir().unwrap();
     let session = call(
         "POST",
         &format!("{}/session", driver.base),
-        Some(json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
-            "binary": chromium,
-            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                     "--no-first-run", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-                     "--window-size=1200,1400",
-                     format!("--user-data-dir={}", profile.path().display())]
-        }}}})),
+        Some(
+            json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
+                "binary": chromium,
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                         "--no-first-run", "--disable-background-networking",
+                         "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+                         "--window-size=1200,1400",
+                         format!("--user-data-dir={}", profile.path().display())]
+            }}}}),
+        ),
     );
     let sid = session["sessionId"].as_str().unwrap().to_string();
     let s = format!("{}/session/{sid}", driver.base);
-    call("POST", &format!("{s}/timeouts"), Some(json!({"script": 90000})));
-    call("POST", &format!("{s}/url"), Some(json!({"url": format!("{}/", serve.http.base)})));
+    call(
+        "POST",
+        &format!("{s}/timeouts"),
+        Some(json!({"script": 90000})),
+    );
+    call(
+        "POST",
+        &format!("{s}/url"),
+        Some(json!({"url": format!("{}/", serve.http.base)})),
+    );
     let script = |code: &str, args: Value| {
         call(
             "POST",
@@ -160,7 +177,11 @@ fn chromium_generates_a_video_from_the_page() {
         json!([]),
     );
     let generate = find("#generate");
-    call("POST", &format!("{s}/element/{generate}/click"), Some(json!({})));
+    call(
+        "POST",
+        &format!("{s}/element/{generate}/click"),
+        Some(json!({})),
+    );
     // The result loads in the player; the job shows in the history.
     let result = script(
         "const done = arguments[arguments.length - 1];
@@ -182,11 +203,29 @@ fn chromium_generates_a_video_from_the_page() {
     assert_eq!(result["width"], 64, "{result}");
     assert_eq!(result["height"], 64, "{result}");
     let duration = result["duration"].as_f64().unwrap();
-    assert!((duration - 0.5).abs() <= 0.125, "4 frames at 8 fps: {duration}");
+    assert!(
+        (duration - 0.5).abs() <= 0.125,
+        "4 frames at 8 fps: {duration}"
+    );
     assert_eq!(result["card"], result["job"], "{result}");
-    assert!(result["history"].as_str().unwrap().contains("a red balloon"), "{result}");
-    assert!(result["history"].as_str().unwrap().contains("64×64, 4 frames, 3 steps"), "{result}");
-    assert!(result["download"].as_str().unwrap().ends_with("/video"), "{result}");
+    assert!(
+        result["history"]
+            .as_str()
+            .unwrap()
+            .contains("a red balloon"),
+        "{result}"
+    );
+    assert!(
+        result["history"]
+            .as_str()
+            .unwrap()
+            .contains("64×64, 4 frames, 3 steps"),
+        "{result}"
+    );
+    assert!(
+        result["download"].as_str().unwrap().ends_with("/video"),
+        "{result}"
+    );
     let job = serve.http.job(result["job"].as_str().unwrap());
     assert_eq!(job["state"], "done");
     assert_eq!(job["params"]["seed"], 7);
@@ -206,7 +245,10 @@ fn chromium_generates_a_video_from_the_page() {
          done([$('prompt').value, $('frames').value, $('seed').value, $('width').value]);",
         json!([]),
     );
-    assert_eq!(form, json!(["a red balloon drifting over a field", "4", "7", "64"]));
+    assert_eq!(
+        form,
+        json!(["a red balloon drifting over a field", "4", "7", "64"])
+    );
 
     let shot = call("GET", &format!("{s}/screenshot"), None);
     let png = base64::engine::general_purpose::STANDARD

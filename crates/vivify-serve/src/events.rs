@@ -12,10 +12,14 @@ use tokio::sync::broadcast;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum JobEvent {
     /// Waiting: `position` jobs run before it (0: next).
-    Queued { position: usize },
+    Queued {
+        position: usize,
+    },
     /// A stage began: `load model`, `encode text`, `encode image`, `denoise`, `decode`,
     /// `encode video`.
-    Stage { stage: String },
+    Stage {
+        stage: String,
+    },
     /// A denoising step finished.
     Step {
         step: usize,
@@ -24,7 +28,10 @@ pub enum JobEvent {
         eta_seconds: f64,
     },
     /// Decoded frames so far.
-    Decoded { frames: usize, total: usize },
+    Decoded {
+        frames: usize,
+        total: usize,
+    },
     /// Out of memory in `stage`: retried with a lower-memory setting.
     StepDown {
         stage: String,
@@ -33,9 +40,13 @@ pub enum JobEvent {
         reason: String,
     },
     /// The job was resumed from its saved latents after `step` finished steps.
-    Resumed { step: usize },
+    Resumed {
+        step: usize,
+    },
     Done,
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
     Cancelled,
 }
 

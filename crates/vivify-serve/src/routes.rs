@@ -178,7 +178,12 @@ async fn plan_preview(
 ) -> ApiResult<Json<Value>> {
     const KEYS: [&str; 4] = ["width", "height", "frames", "guidance"];
     if let Some(k) = q.keys().find(|k| !KEYS.contains(&k.as_str())) {
-        return Err(InvalidField::new(k, format!("unknown field (known: {})", KEYS.join(", ")), None).into());
+        return Err(InvalidField::new(
+            k,
+            format!("unknown field (known: {})", KEYS.join(", ")),
+            None,
+        )
+        .into());
     }
     // The same checks as a job's, so the preview refuses what a job would.
     let mut params = serde_json::Map::new();
@@ -186,9 +191,17 @@ async fn plan_preview(
     for k in ["width", "height", "frames"] {
         params.insert(k.into(), json!(query_num::<u64>(&q, k, 0)?));
     }
-    params.insert("guidance".into(), json!(query_num::<f64>(&q, "guidance", 9.0)?));
+    params.insert(
+        "guidance".into(),
+        json!(query_num::<f64>(&q, "guidance", 9.0)?),
+    );
     params.retain(|k, v| q.contains_key(k) || *v != json!(0));
-    let p = validation::parse_params(&Value::Object(params).to_string(), &s.info.limits, (1280, 704), 0)?;
+    let p = validation::parse_params(
+        &Value::Object(params).to_string(),
+        &s.info.limits,
+        (1280, 704),
+        0,
+    )?;
     let choice = plan::plan_for(&s, p.width, p.height, p.frames, p.guidance).ok_or_else(|| {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -196,7 +209,8 @@ async fn plan_preview(
         )
     })?;
     let mut v = plan::preview_json(&choice, p.frames);
-    v["request"] = json!({"width": p.width, "height": p.height, "frames": p.frames, "guidance": p.guidance});
+    v["request"] =
+        json!({"width": p.width, "height": p.height, "frames": p.frames, "guidance": p.guidance});
     v["device"] = json!(s.info.device);
     Ok(Json(v))
 }
@@ -308,13 +322,12 @@ async fn create_job(
     let image = image.ok_or_else(|| InvalidField::new("image", "is required", None))?;
     let params = params.ok_or_else(|| InvalidField::new("params", "is required", None))?;
     // Decoding a large image takes a while: off the async threads.
-    let (image, checked) =
-        tokio::task::spawn_blocking(move || {
-            let checked = validation::check_image(&image);
-            (image, checked)
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("image check: {e}"))?;
+    let (image, checked) = tokio::task::spawn_blocking(move || {
+        let checked = validation::check_image(&image);
+        (image, checked)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("image check: {e}"))?;
     let (size, ext) = checked?;
     let params = validation::parse_params(&params, &s.info.limits, size, rand::random())?;
     let id = new_id();
@@ -377,14 +390,22 @@ async fn delete_job(
         tracing::info!(job = %id, "cancel requested");
     }
     let job = find(&s, &id)?;
-    Ok((StatusCode::ACCEPTED, Json(job_json(&s, &job, &s.store.queue()?))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(job_json(&s, &job, &s.store.queue()?)),
+    ))
 }
 
 /// What a new stream first says: where the job stands now.
 fn snapshot(s: &Shared, job: &Job) -> ApiResult<Vec<JobEvent>> {
     Ok(match job.state {
         JobState::Queued => {
-            let position = s.store.queue()?.iter().position(|q| *q == job.id).unwrap_or(0);
+            let position = s
+                .store
+                .queue()?
+                .iter()
+                .position(|q| *q == job.id)
+                .unwrap_or(0);
             vec![JobEvent::Queued { position }]
         }
         JobState::Running => {

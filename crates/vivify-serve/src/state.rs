@@ -128,7 +128,10 @@ impl Shared {
     }
 
     pub fn running_job(&self) -> Option<String> {
-        self.running.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The planner's memory budget: the flag, else available host memory.

@@ -41,7 +41,10 @@ impl JobState {
 
     /// Done, failed or cancelled: nothing more will happen to the job.
     pub fn is_final(self) -> bool {
-        matches!(self, JobState::Done | JobState::Failed | JobState::Cancelled)
+        matches!(
+            self,
+            JobState::Done | JobState::Failed | JobState::Cancelled
+        )
     }
 }
 
@@ -96,8 +99,7 @@ fn row_to_job(row: &rusqlite::Row) -> rusqlite::Result<Job> {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store> {
-        let conn =
-            Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -164,7 +166,9 @@ impl Store {
     pub fn queue(&self) -> Result<Vec<String>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT id FROM jobs WHERE state = 'queued' ORDER BY seq")?;
-        let ids = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let ids = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
         Ok(ids)
     }
 
@@ -173,9 +177,7 @@ impl Store {
         let conn = self.conn();
         let job = conn
             .query_row(
-                &format!(
-                    "SELECT {COLUMNS} FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT 1"
-                ),
+                &format!("SELECT {COLUMNS} FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT 1"),
                 [],
                 row_to_job,
             )
@@ -204,7 +206,9 @@ impl Store {
     pub fn requeue_interrupted(&self) -> Result<Vec<String>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT id FROM jobs WHERE state = 'running'")?;
-        let ids: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let ids: Vec<String> = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
         conn.execute(
             "UPDATE jobs SET state = 'queued', resumed = resumed + 1 WHERE state = 'running'",
             [],

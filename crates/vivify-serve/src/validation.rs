@@ -204,17 +204,13 @@ pub fn parse_params(
     };
     let frames = count("frames", 16, limits.frames)?;
     let steps = count("steps", 50, limits.steps)?;
-    let fps = count(
-        "fps",
-        16,
-        (limits.fps.0 as usize, limits.fps.1 as usize),
-    )? as u32;
+    let fps = count("fps", 16, (limits.fps.0 as usize, limits.fps.1 as usize))? as u32;
     let guidance = match map.get("guidance") {
         None | Some(Value::Null) => 9.0,
         Some(v) => {
-            let g = v
-                .as_f64()
-                .ok_or_else(|| InvalidField::new("guidance", format!("{v} is not a number"), None))?;
+            let g = v.as_f64().ok_or_else(|| {
+                InvalidField::new("guidance", format!("{v} is not a number"), None)
+            })?;
             in_range("guidance", g, limits.guidance)?
         }
     };
@@ -263,16 +259,17 @@ pub fn check_image(bytes: &[u8]) -> Result<((u32, u32), &'static str), InvalidFi
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| InvalidField::new("image", format!("unreadable: {e}"), formats.clone()))?;
-    let ext = reader
-        .format()
-        .and_then(extension)
-        .ok_or_else(|| InvalidField::new("image", "not a JPEG, PNG or WebP image", formats.clone()))?;
+    let ext = reader.format().and_then(extension).ok_or_else(|| {
+        InvalidField::new("image", "not a JPEG, PNG or WebP image", formats.clone())
+    })?;
     let side_limit = Some(format!("{MAX_IMAGE_SIDE} px a side"));
     // The header's size first: a decompression bomb is refused before anything is allocated.
     let (w, h) = reader.into_dimensions().map_err(|e| match e {
-        image::ImageError::Limits(_) => {
-            InvalidField::new("image", format!("too large to decode: {e}"), side_limit.clone())
-        }
+        image::ImageError::Limits(_) => InvalidField::new(
+            "image",
+            format!("too large to decode: {e}"),
+            side_limit.clone(),
+        ),
         e => InvalidField::new("image", format!("corrupt image header: {e}"), None),
     })?;
     if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE {
@@ -283,7 +280,11 @@ pub fn check_image(bytes: &[u8]) -> Result<((u32, u32), &'static str), InvalidFi
         ));
     }
     if w == 0 || h == 0 {
-        return Err(InvalidField::new("image", format!("{w}x{h} is empty"), None));
+        return Err(InvalidField::new(
+            "image",
+            format!("{w}x{h} is empty"),
+            None,
+        ));
     }
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
@@ -294,9 +295,11 @@ pub fn check_image(bytes: &[u8]) -> Result<((u32, u32), &'static str), InvalidFi
     limits.max_alloc = Some(1 << 30);
     reader.limits(limits);
     reader.decode().map_err(|e| match e {
-        image::ImageError::Limits(_) => {
-            InvalidField::new("image", format!("too large to decode: {e}"), side_limit.clone())
-        }
+        image::ImageError::Limits(_) => InvalidField::new(
+            "image",
+            format!("too large to decode: {e}"),
+            side_limit.clone(),
+        ),
         e => InvalidField::new("image", format!("corrupt image data: {e}"), None),
     })?;
     Ok(((w, h), ext))
@@ -314,18 +317,37 @@ mod tests {
     fn defaults_follow_the_image() {
         let p = parse(r#"{"prompt": "a cat"}"#).unwrap();
         assert_eq!((p.width, p.height), (680, 512));
-        assert_eq!((p.frames, p.steps, p.guidance, p.fps, p.seed), (16, 50, 9.0, 16, 7));
+        assert_eq!(
+            (p.frames, p.steps, p.guidance, p.fps, p.seed),
+            (16, 50, 9.0, 16, 7)
+        );
     }
 
     #[test]
     fn each_bad_field_is_named_with_its_limit() {
         let cases = [
-            (r#"{"prompt": "x", "frames": 40}"#, "frames", Some("8 to 32")),
+            (
+                r#"{"prompt": "x", "frames": 40}"#,
+                "frames",
+                Some("8 to 32"),
+            ),
             (r#"{"prompt": "x", "steps": 5}"#, "steps", Some("10 to 100")),
-            (r#"{"prompt": "x", "guidance": 25}"#, "guidance", Some("1 to 20")),
+            (
+                r#"{"prompt": "x", "guidance": 25}"#,
+                "guidance",
+                Some("1 to 20"),
+            ),
             (r#"{"prompt": "x", "fps": 30}"#, "fps", Some("4 to 24")),
-            (r#"{"prompt": "x", "width": 100}"#, "width", Some("multiple of 8, 64 to 2048")),
-            (r#"{"prompt": "x", "height": 4096}"#, "height", Some("multiple of 8, 64 to 2048")),
+            (
+                r#"{"prompt": "x", "width": 100}"#,
+                "width",
+                Some("multiple of 8, 64 to 2048"),
+            ),
+            (
+                r#"{"prompt": "x", "height": 4096}"#,
+                "height",
+                Some("multiple of 8, 64 to 2048"),
+            ),
             (r#"{"prompt": "x", "colour": 1}"#, "colour", None),
             (r#"{"prompt": ""}"#, "prompt", None),
             (r#"{"frames": 16}"#, "prompt", None),

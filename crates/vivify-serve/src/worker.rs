@@ -102,10 +102,15 @@ impl Worker {
 
     fn run_job(&mut self, job: Job) {
         let id = job.id.clone();
-        *self.shared.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.clone());
+        *self
+            .shared
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(id.clone());
         info!(job = %id, "started");
         let started = Instant::now();
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.generate(&job)));
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.generate(&job)));
         let shared = &self.shared;
         let checkpoint = shared.dirs.checkpoint(&id);
         let finish = |state: JobState, error: Option<&str>, event: JobEvent| {
@@ -129,7 +134,13 @@ impl Worker {
             Ok(Err(e)) => {
                 let error = format!("{e:#}");
                 warn!(job = %id, "failed: {error}");
-                finish(JobState::Failed, Some(&error), JobEvent::Failed { error: error.clone() });
+                finish(
+                    JobState::Failed,
+                    Some(&error),
+                    JobEvent::Failed {
+                        error: error.clone(),
+                    },
+                );
             }
             Err(panic) => {
                 let what = panic
@@ -139,7 +150,13 @@ impl Worker {
                     .unwrap_or_default();
                 let error = format!("internal error: {what}");
                 error!(job = %id, "{error}");
-                finish(JobState::Failed, Some(&error), JobEvent::Failed { error: error.clone() });
+                finish(
+                    JobState::Failed,
+                    Some(&error),
+                    JobEvent::Failed {
+                        error: error.clone(),
+                    },
+                );
             }
         }
         self.shared
@@ -147,7 +164,11 @@ impl Worker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
-        *self.shared.running.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self
+            .shared
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Runs one job to its video; `Ok(Some(_))` when it was stopped between steps.
@@ -179,9 +200,7 @@ impl Worker {
             });
         let request = match &saved {
             Some(cp) => {
-                publish(JobEvent::Resumed {
-                    step: cp.meta.step,
-                });
+                publish(JobEvent::Resumed { step: cp.meta.step });
                 info!(job = %id, "resuming after step {} of {}", cp.meta.step, cp.meta.steps);
                 cp.meta.request(image)
             }
@@ -199,8 +218,7 @@ impl Worker {
                 };
                 // The planner's choice for the memory there is; recovery still steps down if
                 // the estimate was wrong.
-                if let Some(choice) = plan_for(&shared, p.width, p.height, p.frames, p.guidance)
-                {
+                if let Some(choice) = plan_for(&shared, p.width, p.height, p.frames, p.guidance) {
                     request.plan = choice.plan;
                     request.decode_chunk = choice.decode_chunk.clamp(1, p.frames);
                 }
@@ -257,7 +275,14 @@ impl Worker {
         };
         let device = &self.config.device;
         let result = match &saved {
-            Some(_) => resume(models, &request, &checkpoint_path, device, &options, on_event),
+            Some(_) => resume(
+                models,
+                &request,
+                &checkpoint_path,
+                device,
+                &options,
+                on_event,
+            ),
             None => generate_with(models, &request, device, &options, on_event),
         };
         let generation = match result {
@@ -306,12 +331,9 @@ fn write_video(
     let tmp = dirs.outputs.join(format!("{id}.part.mp4"));
     vivify_video::mp4::write_mp4(&tmp, &clip, &vivify_video::Mp4Options::default())?;
     std::fs::rename(&tmp, &video)?;
-    let thumb = image::RgbImage::from_raw(
-        first.width as u32,
-        first.height as u32,
-        first.data.clone(),
-    )
-    .context("thumbnail size")?;
+    let thumb =
+        image::RgbImage::from_raw(first.width as u32, first.height as u32, first.data.clone())
+            .context("thumbnail size")?;
     let tmp = dirs.outputs.join(format!("{id}.part.png"));
     thumb.save_with_format(&tmp, image::ImageFormat::Png)?;
     std::fs::rename(&tmp, dirs.thumbnail(id))?;

@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{Http, check_bad_input, check_delete, check_info_routes, check_job_lifecycle, png, tiny_params};
+use common::{
+    Http, check_bad_input, check_delete, check_info_routes, check_job_lifecycle, png, tiny_params,
+};
 use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
@@ -28,7 +30,12 @@ impl TestServer {
 }
 
 fn tiny_loader() -> ModelLoader {
-    Arc::new(|| Ok(tiny_models(candle_core::DType::F32, &candle_core::Device::Cpu)?))
+    Arc::new(|| {
+        Ok(tiny_models(
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        )?)
+    })
 }
 
 fn config(dir: &Path, limits: Limits, step_delay_ms: u64, loader: ModelLoader) -> ServeConfig {
@@ -86,7 +93,9 @@ fn every_route_and_every_bad_input() {
     let s = start(dir.path(), 150);
     check_info_routes(&s.http);
     check_bad_input(&s.http);
-    let uploads = std::fs::read_dir(dir.path().join("uploads")).unwrap().count();
+    let uploads = std::fs::read_dir(dir.path().join("uploads"))
+        .unwrap()
+        .count();
     assert_eq!(uploads, 0, "a refused upload was stored");
     let id = check_job_lifecycle(&s.http);
     // Stored files have server-made names only.
@@ -110,7 +119,10 @@ fn standard_limits_are_the_pages_ranges() {
     let mut p = tiny_params(2);
     p["frames"] = json!(8);
     let v = s.http.post_job(&png(64, 64), &p).json();
-    assert_eq!((v["field"].as_str(), v["limit"].as_str()), (Some("steps"), Some("10 to 100")));
+    assert_eq!(
+        (v["field"].as_str(), v["limit"].as_str()),
+        (Some("steps"), Some("10 to 100"))
+    );
     let system = s.http.get("/api/system").json();
     assert_eq!(system["limits"]["steps"], json!([10, 100]));
     s.shutdown();
@@ -131,7 +143,10 @@ fn fifo_queue_and_cancel() {
     let r = http.delete(&format!("/api/jobs/{c}"));
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["state"], "cancelled");
-    assert_eq!(http.events(&c), vec![("cancelled".to_string(), json!({"type": "cancelled"}))]);
+    assert_eq!(
+        http.events(&c),
+        vec![("cancelled".to_string(), json!({"type": "cancelled"}))]
+    );
     // Cancel the running job: it stops between steps.
     http.wait_job(&a, "a step", |j| j["progress"]["step"].as_u64() >= Some(1));
     let r = http.delete(&format!("/api/jobs/{a}"));
@@ -143,8 +158,15 @@ fn fifo_queue_and_cancel() {
     assert_eq!(ja["state"], "cancelled", "{ja}");
     // The next one in line runs to the end, after the first stopped.
     let jb = http.wait_state(&b, "done");
-    assert!(jb["started_at"].as_f64() >= ja["finished_at"].as_f64(), "{ja} {jb}");
-    assert!(!dir.path().join(format!("checkpoints/{a}.safetensors")).exists());
+    assert!(
+        jb["started_at"].as_f64() >= ja["finished_at"].as_f64(),
+        "{ja} {jb}"
+    );
+    assert!(
+        !dir.path()
+            .join(format!("checkpoints/{a}.safetensors"))
+            .exists()
+    );
     s.shutdown();
 }
 
@@ -153,7 +175,9 @@ fn shutdown_checkpoints_and_the_next_start_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let s = start(dir.path(), 300);
     let id = s.http.queue(&png(64, 64), &tiny_params(5));
-    s.http.wait_job(&id, "two steps", |j| j["progress"]["step"].as_u64() >= Some(2));
+    s.http.wait_job(&id, "two steps", |j| {
+        j["progress"]["step"].as_u64() >= Some(2)
+    });
     s.shutdown();
     let checkpoint = dir.path().join(format!("checkpoints/{id}.safetensors"));
     assert!(checkpoint.exists(), "no checkpoint after shutdown");
@@ -184,25 +208,38 @@ fn failures_are_reported_and_the_server_goes_on() {
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let n = Arc::clone(&calls);
     // The model fails to load, then panics while loading, then loads.
-    let loader: ModelLoader = Arc::new(move || {
-        match n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
-            0 | 1 => anyhow::bail!("no weights here"),
-            2 => panic!("loader exploded"),
-            _ => Ok(tiny_models(candle_core::DType::F32, &candle_core::Device::Cpu)?),
-        }
-    });
+    let loader: ModelLoader =
+        Arc::new(
+            move || match n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0 | 1 => anyhow::bail!("no weights here"),
+                2 => panic!("loader exploded"),
+                _ => Ok(tiny_models(
+                    candle_core::DType::F32,
+                    &candle_core::Device::Cpu,
+                )?),
+            },
+        );
     let s = start_with(config(dir.path(), Limits::DEV, 0, loader)).unwrap();
     let failed = s.http.queue(&png(64, 64), &tiny_params(2));
     let events = s.http.events(&failed);
     let (name, data) = events.last().unwrap();
     assert_eq!(name, "failed");
-    assert!(data["error"].as_str().unwrap().contains("no weights here"), "{data}");
+    assert!(
+        data["error"].as_str().unwrap().contains("no weights here"),
+        "{data}"
+    );
     let job = s.http.job(&failed);
     assert_eq!(job["state"], "failed");
-    assert!(job["error"].as_str().unwrap().contains("loading the model"), "{job}");
+    assert!(
+        job["error"].as_str().unwrap().contains("loading the model"),
+        "{job}"
+    );
     let panicked = s.http.queue(&png(64, 64), &tiny_params(2));
     let job = s.http.wait_state(&panicked, "failed");
-    assert!(job["error"].as_str().unwrap().contains("internal error"), "{job}");
+    assert!(
+        job["error"].as_str().unwrap().contains("internal error"),
+        "{job}"
+    );
     let ok = s.http.queue(&png(64, 64), &tiny_params(2));
     s.http.wait_state(&ok, "done");
     s.shutdown();
@@ -218,7 +255,10 @@ fn the_model_is_kept_warm_and_unloaded_when_idle() {
     let wait = |want: bool| {
         let start = std::time::Instant::now();
         while loaded(&s.http) != want {
-            assert!(start.elapsed() < Duration::from_secs(30), "model_loaded never {want}");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "model_loaded never {want}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     };

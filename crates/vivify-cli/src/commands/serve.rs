@@ -49,7 +49,9 @@ pub struct ServeArgs {
 /// "30s", "10m", "1h", "500ms" or plain seconds.
 pub fn parse_duration(text: &str) -> Result<Duration> {
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num
         .parse()
@@ -70,7 +72,11 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
 pub fn run(args: &ServeArgs) -> Result<ExitCode> {
     let limits = Limits::by_name(&args.limits)
         .with_context(|| format!("--limits {}: expected standard or dev", args.limits))?;
-    let unload_after = args.unload_after.as_deref().map(parse_duration).transpose()?;
+    let unload_after = args
+        .unload_after
+        .as_deref()
+        .map(parse_duration)
+        .transpose()?;
     let memory_budget = args
         .memory_budget
         .as_deref()

@@ -31,7 +31,16 @@ impl Serve {
     /// `vivify serve --model tiny --limits dev` on an ephemeral port, once it listens.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vivify"))
-            .args(["serve", "--model", "tiny", "--limits", "dev", "--port", "0", "--data-dir"])
+            .args([
+                "serve",
+                "--model",
+                "tiny",
+                "--limits",
+                "dev",
+                "--port",
+                "0",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .args(extra)
             .stdout(Stdio::null())
@@ -75,7 +84,10 @@ impl Serve {
             if let Some(status) = child.try_wait().unwrap() {
                 return status;
             }
-            assert!(start.elapsed() < Duration::from_secs(60), "no exit after SIGTERM");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

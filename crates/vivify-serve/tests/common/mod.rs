@@ -90,7 +90,10 @@ impl Http {
     }
 
     pub fn delete(&self, path: &str) -> Reply {
-        Self::reply(self.agent.delete(format!("{}{path}", self.base)).call(), path)
+        Self::reply(
+            self.agent.delete(format!("{}{path}", self.base)).call(),
+            path,
+        )
     }
 
     pub fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> Reply {
@@ -205,7 +208,11 @@ impl Http {
 /// A small PNG of a gradient.
 pub fn png(width: u32, height: u32) -> Vec<u8> {
     let img = image::RgbImage::from_fn(width, height, |x, y| {
-        image::Rgb([(x * 255 / width.max(1)) as u8, (y * 255 / height.max(1)) as u8, 128])
+        image::Rgb([
+            (x * 255 / width.max(1)) as u8,
+            (y * 255 / height.max(1)) as u8,
+            128,
+        ])
     });
     let mut out = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
@@ -272,7 +279,10 @@ fn assert_bad(r: &Reply, field: &str, limit: Option<&str>, what: &str) {
 
 /// Every kind of bad input gets a 400 naming the field (and limit), and none leaves a job.
 pub fn check_bad_input(http: &Http) {
-    let before = http.get("/api/jobs").json()["jobs"].as_array().unwrap().len();
+    let before = http.get("/api/jobs").json()["jobs"]
+        .as_array()
+        .unwrap()
+        .len();
     let good = png(64, 48);
     let params = tiny_params(2);
     let with = |key: &str, value: Value| {
@@ -281,19 +291,44 @@ pub fn check_bad_input(http: &Http) {
         p
     };
     // The upload.
-    assert_bad(&http.post_job(b"GIF89a not really", &params), "image", None, "non-image");
-    assert_bad(&http.post_job(b"hello world", &params), "image", None, "text file");
+    assert_bad(
+        &http.post_job(b"GIF89a not really", &params),
+        "image",
+        None,
+        "non-image",
+    );
+    assert_bad(
+        &http.post_job(b"hello world", &params),
+        "image",
+        None,
+        "text file",
+    );
     let mut corrupt = good.clone();
     corrupt.truncate(good.len() / 2);
-    assert_bad(&http.post_job(&corrupt, &params), "image", None, "truncated PNG");
+    assert_bad(
+        &http.post_job(&corrupt, &params),
+        "image",
+        None,
+        "truncated PNG",
+    );
     let mut garbled = good.clone();
     for b in garbled.iter_mut().skip(60) {
         *b = b.wrapping_mul(31).wrapping_add(7);
     }
-    assert_bad(&http.post_job(&garbled, &params), "image", None, "corrupt PNG data");
+    assert_bad(
+        &http.post_job(&garbled, &params),
+        "image",
+        None,
+        "corrupt PNG data",
+    );
     let mut big = good.clone();
     big.resize(20 * 1024 * 1024 + 1000, 0);
-    assert_bad(&http.post_job(&big, &params), "image", Some("20 MB"), "over 20 MB");
+    assert_bad(
+        &http.post_job(&big, &params),
+        "image",
+        Some("20 MB"),
+        "over 20 MB",
+    );
     assert_bad(
         &http.post_job(&png(8200, 8), &params),
         "image",
@@ -329,12 +364,25 @@ pub fn check_bad_input(http: &Http) {
     }
     let mut unknown = params.clone();
     unknown["colour"] = json!("red");
-    assert_bad(&http.post_job(&good, &unknown), "colour", None, "unknown field");
+    assert_bad(
+        &http.post_job(&good, &unknown),
+        "colour",
+        None,
+        "unknown field",
+    );
     let mut no_prompt = params.clone();
     no_prompt.as_object_mut().unwrap().remove("prompt");
-    assert_bad(&http.post_job(&good, &no_prompt), "prompt", None, "no prompt");
     assert_bad(
-        &http.post_form(&[("image", Some("a.png"), &good), ("params", None, b"{not json")]),
+        &http.post_job(&good, &no_prompt),
+        "prompt",
+        None,
+        "no prompt",
+    );
+    assert_bad(
+        &http.post_form(&[
+            ("image", Some("a.png"), &good),
+            ("params", None, b"{not json"),
+        ]),
         "params",
         None,
         "params not JSON",
@@ -362,15 +410,34 @@ pub fn check_bad_input(http: &Http) {
         "unknown form field",
     );
     assert_bad(
-        &http.post_raw("/api/jobs", "application/json", params.to_string().into_bytes()),
+        &http.post_raw(
+            "/api/jobs",
+            "application/json",
+            params.to_string().into_bytes(),
+        ),
         "body",
         None,
         "not multipart",
     );
     // The planner preview checks its query the same way.
-    assert_bad(&http.get("/api/plan?frames=99"), "frames", Some("2 to 32"), "plan frames");
-    assert_bad(&http.get("/api/plan?width=abc"), "width", None, "plan width");
-    assert_bad(&http.get("/api/plan?depth=3"), "depth", None, "plan unknown");
+    assert_bad(
+        &http.get("/api/plan?frames=99"),
+        "frames",
+        Some("2 to 32"),
+        "plan frames",
+    );
+    assert_bad(
+        &http.get("/api/plan?width=abc"),
+        "width",
+        None,
+        "plan width",
+    );
+    assert_bad(
+        &http.get("/api/plan?depth=3"),
+        "depth",
+        None,
+        "plan unknown",
+    );
     // Unknown jobs and routes.
     for path in [
         "/api/jobs/0123456789abcdef",
@@ -387,7 +454,10 @@ pub fn check_bad_input(http: &Http) {
     }
     assert_eq!(http.delete("/api/jobs/nope").status, 404);
     // Nothing was queued by any of it, and the server is still well.
-    let after = http.get("/api/jobs").json()["jobs"].as_array().unwrap().len();
+    let after = http.get("/api/jobs").json()["jobs"]
+        .as_array()
+        .unwrap()
+        .len();
     assert_eq!(before, after, "a bad request made a job");
     assert_eq!(http.get("/api/health").json()["status"], "ok");
 }
@@ -405,7 +475,10 @@ pub fn check_info_routes(http: &Http) {
         assert_eq!(r.status, 200, "{asset}");
         assert!(!r.body.is_empty());
     }
-    assert!(!html.contains("http://") && !html.contains("https://"), "the page fetches nothing from elsewhere");
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "the page fetches nothing from elsewhere"
+    );
     let health = http.get("/api/health").json();
     assert_eq!(health["status"], "ok");
     let system = http.get("/api/system").json();
@@ -454,13 +527,25 @@ pub fn check_job_lifecycle(http: &Http) -> String {
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names.last(), Some(&"done"), "{events:?}");
     assert_eq!(names.first(), Some(&"queued"), "{events:?}");
-    for stage in ["encode text", "encode image", "denoise", "decode", "encode video"] {
+    for stage in [
+        "encode text",
+        "encode image",
+        "denoise",
+        "decode",
+        "encode video",
+    ] {
         assert!(
-            events.iter().any(|(n, v)| n == "stage" && v["stage"] == stage),
+            events
+                .iter()
+                .any(|(n, v)| n == "stage" && v["stage"] == stage),
             "no stage {stage}: {events:?}"
         );
     }
-    let steps: Vec<&Value> = events.iter().filter(|(n, _)| n == "step").map(|(_, v)| v).collect();
+    let steps: Vec<&Value> = events
+        .iter()
+        .filter(|(n, _)| n == "step")
+        .map(|(_, v)| v)
+        .collect();
     assert_eq!(steps.len(), 3, "{events:?}");
     assert_eq!(steps[2]["step"], 3);
     assert_eq!(steps[2]["total"], 3);
@@ -493,7 +578,13 @@ pub fn check_job_lifecycle(http: &Http) -> String {
     assert_eq!((thumb.width(), thumb.height()), (64, 64));
     assert_eq!(http.get(&format!("/api/jobs/{id}/image")).body, image);
     let list = http.get("/api/jobs").json();
-    assert!(list["jobs"].as_array().unwrap().iter().any(|j| j["id"] == id.as_str()));
+    assert!(
+        list["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["id"] == id.as_str())
+    );
     id
 }
 

@@ -257,5 +257,22 @@ fn chromium_generates_a_video_from_the_page() {
     let artifact = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-page.png");
     std::fs::write(&artifact, &png).unwrap();
     eprintln!("screenshot: {}", artifact.display());
+
+    // Phone width: nothing sticks out sideways.
+    call(
+        "POST",
+        &format!("{s}/window/rect"),
+        Some(json!({"width": 390, "height": 844})),
+    );
+    let widths = script(
+        "const done = arguments[arguments.length - 1];
+         setTimeout(() => done([document.documentElement.scrollWidth, window.innerWidth]), 300);",
+        json!([]),
+    );
+    let (scroll, inner) = (widths[0].as_u64().unwrap(), widths[1].as_u64().unwrap());
+    assert!(
+        scroll <= inner,
+        "the page is {scroll} px wide in a {inner} px window"
+    );
     let _ = agent().delete(&s).call();
 }

@@ -91,6 +91,9 @@ impl Generation {
     }
 }
 
+/// See [`GenerateOptions::after_step`].
+pub type AfterStep<'a> = dyn Fn(&Checkpoint) -> Result<()> + 'a;
+
 /// How to run beyond the request: where to save a resumable checkpoint when memory runs out
 /// for good, and (tests only) a fault injector.
 #[derive(Default, Clone)]
@@ -102,7 +105,7 @@ pub struct GenerateOptions<'a> {
     /// Called after each finished denoising step with the run as it stands (the latents and a
     /// [`CheckpointMeta`] at that step), so a caller can save it and [`resume`] after a crash.
     /// An error it returns stops the run between steps (cancellation, shutdown).
-    pub after_step: Option<&'a dyn Fn(&Checkpoint) -> Result<()>>,
+    pub after_step: Option<&'a AfterStep<'a>>,
 }
 
 const STAGES: [Stage; 4] = [

@@ -26,6 +26,8 @@ pub enum Command {
     Plan(crate::commands::plan::PlanArgs),
     /// Show the device, the model, and what fits in the device's free memory at the usual sizes.
     Doctor(crate::commands::doctor::DoctorArgs),
+    /// Serve the web page and HTTP API on 127.0.0.1:7860 (jobs queued, run one at a time).
+    Serve(Box<crate::commands::serve::ServeArgs>),
     /// Download a hub model into the Hugging Face cache and print where it is.
     Download(DownloadArgs),
     /// Time UNet forward passes at a given config and size (used by bench/).

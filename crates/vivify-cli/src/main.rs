@@ -18,6 +18,7 @@ fn main() -> std::process::ExitCode {
         args::Command::Download(a) => commands::download::run(&a),
         args::Command::Plan(a) => commands::plan::run(&a),
         args::Command::Doctor(a) => commands::doctor::run(&a),
+        args::Command::Serve(a) => commands::serve::run(&a),
         args::Command::BenchUnet(a) => commands::bench_unet::run(&a),
         args::Command::BenchOps(a) => commands::bench_ops::run(&a),
     };

@@ -24,6 +24,9 @@ pub enum Error {
     /// An allocation failed in `stage` and no lower-memory rung of the plan fixed it.
     #[error("out of memory in {stage}: {detail}")]
     OutOfMemory { stage: String, detail: String },
+    /// The caller stopped the run between steps (a cancelled job, a server shutting down).
+    #[error("stopped: {0}")]
+    Stopped(String),
 }
 
 impl Error {

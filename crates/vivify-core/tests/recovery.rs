@@ -312,6 +312,7 @@ fn an_unfixable_failure_saves_a_checkpoint_that_resume_finishes() {
         let options = GenerateOptions {
             injector: Some(&injector),
             checkpoint_dir: Some(sub.clone()),
+            after_step: None,
         };
         let (out, events) = run_with(&models, &req, &options);
         let err = out.unwrap_err();

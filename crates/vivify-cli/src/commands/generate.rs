@@ -89,6 +89,7 @@ pub fn run(args: &GenerateArgs) -> Result<ExitCode> {
                 parent.to_path_buf()
             }
         })),
+        after_step: None,
     };
     let mut bar: Option<ProgressBar> = None;
     let on_event = |event: Event| match event {

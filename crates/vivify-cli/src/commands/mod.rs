@@ -5,3 +5,4 @@ pub mod doctor;
 pub mod download;
 pub mod generate;
 pub mod plan;
+pub mod serve;

@@ -92,6 +92,9 @@ impl Generation {
     }
 }
 
+/// See [`GenerateOptions::after_step`].
+pub type AfterStep<'a> = dyn Fn(&Checkpoint) -> Result<()> + 'a;
+
 /// How to run beyond the request: where to save a resumable checkpoint when memory runs out
 /// for good, and (tests only) a fault injector.
 #[derive(Default, Clone)]
@@ -100,6 +103,10 @@ pub struct GenerateOptions<'a> {
     /// Directory for the checkpoint written when no rung fixes an allocation failure (none is
     /// written without it).
     pub checkpoint_dir: Option<PathBuf>,
+    /// Called after each finished denoising step with the run as it stands (the latents and a
+    /// [`CheckpointMeta`] at that step), so a caller can save it and [`resume`] after a crash.
+    /// An error it returns stops the run between steps (cancellation, shutdown).
+    pub after_step: Option<&'a AfterStep<'a>>,
 }
 
 const STAGES: [Stage; 4] = [
@@ -382,6 +389,23 @@ fn run(
         step_downs: Vec::new(),
         timings: Vec::new(),
     };
+    let meta_at = |step: usize, failed_stage: Stage, plans: &[StagePlan; 4]| CheckpointMeta {
+        version: CHECKPOINT_VERSION,
+        step,
+        failed_stage,
+        prompt: req.prompt.clone(),
+        negative_prompt: req.negative_prompt.clone(),
+        width: req.width,
+        height: req.height,
+        frames: req.frames,
+        steps: req.steps,
+        guidance: req.guidance,
+        fps: req.fps,
+        seed: req.seed,
+        decode_chunk: plans[stage_index(Stage::Decode)].decode_chunk,
+        plan: plans[stage_index(Stage::Denoise)].plan,
+        timesteps: scheduler.timesteps().to_vec(),
+    };
     // An allocation failure no rung fixed: save the latents as they stand and say where.
     let give_up = |err: Error, latents: &Tensor, step: usize, plans: &[StagePlan; 4]| -> Error {
         let (Error::OutOfMemory { stage, detail }, Some(dir)) = (&err, &options.checkpoint_dir)
@@ -392,23 +416,7 @@ fn run(
             .into_iter()
             .find(|s| s.name() == stage)
             .unwrap_or(Stage::Denoise);
-        let meta = CheckpointMeta {
-            version: CHECKPOINT_VERSION,
-            step,
-            failed_stage,
-            prompt: req.prompt.clone(),
-            negative_prompt: req.negative_prompt.clone(),
-            width: req.width,
-            height: req.height,
-            frames: req.frames,
-            steps: req.steps,
-            guidance: req.guidance,
-            fps: req.fps,
-            seed: req.seed,
-            decode_chunk: plans[stage_index(Stage::Decode)].decode_chunk,
-            plan: plans[stage_index(Stage::Denoise)].plan,
-            timesteps: scheduler.timesteps().to_vec(),
-        };
+        let meta = meta_at(step, failed_stage, plans);
         let path = Checkpoint::path_in(dir, &meta);
         let saved = std::fs::create_dir_all(dir)
             .map_err(|source| Error::Io {
@@ -479,6 +487,12 @@ fn run(
                     timestep: denoiser.timesteps()[done - 1],
                     elapsed: started.elapsed(),
                 }));
+                if let Some(after_step) = options.after_step {
+                    after_step(&Checkpoint {
+                        latents: latents.clone(),
+                        meta: meta_at(done, Stage::Denoise, &r.plans),
+                    })?;
+                }
             }
             Ok(())
         });

@@ -117,7 +117,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         data_dir,
         info: Info {
             model: args.model.model.clone(),
-            device: args.device.device.clone(),
+            device: crate::args::device_label(&device),
             dtype,
             limits,
             memory_budget,

@@ -28,6 +28,8 @@ const IMAGE_LATENT_CONTEXT_TOKENS: usize = 64;
 pub const CUDA_ALLOCATOR_SLACK: f64 = 1.10;
 /// Fixed per-process device overhead on CUDA (context, cuBLAS handles and workspace), bytes.
 pub const CUDA_CONTEXT_BYTES: u64 = 512 << 20;
+/// nn::feed_forward's limit on the projection's output per pass (elements).
+const FF_MAX_HIDDEN_ELEMENTS: usize = 1 << 30;
 /// Tokens per tile of candle's CPU tiled im2col convolution (`conv2d_tiled`'s TILE_SIZE).
 const CPU_CONV_TILE: usize = 512;
 
@@ -70,7 +72,9 @@ pub enum Backend {
     /// candle's CPU kernels: tiled im2col (an NHWC copy of the input and 512-pixel column
     /// tiles), exact `malloc` accounting.
     Cpu,
-    /// candle's CUDA kernels: full im2col (k·k·C_in per output pixel), a caching allocator and a
+    /// vivify's CUDA build: cuDNN convolutions (implicit GEMM, no im2col buffer), 1x1 convolutions
+    /// and the temporal convolution as GEMMs, GroupNorm(+SiLU) and LayerNorm as single kernels,
+    /// fused attention for half types at head dims 64, 80 and 128; a stream-ordered pool and a
     /// context.
     Cuda,
 }
@@ -308,6 +312,16 @@ impl Sim {
     fn free(&mut self, bytes: f64) {
         self.live -= bytes;
     }
+    /// The SiLU after a GroupNorm: a new tensor of `bytes`, held (returned, for the caller to
+    /// free), except on CUDA where it runs inside the GroupNorm kernel (0).
+    fn silu_after_norm(&mut self, bytes: f64) -> f64 {
+        if self.backend == Backend::Cuda {
+            return 0.0;
+        }
+        self.hold(bytes);
+        bytes
+    }
+
     /// Bytes of `n` elements of the model dtype.
     fn b(&self, n: usize) -> f64 {
         n as f64 * self.e
@@ -317,7 +331,10 @@ impl Sim {
     /// internal type, the half-type cast, the affine product; output `n` held on return.
     fn norm(&mut self, n: usize, extra: f64) {
         let n = n as f64;
-        let internal = if self.half {
+        let internal = if self.backend == Backend::Cuda {
+            // one kernel: input in, output out
+            0.0
+        } else if self.half {
             // f32 copy of x, centred, normalised (f32), cast back, product
             3.0 * n * self.ie + 2.0 * n * self.e
         } else {
@@ -348,9 +365,10 @@ impl Sim {
                 inp + self.b(c_out * c_in * k * k)
                     + self.b(c_in * k * k * CPU_CONV_TILE) * rayon_threads()
             }
-            // full im2col column buffer and the (N, HW, C_out) product before the transpose
+            // 1x1: one cuBLAS matmul over the contiguous input
             Backend::Cuda if k == 1 => 0.0,
-            Backend::Cuda => self.b(n * hw_out * c_in * k * k) + out,
+            // cuDNN's implicit GEMM: a workspace of a few MiB at most
+            Backend::Cuda => 0.0,
         };
         self.at(extra + work + out);
         // bias add: the unbiased output and the result
@@ -424,15 +442,15 @@ impl Sim {
         let (ni, no) = (n * c_in * hw, n * c_out * hw);
         // norm1 + silu are temporaries of the conv1 statement
         self.norm(ni, 0.0);
-        self.hold(self.b(ni)); // silu
+        let silu = self.silu_after_norm(self.b(ni));
         self.conv(n, c_in, hw, c_out, hw, 3, 0.0);
-        self.free(2.0 * self.b(ni));
+        self.free(self.b(ni) + silu);
         // + temb (the conv1 output stays alive under the shadowed name)
         self.hold(self.b(no));
         self.norm(no, 0.0);
-        self.hold(self.b(no));
+        let silu = self.silu_after_norm(self.b(no));
         self.conv(n, c_out, hw, c_out, hw, 3, 0.0);
-        self.free(2.0 * self.b(no));
+        self.free(self.b(no) + silu);
         let mut held = 3.0 * self.b(no);
         if c_in != c_out {
             self.conv(n, c_in, hw, c_out, hw, 1, 0.0);
@@ -460,6 +478,17 @@ impl Sim {
         let pad = x * (frames + 2) as f64 / frames as f64;
         let mut hs_live = 0.0; // the previous stage's output (the input itself for stage 1)
         for _ in 0..4 {
+            if self.backend == Backend::Cuda {
+                // GroupNorm + SiLU in one kernel (h), padded, the GEMM's output, the bias add
+                self.norm(n * c * hw, 0.0);
+                self.hold(pad);
+                self.at(2.0 * x);
+                self.free(pad + x);
+                self.free(hs_live);
+                self.hold(x);
+                hs_live = x;
+                continue;
+            }
             // GroupNorm output is freed after silu; h, padded, shifted, acc, term, sum
             self.norm(n * c * hw, 0.0);
             self.hold(x); // silu
@@ -551,16 +580,25 @@ impl Sim {
         self.at(extra + 2.0 * kv);
         self.hold(2.0 * kv);
         let d = inner / heads;
-        let chunks = opts.attention_query_chunk.is_some() || opts.attention_head_chunk.is_some();
+        // vivify's fused kernel: no score matrix, no chunks, one output
+        let fused = self.backend == Backend::Cuda && self.half && matches!(d, 64 | 80 | 128);
+        let chunks =
+            !fused && (opts.attention_query_chunk.is_some() || opts.attention_head_chunk.is_some());
         let parts_max = if chunks { q } else { 0.0 };
-        let sc = self.scores(
-            rows * heads,
-            l,
-            s,
-            opts.attention_head_chunk,
-            opts.attention_query_chunk,
-        );
-        let chunk_out = {
+        let sc = if fused {
+            0.0
+        } else {
+            self.scores(
+                rows * heads,
+                l,
+                s,
+                opts.attention_head_chunk,
+                opts.attention_query_chunk,
+            )
+        };
+        let chunk_out = if fused {
+            q
+        } else {
             let hc = opts
                 .attention_head_chunk
                 .map_or(rows * heads, |c| c.min(rows * heads));
@@ -605,8 +643,16 @@ impl Sim {
         self.norm(rows * l * d, 0.0);
         let chunk = opts.feed_forward_chunk.filter(|&c| c > 0 && c < l);
         let t = chunk.unwrap_or(l);
-        let h = self.b(rows * t * d * 8);
-        let parts = if chunk.is_some() { x } else { 0.0 };
+        let (h, parts) = if rows * l * d * 8 > FF_MAX_HIDDEN_ELEMENTS {
+            // FeedForward's guard: token runs across rows, the hidden under 2^30 elements
+            let run = (FF_MAX_HIDDEN_ELEMENTS / (d * 8)).min(chunk.unwrap_or(usize::MAX));
+            (self.b(run * d * 8), x)
+        } else {
+            (
+                self.b(rows * t * d * 8),
+                if chunk.is_some() { x } else { 0.0 },
+            )
+        };
         self.at(parts + 2.0 * h); // proj product + bias
         self.at(parts + h + h / 2.0 + h / 2.0 + self.b(rows * t * d) * 2.0);
         // cat of the parts, then + x
@@ -839,9 +885,9 @@ impl Sim {
         self.per_frame(n, cf, per, |s, k| {
             let normed = s.b(k * ch[0] * hw);
             s.norm(k * ch[0] * hw, 0.0);
-            s.hold(normed);
+            let silu = s.silu_after_norm(normed);
             s.conv(k, ch[0], hw, u.out_channels, hw, 3, 0.0);
-            s.free(2.0 * normed);
+            s.free(normed + silu);
         });
         self.at(self.b(n * u.out_channels * hw));
     }
@@ -1111,7 +1157,7 @@ impl Sim {
             }
             None => {
                 self.norm(n * c_prev * h * w, 0.0);
-                self.hold(x);
+                self.silu_after_norm(x);
                 self.conv(n, c_prev, h * w, v.out_channels, h * w, 3, 0.0);
             }
         }

@@ -4,6 +4,8 @@
 
 pub mod available;
 pub mod estimate;
+#[cfg(test)]
+mod gpu_measurements;
 pub mod planner;
 
 pub use estimate::{

@@ -480,8 +480,8 @@ mod tests {
     fn a_small_budget_picks_chunking() {
         let m = ModelConfigs::i2vgen_xl();
         let r = request(1280, 704, 16);
-        let plain = choose_plan(&m, &r, DType::F16, 200 * GIB).unwrap();
-        let budget = plain.predicted_peak_bytes() * 2 / 3;
+        // The plain plan needs 10+ GiB even decoding one frame at a time.
+        let budget = 8 * GIB;
         let c = choose_plan(&m, &r, DType::F16, budget).unwrap();
         assert!(c.fits, "{c:?}");
         assert_ne!(c.plan, ExecutionPlan::default());

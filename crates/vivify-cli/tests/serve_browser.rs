@@ -7,55 +7,14 @@
 mod common;
 #[path = "serve_process/mod.rs"]
 mod serve_process;
+#[path = "../../vivify-video/tests/webdriver/mod.rs"]
+mod webdriver;
 
 use base64::Engine;
 use serde_json::{Value, json};
 use serve_process::{Serve, require};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-struct Driver {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
-        .build()
-        .into()
-}
-
-fn call(method: &str, url: &str, body: Option<Value>) -> Value {
-    let a = agent();
-    let resp = match (method, body) {
-        ("GET", _) => a.get(url).call(),
-        ("DELETE", _) => a.delete(url).call(),
-        (_, body) => a
-            .post(url)
-            .header("Content-Type", "application/json")
-            .send(body.unwrap_or(json!({})).to_string()),
-    };
-    let text = resp
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
-        .body_mut()
-        .with_config()
-        .limit(50 << 20)
-        .read_to_string()
-        .unwrap();
-    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: {e}: {text}"));
-    assert!(!v["value"]["error"].is_string(), "{method} {url}: {v}");
-    v["value"].clone()
-}
+use std::time::Duration;
+use webdriver::Browser;
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -68,71 +27,22 @@ fn chromium_generates_a_video_from_the_page() {
     let image = dir.path().join("upload.png");
     std::fs::write(&image, common::png(160, 120)).unwrap();
 
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(&chromedriver)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting chromedriver");
-    let driver = Driver {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let start = Instant::now();
-    while agent()
-        .get(format!("{}/status", driver.base))
-        .call()
-        .is_err()
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "chromedriver did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let profile = tempfile::tempdir().unwrap();
-    let session = call(
-        "POST",
-        &format!("{}/session", driver.base),
-        Some(
-            json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
-                "binary": chromium,
-                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                         "--no-first-run", "--disable-background-networking",
-                         "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-                         "--window-size=1200,1400",
-                         format!("--user-data-dir={}", profile.path().display())]
-            }}}}),
-        ),
+    let browser = Browser::start(
+        &chromium,
+        &chromedriver,
+        &["--hide-scrollbars", "--window-size=1200,1400"],
+        Duration::from_secs(90),
     );
-    let sid = session["sessionId"].as_str().unwrap().to_string();
-    let s = format!("{}/session/{sid}", driver.base);
-    call(
+    browser.call(
         "POST",
-        &format!("{s}/timeouts"),
-        Some(json!({"script": 90000})),
-    );
-    call(
-        "POST",
-        &format!("{s}/url"),
+        "/url",
         Some(json!({"url": format!("{}/", serve.http.base)})),
     );
-    let script = |code: &str, args: Value| {
-        call(
-            "POST",
-            &format!("{s}/execute/async"),
-            Some(json!({"script": code, "args": args})),
-        )
-    };
+    let script = |code: &str, args: Value| browser.script(code, args);
     let find = |css: &str| -> String {
-        let e = call(
+        let e = browser.call(
             "POST",
-            &format!("{s}/element"),
+            "/element",
             Some(json!({"using": "css selector", "value": css})),
         );
         e[ELEMENT].as_str().unwrap().to_string()
@@ -147,9 +57,9 @@ fn chromium_generates_a_video_from_the_page() {
     assert_eq!(ready, true);
     // Upload through the file input, as a click on the drop zone does.
     let input = find("#image-input");
-    call(
+    browser.call(
         "POST",
-        &format!("{s}/element/{input}/value"),
+        &format!("/element/{input}/value"),
         Some(json!({"text": image.display().to_string()})),
     );
     // The preview shows and the 256p preset follows the image's 4:3 aspect.
@@ -177,9 +87,9 @@ fn chromium_generates_a_video_from_the_page() {
         json!([]),
     );
     let generate = find("#generate");
-    call(
+    browser.call(
         "POST",
-        &format!("{s}/element/{generate}/click"),
+        &format!("/element/{generate}/click"),
         Some(json!({})),
     );
     // The result loads in the player; the job shows in the history.
@@ -250,7 +160,7 @@ fn chromium_generates_a_video_from_the_page() {
         json!(["a red balloon drifting over a field", "4", "7", "64"])
     );
 
-    let shot = call("GET", &format!("{s}/screenshot"), None);
+    let shot = browser.call("GET", "/screenshot", None);
     let png = base64::engine::general_purpose::STANDARD
         .decode(shot.as_str().unwrap())
         .unwrap();
@@ -259,9 +169,9 @@ fn chromium_generates_a_video_from_the_page() {
     eprintln!("screenshot: {}", artifact.display());
 
     // Phone width: nothing sticks out sideways.
-    call(
+    browser.call(
         "POST",
-        &format!("{s}/window/rect"),
+        "/window/rect",
         Some(json!({"width": 390, "height": 844})),
     );
     let widths = script(
@@ -274,5 +184,5 @@ fn chromium_generates_a_video_from_the_page() {
         scroll <= inner,
         "the page is {scroll} px wide in a {inner} px window"
     );
-    let _ = agent().delete(&s).call();
+    drop(browser);
 }

@@ -2,16 +2,17 @@
 //! WebDriver HTTP API, loads it in a `<video>` element from a page served on 127.0.0.1.
 
 mod common;
+mod webdriver;
 
 use common::{require, synthetic_clip};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use vivify_video::mp4::write_mp4;
 use vivify_video::{Frames, Mp4Options};
+use webdriver::Browser;
 
 /// Serves `/` (the page) and `/clipN.mp4` from `dir` until the test ends.
 fn serve(dir: PathBuf) -> u16 {
@@ -61,33 +62,6 @@ fn answer(mut stream: TcpStream, dir: &std::path::Path) -> std::io::Result<()> {
     stream.flush()
 }
 
-struct Driver {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn post(url: &str, body: Value) -> Value {
-    let mut resp = ureq::post(url)
-        .config()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(90)))
-        .build()
-        .header("Content-Type", "application/json")
-        .send(body.to_string())
-        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
-    let text = resp.body_mut().read_to_string().unwrap();
-    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: {e}: {text}"));
-    assert!(!v["value"]["error"].is_string(), "POST {url} {body}: {v}");
-    v["value"].clone()
-}
-
 #[test]
 fn chromium_plays_the_mp4() {
     let chromium = require("chromium");
@@ -116,57 +90,21 @@ fn chromium_plays_the_mp4() {
     }
     let port = serve(dir.path().to_path_buf());
 
-    let driver_port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(&chromedriver)
-        .arg(format!("--port={driver_port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting chromedriver");
-    let driver = Driver {
-        child,
-        base: format!("http://127.0.0.1:{driver_port}"),
-    };
-    let start = Instant::now();
-    while ureq::get(&format!("{}/status", driver.base))
-        .call()
-        .is_err()
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "chromedriver did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let profile = tempfile::tempdir().unwrap();
-    let session = post(
-        &format!("{}/session", driver.base),
-        json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
-            "binary": chromium,
-            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                     "--no-first-run", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync",
-                     "--autoplay-policy=no-user-gesture-required",
-                     format!("--user-data-dir={}", profile.path().display())]
-        }}}}),
+    let browser = Browser::start(
+        &chromium,
+        &chromedriver,
+        &["--autoplay-policy=no-user-gesture-required"],
+        Duration::from_secs(30),
     );
-    let sid = session["sessionId"]
-        .as_str()
-        .expect("session id")
-        .to_string();
-    let s = format!("{}/session/{sid}", driver.base);
-    post(&format!("{s}/timeouts"), json!({"script": 30000}));
-    post(
-        &format!("{s}/url"),
-        json!({"url": format!("http://127.0.0.1:{port}/")}),
+    browser.call(
+        "POST",
+        "/url",
+        Some(json!({"url": format!("http://127.0.0.1:{port}/")})),
     );
-    let can_play = post(
-        &format!("{s}/execute/sync"),
-        json!({"script": "return document.createElement('video').canPlayType('video/mp4; codecs=\"avc1.42C01E\"')", "args": []}),
+    let can_play = browser.call(
+        "POST",
+        "/execute/sync",
+        Some(json!({"script": "return document.createElement('video').canPlayType('video/mp4; codecs=\"avc1.42C01E\"')", "args": []})),
     );
     eprintln!("canPlayType(avc1 baseline) = {can_play}");
     let script = r#"
@@ -186,14 +124,11 @@ fn chromium_plays_the_mp4() {
     "#;
     let mut results = Vec::new();
     for (i, &(w, h, n, fps)) in cases.iter().enumerate() {
-        let r = post(
-            &format!("{s}/execute/async"),
-            json!({"script": script, "args": [format!("/clip{i}.mp4")]}),
-        );
+        let r = browser.script(script, json!([format!("/clip{i}.mp4")]));
         eprintln!("clip{i} {w}x{h} {n} frames @ {fps}: {r}");
         results.push(r);
     }
-    let _ = ureq::delete(&s).call();
+    drop(browser);
     for (r, &(w, h, n, fps)) in results.iter().zip(&cases) {
         assert_eq!(r["why"], "ended", "{w}x{h}: did not play to the end: {r}");
         let want = n as f64 / fps;

@@ -8,19 +8,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Fails (never skips) when an external test tool is missing.
-pub fn require(tool: &str) -> String {
-    for dir in ["/usr/bin", "/usr/local/bin", "/bin"] {
-        let p = format!("{dir}/{tool}");
-        if Path::new(&p).exists() {
-            return p;
-        }
-    }
-    panic!(
-        "`{tool}` is not installed: install it with `apt-get install ffmpeg chromium \
-         chromium-driver` (.ci/run and scripts/test.sh do it when run as root)"
-    );
-}
+#[path = "../../../vivify-video/tests/tools/mod.rs"]
+mod tools;
+pub use tools::require;
 
 pub struct Serve {
     child: Option<Child>,

@@ -1,33 +1,17 @@
 """PyTorch's side of `vivify bench-ops`: the same convolution, temporal convolution and
-attention cases, timed the same way (best of N after a warm-up), one JSON line per case.
+attention cases (op_cases.json, which vivify embeds), timed the same way (best of N after a
+warm-up), one JSON line per case.
 Usage: python torch_ops.py [--iters 5] [--dtype fp16]
 """
 import argparse
 import json
+import os
 import time
 
 import torch
 import torch.nn.functional as F
 
-# Keep in step with crates/vivify-cli/src/commands/bench_ops.rs.
-CONV = [
-    ("unet_3x3_320_64", 16, 320, 64, 64, 320, 3, 1, 1),
-    ("unet_3x3_640_32", 16, 640, 32, 32, 640, 3, 1, 1),
-    ("unet_3x3_1280_16", 16, 1280, 16, 16, 1280, 3, 1, 1),
-    ("unet_1x1_320_640_32", 16, 320, 32, 32, 640, 1, 1, 0),
-    ("unet_down_3x3_s2_320_64", 16, 320, 64, 64, 320, 3, 2, 1),
-    ("vae_3x3_512_64", 1, 512, 64, 64, 512, 3, 1, 1),
-    ("vae_3x3_512_256", 1, 512, 256, 256, 512, 3, 1, 1),
-    ("vae_3x3_256_512", 1, 256, 512, 512, 256, 3, 1, 1),
-    ("vae_3x3_128_512", 1, 128, 512, 512, 128, 3, 1, 1),
-]
-TEMPORAL = [("temporal_conv_320_64", 2, 16, 320, 64 * 64), ("temporal_conv_1280_16", 2, 16, 1280, 16 * 16)]
-ATTENTION = [
-    ("spatial_self_4096", 160, 4096, 4096, 64),
-    ("spatial_self_1024", 320, 1024, 1024, 64),
-    ("cross_4096x77", 160, 4096, 77, 64),
-    ("temporal_16", 2 * 4096 * 5, 16, 16, 64),
-]
+CASES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "op_cases.json")
 
 
 def best_ms(fn, iters):
@@ -52,20 +36,25 @@ def main():
     emit = lambda op, name, ms, flops: print(json.dumps(
         {"impl": "torch", "op": op, "case": name, "ms": round(ms, 4), "dtype": args.dtype,
          "extra": {"tflops": round(flops / ms / 1e9, 1)}}), flush=True)
+    cases = json.load(open(CASES))
     with torch.no_grad():
-        for name, n, c, h, w, k, ks, stride, pad in CONV:
+        for cc in cases["conv2d"]:
+            name, n, c, h, w = cc["case"], cc["batch"], cc["c_in"], cc["h"], cc["w"]
+            k, ks, stride, pad = cc["c_out"], cc["kernel"], cc["stride"], cc["padding"]
             x = torch.randn(n, c, h, w, device=dev, dtype=dt)
             wt = torch.randn(k, c, ks, ks, device=dev, dtype=dt)
             ms = best_ms(lambda: F.conv2d(x, wt, stride=stride, padding=pad), args.iters)
             emit("conv2d", name, ms, 2.0 * n * k * c * ks * ks * (h // stride) * (w // stride))
-        for name, b, f, c, hw in TEMPORAL:
-            side = int(hw ** 0.5)
-            x = torch.randn(b, c, f, side, side, device=dev, dtype=dt)
+        for tc in cases["conv3d_311"]:
+            name, b, f, c = tc["case"], tc["batch"], tc["frames"], tc["channels"]
+            hw = tc["h"] * tc["w"]
+            x = torch.randn(b, c, f, tc["h"], tc["w"], device=dev, dtype=dt)
             wt = torch.randn(c, c, 3, 1, 1, device=dev, dtype=dt)
             bias = torch.randn(c, device=dev, dtype=dt)
             ms = best_ms(lambda: F.conv3d(x, wt, bias, padding=(1, 0, 0)), args.iters)
             emit("conv3d_311", name, ms, 2.0 * b * f * hw * c * c * 3)
-        for name, bh, l, s, d in ATTENTION:
+        for ac in cases["attention"]:
+            name, bh, l, s, d = ac["case"], ac["batch_heads"], ac["queries"], ac["keys"], ac["head_dim"]
             q = torch.randn(1, bh, l, d, device=dev, dtype=dt)
             k = torch.randn(1, bh, s, d, device=dev, dtype=dt)
             v = torch.randn(1, bh, s, d, device=dev, dtype=dt)

@@ -10,44 +10,52 @@ use vivify_core::nn::attention::attend;
 use vivify_core::nn::conv::convolve;
 use vivify_core::nn::temporal_conv::conv_over_frames;
 
-/// (name, batch, c_in, h, w, c_out, kernel, stride, padding)
-type ConvCase = (
-    &'static str,
-    usize,
-    usize,
-    usize,
-    usize,
-    usize,
-    usize,
-    usize,
-    usize,
-);
+/// The cases, shared with bench/gpu/torch_ops.py.
+const CASES_JSON: &str = include_str!("../../../../bench/gpu/op_cases.json");
 
-pub const CONV_CASES: &[ConvCase] = &[
-    ("unet_3x3_320_64", 16, 320, 64, 64, 320, 3, 1, 1),
-    ("unet_3x3_640_32", 16, 640, 32, 32, 640, 3, 1, 1),
-    ("unet_3x3_1280_16", 16, 1280, 16, 16, 1280, 3, 1, 1),
-    ("unet_1x1_320_640_32", 16, 320, 32, 32, 640, 1, 1, 0),
-    ("unet_down_3x3_s2_320_64", 16, 320, 64, 64, 320, 3, 2, 1),
-    ("vae_3x3_512_64", 1, 512, 64, 64, 512, 3, 1, 1),
-    ("vae_3x3_512_256", 1, 512, 256, 256, 512, 3, 1, 1),
-    ("vae_3x3_256_512", 1, 256, 512, 512, 256, 3, 1, 1),
-    ("vae_3x3_128_512", 1, 128, 512, 512, 128, 3, 1, 1),
-];
+#[derive(serde::Deserialize)]
+struct Cases {
+    conv2d: Vec<ConvCase>,
+    conv3d_311: Vec<TemporalCase>,
+    attention: Vec<AttentionCase>,
+}
 
-/// (name, batch·heads, queries, keys, head dim)
-pub const ATTENTION_CASES: &[(&str, usize, usize, usize, usize)] = &[
-    ("spatial_self_4096", 160, 4096, 4096, 64),
-    ("spatial_self_1024", 320, 1024, 1024, 64),
-    ("cross_4096x77", 160, 4096, 77, 64),
-    ("temporal_16", 2 * 4096 * 5, 16, 16, 64),
-];
+#[derive(serde::Deserialize)]
+struct ConvCase {
+    case: String,
+    batch: usize,
+    c_in: usize,
+    h: usize,
+    w: usize,
+    c_out: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+}
 
-/// (name, batch, frames, channels, h·w): the temporal (3,1,1) convolution.
-pub const TEMPORAL_CASES: &[(&str, usize, usize, usize, usize)] = &[
-    ("temporal_conv_320_64", 2, 16, 320, 64 * 64),
-    ("temporal_conv_1280_16", 2, 16, 1280, 16 * 16),
-];
+/// The temporal (3,1,1) convolution.
+#[derive(serde::Deserialize)]
+struct TemporalCase {
+    case: String,
+    batch: usize,
+    frames: usize,
+    channels: usize,
+    h: usize,
+    w: usize,
+}
+
+#[derive(serde::Deserialize)]
+struct AttentionCase {
+    case: String,
+    batch_heads: usize,
+    queries: usize,
+    keys: usize,
+    head_dim: usize,
+}
+
+fn cases() -> Result<Cases> {
+    Ok(serde_json::from_str(CASES_JSON)?)
+}
 
 pub fn run(args: &BenchOpsArgs) -> Result<ExitCode> {
     let (device, dtype) = args.device.resolve()?;
@@ -59,55 +67,56 @@ pub fn run(args: &BenchOpsArgs) -> Result<ExitCode> {
         });
         println!("{record}");
     };
-    for &(name, n, c, h, w, k, ks, stride, pad) in CONV_CASES {
-        let x = random((n, c, h, w), dtype, &device)?;
-        let wt = random((k, c, ks, ks), dtype, &device)?;
-        let ms = time_ms(&device, args.iters, || Ok(convolve(&x, &wt, stride, pad)?))?;
-        let flops = 2.0 * (n * k * c * ks * ks) as f64 * ((h / stride) * (w / stride)) as f64;
+    let cases = cases()?;
+    for c in &cases.conv2d {
+        let x = random((c.batch, c.c_in, c.h, c.w), dtype, &device)?;
+        let wt = random((c.c_out, c.c_in, c.kernel, c.kernel), dtype, &device)?;
+        let ms = time_ms(&device, args.iters, || {
+            Ok(convolve(&x, &wt, c.stride, c.padding)?)
+        })?;
+        let macs =
+            c.batch * c.c_out * c.c_in * c.kernel * c.kernel * (c.h / c.stride) * (c.w / c.stride);
         report(
             "conv2d",
-            name,
+            &c.case,
             ms,
-            serde_json::json!({"tflops": flops / ms / 1e9}),
+            serde_json::json!({"tflops": 2.0 * macs as f64 / ms / 1e9}),
         );
     }
-    for &(name, b, f, c, hw) in TEMPORAL_CASES {
-        let h = random((b, f, c, hw), dtype, &device)?;
-        let (wt, bias) = (
-            random((c, c, 3, 1, 1), dtype, &device)?,
-            random(c, dtype, &device)?,
-        );
+    for c in &cases.conv3d_311 {
+        let hw = c.h * c.w;
+        let h = random((c.batch, c.frames, c.channels, hw), dtype, &device)?;
+        let wt = random((c.channels, c.channels, 3, 1, 1), dtype, &device)?;
+        let bias = random(c.channels, dtype, &device)?;
         let ms = time_ms(&device, args.iters, || {
             Ok(conv_over_frames(&h, &wt, &bias)?)
         })?;
-        let flops = 2.0 * (b * f * hw * c * c * 3) as f64;
+        let macs = c.batch * c.frames * hw * c.channels * c.channels * 3;
         report(
             "conv3d_311",
-            name,
+            &c.case,
             ms,
-            serde_json::json!({"tflops": flops / ms / 1e9}),
+            serde_json::json!({"tflops": 2.0 * macs as f64 / ms / 1e9}),
         );
     }
-    for &(name, bh, l, s, d) in ATTENTION_CASES {
-        let q = random((1, bh, l, d), dtype, &device)?;
-        let (k, v) = (
-            random((1, bh, s, d), dtype, &device)?,
-            random((1, bh, s, d), dtype, &device)?,
-        );
-        // The matmul path at full size would need a (bh, l, s) score matrix: chunk it as the
-        // planner would (1024 queries), which is what runs when the fused kernel cannot.
-        let opts = vivify_core::nn::compute::ComputeOptions {
-            attention_query_chunk: Some(1024),
-            attention_head_chunk: Some(32),
-            ..Default::default()
-        };
+    // The matmul path at full size would need a (bh, l, s) score matrix: chunk it as the planner
+    // would (1024 queries), which is what runs when the fused kernel cannot.
+    let opts = vivify_core::nn::compute::ComputeOptions {
+        attention_query_chunk: Some(1024),
+        attention_head_chunk: Some(32),
+        ..Default::default()
+    };
+    for c in &cases.attention {
+        let q = random((1, c.batch_heads, c.queries, c.head_dim), dtype, &device)?;
+        let k = random((1, c.batch_heads, c.keys, c.head_dim), dtype, &device)?;
+        let v = random((1, c.batch_heads, c.keys, c.head_dim), dtype, &device)?;
         let ms = time_ms(&device, args.iters, || Ok(attend(&q, &k, &v, opts)?))?;
-        let flops = 4.0 * (bh * l * s * d) as f64;
+        let macs = c.batch_heads * c.queries * c.keys * c.head_dim;
         report(
             "attention",
-            name,
+            &c.case,
             ms,
-            serde_json::json!({"tflops": flops / ms / 1e9}),
+            serde_json::json!({"tflops": 4.0 * macs as f64 / ms / 1e9}),
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -130,4 +139,13 @@ fn time_ms(device: &Device, iters: usize, f: impl Fn() -> Result<Tensor>) -> Res
         drop(out);
     }
     Ok(best)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_shared_cases_parse() {
+        let c = super::cases().unwrap();
+        assert!(!c.conv2d.is_empty() && !c.conv3d_311.is_empty() && !c.attention.is_empty());
+    }
 }

@@ -33,16 +33,9 @@ pub fn changes(c: &PlanChoice, frames: usize) -> Vec<String> {
     if p.sequential_guidance {
         out.push("guidance rows one at a time".to_string());
     }
-    let k = &p.compute;
-    for (name, v) in [
-        ("attention query chunk", k.attention_query_chunk),
-        ("attention head slice", k.attention_head_chunk),
-        ("feed-forward chunk", k.feed_forward_chunk),
-        ("spatial frame chunk", k.spatial_frame_chunk),
-        ("temporal pixel chunk", k.temporal_pixel_chunk),
-    ] {
-        if let Some(n) = v {
-            out.push(format!("{name} {n}"));
+    for choice in p.compute.choices() {
+        if let Some(n) = choice.value {
+            out.push(format!("{} {n}", choice.words));
         }
     }
     if c.decode_chunk < frames {

@@ -96,31 +96,14 @@ impl PlanChoice {
 
 /// See [`PlanChoice::summary`].
 pub fn summary(plan: &ExecutionPlan, decode_chunk: usize) -> String {
-    let p = plan.compute;
     let mut parts = Vec::new();
     if plan.sequential_guidance {
         parts.push("seq".to_string());
     }
-    if let Some(q) = p.attention_query_chunk {
-        parts.push(format!("q{q}"));
-    }
-    if let Some(h) = p.attention_head_chunk {
-        parts.push(format!("h{h}"));
-    }
-    if let Some(f) = p.feed_forward_chunk {
-        parts.push(format!("ff{f}"));
-    }
-    if let Some(f) = p.spatial_frame_chunk {
-        parts.push(format!("sf{f}"));
-    }
-    if let Some(t) = p.temporal_pixel_chunk {
-        parts.push(format!("tp{t}"));
-    }
-    if let Some(f) = p.conv_frame_chunk {
-        parts.push(format!("cf{f}"));
-    }
-    if let Some(b) = p.vae_row_band {
-        parts.push(format!("vb{b}"));
+    for choice in plan.compute.choices() {
+        if let Some(n) = choice.value {
+            parts.push(format!("{}{n}", choice.code));
+        }
     }
     parts.push(format!("dc{}", decode_chunk));
     if parts.len() == 1 && *plan == ExecutionPlan::default() {

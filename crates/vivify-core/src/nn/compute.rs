@@ -36,6 +36,39 @@ pub struct ComputeOptions {
     pub vae_row_band: Option<usize>,
 }
 
+/// One chunking choice, named for plan summaries (`code`, as in `q1024`) and for people.
+pub struct ChunkChoice {
+    pub code: &'static str,
+    pub words: &'static str,
+    pub value: Option<usize>,
+}
+
+impl ComputeOptions {
+    /// Every choice in a fixed order: the one list that plan summaries and descriptions walk.
+    pub fn choices(&self) -> [ChunkChoice; 7] {
+        // Destructured so that a new field does not compile until it is listed here.
+        let Self {
+            attention_query_chunk,
+            attention_head_chunk,
+            feed_forward_chunk,
+            spatial_frame_chunk,
+            temporal_pixel_chunk,
+            conv_frame_chunk,
+            vae_row_band,
+        } = *self;
+        let c = |code, words, value| ChunkChoice { code, words, value };
+        [
+            c("q", "attention query chunk", attention_query_chunk),
+            c("h", "attention head slice", attention_head_chunk),
+            c("ff", "feed-forward chunk", feed_forward_chunk),
+            c("sf", "spatial frame chunk", spatial_frame_chunk),
+            c("tp", "temporal pixel chunk", temporal_pixel_chunk),
+            c("cf", "convolution frame chunk", conv_frame_chunk),
+            c("vb", "VAE row band", vae_row_band),
+        ]
+    }
+}
+
 /// `f(start, len)` over runs of at most `chunk` of `0..n`, concatenated on axis `dim`.
 pub fn chunked_range(
     n: usize,

@@ -4,7 +4,13 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: &[&str] = &["flash_attn", "group_norm", "layer_norm"];
+const KERNELS: &[&str] = &[
+    "elementwise",
+    "flash_attn",
+    "geglu",
+    "group_norm",
+    "layer_norm",
+];
 
 fn main() {
     println!("cargo::rerun-if-env-changed=CUDA_HOME");

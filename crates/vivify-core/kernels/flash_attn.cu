@@ -2,8 +2,10 @@
 // One warp owns 16 query rows; a block of WARPS warps walks the keys in tiles of 64, keeping the
 // running row max and sum (online softmax) so no score matrix ever reaches global memory.
 // Tensor-core math through mma.sync m16n8k16 (f16/bf16 in, f32 accumulate); P is rounded to the
-// input type before P·V, as in FlashAttention. Inputs: q (BH, L, D), k and v (BH, S, D), all
-// contiguous with 16-byte aligned rows; output o (BH, L, D).
+// input type before P·V, as in FlashAttention. Inputs: q (B, H, L, D), k and v (B, H, S, D) as
+// strided views (batch, head and row strides in elements, D contiguous, rows 16-byte aligned), so
+// the heads are read straight from the projections' (B, L, H·D) output; output o (B, L, H, D)
+// contiguous, which is the out-projection's input as it stands.
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 #include <stdint.h>
@@ -12,6 +14,25 @@ namespace {
 
 constexpr int BC = 64;  // keys per tile
 constexpr int PAD = 8;  // shared-memory row padding (halves): conflict-free fragment loads
+
+// Element strides of the (batch, head) axes of q, k and v, and of their rows (rows fit in 32 bits;
+// the host checks), passed by value.
+struct Strides {
+  long long q_batch, q_head, k_batch, k_head, v_batch, v_head;
+  int q_row, k_row, v_row;
+};
+
+// Asynchronous 16-byte global -> shared copies (sm_80+): the next K/V tile loads while this one
+// is multiplied.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
 
 __device__ __forceinline__ uint32_t pack_f32(float a, float b, __half) {
   __half2 h = __floats2half2_rn(a, b);
@@ -42,14 +63,17 @@ __device__ __forceinline__ void mma(float c[4], const uint32_t a[4], const uint3
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-template <typename T, int D, int WARPS>
+// ASYNC: K/V tiles through cp.async, double-buffered where two stages fit in 48 KiB of shared
+// memory (head dims 64 and 80), else single-buffered; otherwise loaded through registers.
+template <typename T, int D, int WARPS, bool ASYNC>
 __device__ __forceinline__ void flash_fwd(const T* __restrict__ q, const T* __restrict__ k,
-                                          const T* __restrict__ v, T* __restrict__ o, int L, int S,
-                                          float scale_log2) {
+                                          const T* __restrict__ v, T* __restrict__ o, int H, int L,
+                                          int S, Strides st, float scale_log2) {
   static_assert(D % 16 == 0, "head dim must be a multiple of 16");
   constexpr int LDS = D + PAD;
-  __shared__ __align__(16) T ks[BC * LDS];
-  __shared__ __align__(16) T vs[BC * LDS];
+  constexpr int STAGES = (ASYNC && 2 * 2 * BC * LDS * sizeof(T) <= 48 * 1024) ? 2 : 1;
+  __shared__ __align__(16) T ks[STAGES * BC * LDS];
+  __shared__ __align__(16) T vs[STAGES * BC * LDS];
 
   // Batch·heads on x (up to 2^31 - 1 blocks: temporal attention has one row per pixel), query
   // tiles on y.
@@ -57,19 +81,21 @@ __device__ __forceinline__ void flash_fwd(const T* __restrict__ q, const T* __re
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane >> 2, t = lane & 3;
   const int r0 = blockIdx.y * (WARPS * 16) + warp * 16 + g, r1 = r0 + 8;
-  const T* qb = q + (size_t)bh * L * D;
-  const T* kb = k + (size_t)bh * S * D;
-  const T* vb = v + (size_t)bh * S * D;
+  const long long bi = bh / H, hi = bh % H;
+  const int qrow = st.q_row, krow = st.k_row, vrow = st.v_row;
+  const T* qb = q + bi * st.q_batch + hi * st.q_head;
+  const T* kb = k + bi * st.k_batch + hi * st.k_head;
+  const T* vb = v + bi * st.v_batch + hi * st.v_head;
 
   // Q as A fragments (row-major 16 x D), loaded once.
   uint32_t qf[D / 16][4];
 #pragma unroll
   for (int kc = 0; kc < D / 16; ++kc) {
     const int c = kc * 16 + 2 * t;
-    qf[kc][0] = r0 < L ? *reinterpret_cast<const uint32_t*>(qb + (size_t)r0 * D + c) : 0u;
-    qf[kc][1] = r1 < L ? *reinterpret_cast<const uint32_t*>(qb + (size_t)r1 * D + c) : 0u;
-    qf[kc][2] = r0 < L ? *reinterpret_cast<const uint32_t*>(qb + (size_t)r0 * D + c + 8) : 0u;
-    qf[kc][3] = r1 < L ? *reinterpret_cast<const uint32_t*>(qb + (size_t)r1 * D + c + 8) : 0u;
+    qf[kc][0] = r0 < L ? *reinterpret_cast<const uint32_t*>(qb + r0 * qrow + c) : 0u;
+    qf[kc][1] = r1 < L ? *reinterpret_cast<const uint32_t*>(qb + r1 * qrow + c) : 0u;
+    qf[kc][2] = r0 < L ? *reinterpret_cast<const uint32_t*>(qb + r0 * qrow + c + 8) : 0u;
+    qf[kc][3] = r1 < L ? *reinterpret_cast<const uint32_t*>(qb + r1 * qrow + c + 8) : 0u;
   }
 
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
@@ -77,19 +103,51 @@ __device__ __forceinline__ void flash_fwd(const T* __restrict__ q, const T* __re
 #pragma unroll
   for (int dn = 0; dn < D / 8; ++dn) of[dn][0] = of[dn][1] = of[dn][2] = of[dn][3] = 0.f;
 
-  for (int kt = 0; kt < S; kt += BC) {
-    __syncthreads();  // the previous tile is no longer read
+  // One K/V tile (keys kt .. kt + BC) into shared-memory stage `stage`; rows past S are zeros.
+  auto load_tile = [&](int stage, int kt) {
+    T* kd = ks + stage * BC * LDS;
+    T* vd = vs + stage * BC * LDS;
     for (int i = threadIdx.x; i < BC * D / 8; i += WARPS * 32) {
       const int row = i / (D / 8), col = (i % (D / 8)) * 8;
-      uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+      T* kdst = kd + row * LDS + col;
+      T* vdst = vd + row * LDS + col;
       if (kt + row < S) {
-        kv = *reinterpret_cast<const uint4*>(kb + (size_t)(kt + row) * D + col);
-        vv = *reinterpret_cast<const uint4*>(vb + (size_t)(kt + row) * D + col);
+        const T* ksrc = kb + (kt + row) * krow + col;
+        const T* vsrc = vb + (kt + row) * vrow + col;
+        if (ASYNC) {
+          cp_async16(kdst, ksrc);
+          cp_async16(vdst, vsrc);
+        } else {
+          *reinterpret_cast<uint4*>(kdst) = *reinterpret_cast<const uint4*>(ksrc);
+          *reinterpret_cast<uint4*>(vdst) = *reinterpret_cast<const uint4*>(vsrc);
+        }
+      } else {
+        *reinterpret_cast<uint4*>(kdst) = make_uint4(0, 0, 0, 0);
+        *reinterpret_cast<uint4*>(vdst) = make_uint4(0, 0, 0, 0);
       }
-      *reinterpret_cast<uint4*>(ks + row * LDS + col) = kv;
-      *reinterpret_cast<uint4*>(vs + row * LDS + col) = vv;
+    }
+    if (ASYNC) cp_async_commit();
+  };
+
+  if (STAGES == 2) load_tile(0, 0);
+  for (int kt = 0, tile = 0; kt < S; kt += BC, ++tile) {
+    const int cur = STAGES == 2 ? (tile & 1) : 0;
+    if (STAGES == 2) {
+      // Stage cur ^ 1 was last read in the previous iteration, which ended with a barrier.
+      if (kt + BC < S) {
+        load_tile(cur ^ 1, kt + BC);
+        cp_async_wait<1>();  // this tile's group has landed (the next one may still fly)
+      } else {
+        cp_async_wait<0>();
+      }
+    } else {
+      __syncthreads();  // the previous tile is no longer read
+      load_tile(0, kt);
+      if (ASYNC) cp_async_wait<0>();
     }
     __syncthreads();
+    const T* kst = ks + cur * BC * LDS;
+    const T* vst = vs + cur * BC * LDS;
 
     // S = Q Kᵀ for this warp's 16 rows and the tile's 64 keys.
     float sf[BC / 8][4];
@@ -98,7 +156,7 @@ __device__ __forceinline__ void flash_fwd(const T* __restrict__ q, const T* __re
       sf[n][0] = sf[n][1] = sf[n][2] = sf[n][3] = 0.f;
 #pragma unroll
       for (int kc = 0; kc < D / 16; ++kc) {
-        const T* kr = ks + (n * 8 + g) * LDS + kc * 16 + 2 * t;
+        const T* kr = kst + (n * 8 + g) * LDS + kc * 16 + 2 * t;
         const uint32_t b[2] = {*reinterpret_cast<const uint32_t*>(kr),
                                *reinterpret_cast<const uint32_t*>(kr + 8)};
         mma(sf[n], qf[kc], b, T());
@@ -153,11 +211,12 @@ __device__ __forceinline__ void flash_fwd(const T* __restrict__ q, const T* __re
                              pack_f32(sf[2 * kc + 1][2], sf[2 * kc + 1][3], T())};
 #pragma unroll
       for (int dn = 0; dn < D / 8; ++dn) {
-        const T* vr = vs + (kc * 16 + 2 * t) * LDS + dn * 8 + g;
+        const T* vr = vst + (kc * 16 + 2 * t) * LDS + dn * 8 + g;
         const uint32_t b[2] = {pack_raw(vr[0], vr[LDS]), pack_raw(vr[8 * LDS], vr[9 * LDS])};
         mma(of[dn], a, b, T());
       }
     }
+    if (STAGES == 2) __syncthreads();  // everyone is done with stage cur before it is refilled
   }
 
   l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
@@ -165,32 +224,38 @@ __device__ __forceinline__ void flash_fwd(const T* __restrict__ q, const T* __re
   l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
   l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
   const float inv0 = 1.f / l0, inv1 = 1.f / l1;
-  T* ob = o + (size_t)bh * L * D;
+  const long long orow = (long long)H * D;
+  T* ob = o + bi * L * orow + hi * D;
 #pragma unroll
   for (int dn = 0; dn < D / 8; ++dn) {
     const int col = dn * 8 + 2 * t;
     if (r0 < L)
-      *reinterpret_cast<uint32_t*>(ob + (size_t)r0 * D + col) =
+      *reinterpret_cast<uint32_t*>(ob + r0 * orow + col) =
           pack_f32(of[dn][0] * inv0, of[dn][1] * inv0, T());
     if (r1 < L)
-      *reinterpret_cast<uint32_t*>(ob + (size_t)r1 * D + col) =
+      *reinterpret_cast<uint32_t*>(ob + r1 * orow + col) =
           pack_f32(of[dn][2] * inv1, of[dn][3] * inv1, T());
   }
 }
 
 }  // namespace
 
-// Entry points: flash_attn_{f16,bf16}_d{D}_w{WARPS}. WARPS = 1 serves short sequences (the
-// temporal attention's 16-32 frames) without idle warps; 4 serves the spatial ones.
-#define FLASH_ENTRY(NAME, T, D, W)                                                            \
+// Entry points: flash_attn_{f16,bf16}_d{D}_w{WARPS} (cp.async tiles) and flash_attn_sync_...
+// (tiles through registers, the first version, kept as the fallback). WARPS = 1 serves short
+// sequences (the temporal attention's 16-32 frames) without idle warps; 4 serves the spatial ones.
+#define FLASH_ENTRY(NAME, T, D, W, ASYNC)                                                     \
   extern "C" __global__ void __launch_bounds__(W * 32)                                        \
-      NAME(const T* q, const T* k, const T* v, T* o, int L, int S, float scale_log2) {        \
-    flash_fwd<T, D, W>(q, k, v, o, L, S, scale_log2);                                         \
+      NAME(const T* q, const T* k, const T* v, T* o, int H, int L, int S, Strides st,         \
+           float scale_log2) {                                                                \
+    flash_fwd<T, D, W, ASYNC>(q, k, v, o, H, L, S, st, scale_log2);                           \
   }
-#define FLASH_DIMS(TN, T, W)                          \
-  FLASH_ENTRY(flash_attn_##TN##_d64_w##W, T, 64, W)   \
-  FLASH_ENTRY(flash_attn_##TN##_d80_w##W, T, 80, W)   \
-  FLASH_ENTRY(flash_attn_##TN##_d128_w##W, T, 128, W)
+#define FLASH_DIMS(TN, T, W)                                         \
+  FLASH_ENTRY(flash_attn_##TN##_d64_w##W, T, 64, W, true)            \
+  FLASH_ENTRY(flash_attn_##TN##_d80_w##W, T, 80, W, true)            \
+  FLASH_ENTRY(flash_attn_##TN##_d128_w##W, T, 128, W, true)          \
+  FLASH_ENTRY(flash_attn_sync_##TN##_d64_w##W, T, 64, W, false)      \
+  FLASH_ENTRY(flash_attn_sync_##TN##_d80_w##W, T, 80, W, false)      \
+  FLASH_ENTRY(flash_attn_sync_##TN##_d128_w##W, T, 128, W, false)
 
 FLASH_DIMS(f16, __half, 1)
 FLASH_DIMS(f16, __half, 4)

@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use vivify_core::nn::attention::scaled_dot_product_attention;
-use vivify_core::nn::cuda::flash_attention::flash_attention;
+use vivify_core::nn::cuda::flash_attention::{flash_attention, flash_attention_with};
 
 fn cuda() -> Device {
     Device::new_cuda(0).expect("a CUDA device")
@@ -42,12 +42,23 @@ fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
 
 #[test]
 fn flash_attention_matches_the_matmul_path() {
+    flash_attention_variant_matches_the_matmul_path(false);
+}
+
+/// The double-buffered cp.async variant (`VIVIFY_CUDA_DISABLE=attention_async` falls back).
+#[test]
+fn flash_attention_async_tiles_match_the_matmul_path() {
+    flash_attention_variant_matches_the_matmul_path(true);
+}
+
+fn flash_attention_variant_matches_the_matmul_path(async_tiles: bool) {
     let dev = cuda();
     // (batch, heads, queries, keys, head dim): spatial self-attention with a partial tile,
     // cross-attention to 77 tokens, temporal attention over 16 frames, CLIP's head dim 80.
     let cases = [
         (2, 5, 1000, 1000, 64),
         (2, 5, 256, 77, 64),
+        (2, 5, 256, 256, 64),
         (64, 5, 16, 16, 64),
         (1, 3, 257, 257, 80),
         (1, 2, 130, 70, 128),
@@ -57,18 +68,44 @@ fn flash_attention_matches_the_matmul_path() {
             let q = Tensor::randn(0f32, 1., (n, h, l, d), &dev).unwrap();
             let k = Tensor::randn(0f32, 1., (n, h, s, d), &dev).unwrap();
             let v = Tensor::randn(0f32, 1., (n, h, s, d), &dev).unwrap();
-            let reference = scaled_dot_product_attention(&q, &k, &v).unwrap();
-            let (qh, kh, vh) = (
-                q.to_dtype(dtype).unwrap(),
-                k.to_dtype(dtype).unwrap(),
-                v.to_dtype(dtype).unwrap(),
-            );
-            let fused = flash_attention(&qh, &kh, &vh).unwrap().expect("fused path");
-            assert_eq!(fused.dims(), reference.dims());
-            let err = rel_err(&fused, &reference);
-            println!("flash {dtype:?} {n}x{h}x{l}x{s}x{d}: rel err {err:.2e}");
-            let limit = if dtype == DType::F16 { 5e-3 } else { 3e-2 };
-            assert!(err < limit, "{dtype:?} {:?}: {err}", (n, h, l, s, d));
+            // The kernel answers (N, L, H, D).
+            let reference = scaled_dot_product_attention(&q, &k, &v)
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap();
+            let half = |t: &Tensor| t.to_dtype(dtype).unwrap();
+            // Heads as views of a (N, L, H·D) projection, as the attention layers pass them.
+            let heads_view = |t: &Tensor| {
+                half(t)
+                    .transpose(1, 2)
+                    .unwrap()
+                    .contiguous()
+                    .unwrap()
+                    .transpose(1, 2)
+                    .unwrap()
+            };
+            for (layout, (qh, kh, vh)) in [
+                ("contiguous", (half(&q), half(&k), half(&v))),
+                (
+                    "head views",
+                    (heads_view(&q), heads_view(&k), heads_view(&v)),
+                ),
+            ] {
+                let fused = flash_attention_with(&qh, &kh, &vh, async_tiles)
+                    .unwrap()
+                    .expect("fused path");
+                assert_eq!(fused.dims(), reference.dims());
+                let err = rel_err(&fused, &reference);
+                println!(
+                    "flash (async tiles {async_tiles}) {dtype:?} {layout} {n}x{h}x{l}x{s}x{d}: rel err {err:.2e}"
+                );
+                let limit = if dtype == DType::F16 { 5e-3 } else { 3e-2 };
+                assert!(
+                    err < limit,
+                    "{dtype:?} {layout} {:?}: {err}",
+                    (n, h, l, s, d)
+                );
+            }
         }
     }
     // f32 and unsupported head dims are left to the matmul path.
@@ -208,6 +245,122 @@ fn layer_norm_matches_the_cpu() {
                 _ => 2e-2,
             };
             assert!(err < limit, "{dtype:?}: {err}");
+        }
+    }
+}
+
+/// The cuBLASLt linear (bias in the epilogue) against candle's matmul + bias on the CPU.
+#[test]
+fn linear_matches_the_cpu() {
+    use vivify_core::nn::cuda::linear::linear;
+    let dev = cuda();
+    // (token dims, in, out): a spatial projection, temporal tokens, the GEGLU projection.
+    let cases: [(&[usize], usize, usize); 3] = [
+        (&[2, 1024], 320, 320),
+        (&[512, 16], 320, 320),
+        (&[1, 300], 640, 5120),
+    ];
+    for dtype in [DType::F16, DType::BF16] {
+        for (tokens, k, n) in cases {
+            let mut x_dims = tokens.to_vec();
+            x_dims.push(k);
+            let x = Tensor::randn(0f32, 1., x_dims, &Device::Cpu).unwrap();
+            let w = (Tensor::randn(0f32, 1., (n, k), &Device::Cpu).unwrap() / (k as f64).sqrt())
+                .unwrap();
+            let b = Tensor::randn(0f32, 1., n, &Device::Cpu).unwrap();
+            let reference = x
+                .broadcast_matmul(&w.t().unwrap())
+                .unwrap()
+                .broadcast_add(&b)
+                .unwrap();
+            let on = |t: &Tensor| t.to_dtype(dtype).unwrap().to_device(&dev).unwrap();
+            for bias in [true, false] {
+                let got = linear(&on(&x), &on(&w), bias.then(|| on(&b)).as_ref())
+                    .unwrap()
+                    .expect("cuBLASLt path");
+                let want = if bias {
+                    reference.clone()
+                } else {
+                    reference.broadcast_sub(&b).unwrap()
+                };
+                assert_eq!(got.dims(), want.dims());
+                let err = rel_err(&got, &want);
+                println!("linear {dtype:?} {tokens:?}x{k}->{n} bias {bias}: rel err {err:.2e}");
+                let limit = if dtype == DType::F16 { 5e-3 } else { 3e-2 };
+                assert!(err < limit, "{dtype:?} {tokens:?} {k} {n} {bias}: {err}");
+            }
+        }
+    }
+}
+
+/// The fused GEGLU against value · GELU(gate) on the CPU.
+#[test]
+fn geglu_matches_the_cpu() {
+    use vivify_core::nn::cuda::geglu::geglu;
+    let dev = cuda();
+    let h = Tensor::randn(0f32, 2., (3, 77, 2 * 1280), &Device::Cpu).unwrap();
+    let value = h.narrow(2, 0, 1280).unwrap();
+    let gate = h.narrow(2, 1280, 1280).unwrap();
+    let reference = (value * gate.gelu_erf().unwrap()).unwrap();
+    for dtype in [DType::F16, DType::BF16] {
+        let got = geglu(&h.to_dtype(dtype).unwrap().to_device(&dev).unwrap())
+            .unwrap()
+            .expect("fused path");
+        assert_eq!(got.dims(), reference.dims());
+        let err = rel_err(&got, &reference);
+        println!("geglu {dtype:?}: rel err {err:.2e}");
+        let limit = if dtype == DType::F16 { 2e-3 } else { 2e-2 };
+        assert!(err < limit, "{dtype:?}: {err}");
+    }
+}
+
+/// The element-wise kernels (transpose, per-channel add, add) against candle on the CPU.
+#[test]
+fn elementwise_matches_the_cpu() {
+    use vivify_core::nn::cuda::elementwise::{add, channel_add, transpose_last2};
+    let dev = cuda();
+    for dtype in [DType::F16, DType::BF16] {
+        let on = |t: &Tensor| t.to_dtype(dtype).unwrap().to_device(&dev).unwrap();
+        let limit = if dtype == DType::F16 { 2e-3 } else { 2e-2 };
+        // Spatial sizes with and without a multiple of 8 (the vector path and the scalar one),
+        // tile edges (33, 70) for the transpose.
+        for (n, c, s) in [(3, 40, 64), (2, 33, 70), (4, 8, 220)] {
+            let x = Tensor::randn(0f32, 1., (n, c, s), &Device::Cpu).unwrap();
+            let r = Tensor::randn(0f32, 1., (n, c, s), &Device::Cpu).unwrap();
+            let bias = Tensor::randn(0f32, 1., c, &Device::Cpu).unwrap();
+            let per_sample = Tensor::randn(0f32, 1., (n, c), &Device::Cpu).unwrap();
+
+            let t = transpose_last2(&on(&x)).unwrap().expect("fused path");
+            let want = x.transpose(1, 2).unwrap().contiguous().unwrap();
+            assert_eq!(t.dims(), want.dims());
+            assert_eq!(rel_err(&t, &want.to_dtype(dtype).unwrap()), 0.0);
+
+            let got = channel_add(&on(&x), &on(&bias), None)
+                .unwrap()
+                .expect("fused path");
+            let want = x.broadcast_add(&bias.reshape((1, c, 1)).unwrap()).unwrap();
+            let err = rel_err(&got, &want);
+            assert!(err < limit, "channel_add {dtype:?} {:?}: {err}", (n, c, s));
+
+            let got = channel_add(&on(&x), &on(&per_sample), Some(&on(&r)))
+                .unwrap()
+                .expect("fused path");
+            let want = (x
+                .broadcast_add(&per_sample.reshape((n, c, 1)).unwrap())
+                .unwrap()
+                + &r)
+                .unwrap();
+            let err = rel_err(&got, &want);
+            assert!(
+                err < limit,
+                "channel_add+residual {dtype:?} {:?}: {err}",
+                (n, c, s)
+            );
+
+            let got = add(&on(&x), &on(&r)).unwrap().expect("fused path");
+            let err = rel_err(&got, &(&x + &r).unwrap());
+            assert!(err < limit, "add {dtype:?} {:?}: {err}", (n, c, s));
+            println!("elementwise {dtype:?} {n}x{c}x{s}: ok");
         }
     }
 }

@@ -1,8 +1,9 @@
 //! diffusers' `Attention` (to_q, to_k, to_v, to_out.0) with scaled dot-product attention.
 
 use super::compute::{ComputeOptions, chunked, chunked_range};
+use crate::nn::linear::{Linear, linear_b};
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder, linear_b};
+use candle_nn::VarBuilder;
 
 #[derive(Debug, Clone)]
 pub struct Attention {
@@ -49,33 +50,34 @@ impl Attention {
         context: Option<&Tensor>,
         opts: ComputeOptions,
     ) -> Result<Tensor> {
+        let _p = super::profile::scope("attention, other", x.device());
         let context = context.unwrap_or(x);
         let q = self.split_heads(&self.to_q.forward(x)?)?;
         let k = self.split_heads(&self.to_k.forward(context)?)?;
         let v = self.split_heads(&self.to_v.forward(context)?)?;
         let out = attend(&q, &k, &v, opts)?;
-        let (n, h, l, d) = out.dims4()?;
-        let out = out.transpose(1, 2)?.reshape((n, l, h * d))?;
-        self.to_out.forward(&out)
+        let (n, l, h, d) = out.dims4()?;
+        self.to_out.forward(&out.reshape((n, l, h * d))?)
     }
 
-    /// (N, L, H·D) -> (N, H, L, D), contiguous for the batched matmul.
+    /// (N, L, H·D) -> (N, H, L, D) as a view: the fused kernel reads the heads in place.
     fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
         let (n, l, _) = x.dims3()?;
         x.reshape((n, l, self.heads, self.dim_head))?
-            .transpose(1, 2)?
-            .contiguous()
+            .transpose(1, 2)
     }
 }
 
-/// softmax(q kᵀ / √d) v over (N, H, L, D) tensors: fused on CUDA where the kernel covers the
-/// case (no score matrix, so the chunk options do not apply), else through score matrices of at
-/// most the planned chunk size.
+/// softmax(q kᵀ / √d) v over (N, H, L, D) tensors (views allowed), as (N, L, H, D): fused on
+/// CUDA where the kernel covers the case (no score matrix, so the chunk options do not apply),
+/// else through score matrices of at most the planned chunk size.
 pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, opts: ComputeOptions) -> Result<Tensor> {
+    let _p = super::profile::scope("attention kernel", q.device());
     #[cfg(feature = "cuda")]
     if let Some(out) = super::cuda::flash_attention::flash_attention(q, k, v)? {
         return Ok(out);
     }
+    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
     let (n, h, l, d) = q.dims4()?;
     let s = k.dim(2)?;
     // Batch and heads as one axis (a leading 1 keeps the 4-D layout) to slice them together.
@@ -90,7 +92,8 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, opts: ComputeOptions) -> Resul
             |q| scaled_dot_product_attention(q, &k, &v),
         )
     })?
-    .reshape((n, h, l, d))
+    .reshape((n, h, l, d))?
+    .transpose(1, 2)
 }
 
 /// softmax(q kᵀ / √d) v over (N, H, L, D) tensors; the softmax runs in f32 for half types.

@@ -39,18 +39,29 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    /// The convolution plus its bias, a per-sample `extra` (N, C_out) such as the time embedding,
+    /// and a `residual`: one pass over the output on CUDA.
+    pub fn forward_plus(
+        &self,
+        x: &Tensor,
+        extra: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let y = convolve(x, &self.weight, self.stride, self.padding)?;
+        super::ops::add_per_channel(&y, self.bias.as_ref(), extra, residual)
+    }
+}
+
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = convolve(x, &self.weight, self.stride, self.padding)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
-            None => Ok(y),
-        }
+        self.forward_plus(x, None, None)
     }
 }
 
 /// The convolution alone (no bias): cuDNN on CUDA with the `cudnn` feature, else candle.
 pub fn convolve(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    let _p = super::profile::scope("conv2d", x.device());
     #[cfg(feature = "cuda")]
     if x.device().is_cuda()
         && super::cuda::enabled("conv1x1_gemm")

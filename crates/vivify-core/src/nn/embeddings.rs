@@ -1,7 +1,8 @@
 //! Sinusoidal timestep features (`Timesteps`) and the `TimestepEmbedding` MLP.
 
+use crate::nn::linear::{Linear, linear};
 use candle_core::{Device, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder, linear};
+use candle_nn::VarBuilder;
 
 /// diffusers' `get_timestep_embedding` with `flip_sin_to_cos=True`, `downscale_freq_shift=0`,
 /// `max_period=10000`, as I2VGen-XL uses it: (N, dim) f32 `[cos(t·f), sin(t·f)]`.

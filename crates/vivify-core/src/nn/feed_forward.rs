@@ -1,8 +1,9 @@
 //! diffusers' `FeedForward`: `net.0` (GEGLU or GELU projection), `net.2` (output linear).
 
 use super::compute::chunked;
+use crate::nn::linear::{Linear, linear};
 use candle_core::{D, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder, linear};
+use candle_nn::VarBuilder;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FeedForwardActivation {
@@ -73,8 +74,13 @@ impl FeedForward {
 impl Module for FeedForward {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.proj.forward(x)?;
+        let _p = super::profile::scope("geglu", x.device());
         let h = match self.activation {
             FeedForwardActivation::Geglu => {
+                #[cfg(feature = "cuda")]
+                if let Some(out) = super::cuda::geglu::geglu(&h)? {
+                    return self.out.forward(&out);
+                }
                 let half = h.dim(D::Minus1)? / 2;
                 let value = h.narrow(D::Minus1, 0, half)?;
                 let gate = h.narrow(D::Minus1, half, half)?;

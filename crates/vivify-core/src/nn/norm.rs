@@ -40,6 +40,7 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let _p = super::profile::scope("layer norm", x.device());
         #[cfg(feature = "cuda")]
         if let Some(y) = super::cuda::layer_norm::layer_norm(x, &self.weight, &self.bias, self.eps)?
         {
@@ -98,6 +99,7 @@ impl GroupNorm {
     }
 
     fn normalize(&self, x: &Tensor, frames: usize, silu: bool) -> Result<Tensor> {
+        let _p = super::profile::scope("group norm", x.device());
         #[cfg(feature = "cuda")]
         if let Some(y) = super::cuda::group_norm::group_norm(
             x,

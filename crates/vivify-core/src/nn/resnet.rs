@@ -5,8 +5,9 @@ use super::conv_cfg;
 use super::norm::GroupNorm;
 use super::row_bands::conv3x3_in_row_bands;
 use crate::nn::conv::{Conv2d, conv2d};
+use crate::nn::linear::{Linear, linear};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder, linear};
+use candle_nn::VarBuilder;
 
 #[derive(Debug, Clone)]
 pub struct ResnetBlock2D {
@@ -119,13 +120,10 @@ impl ResnetBlock2D {
     }
 
     fn forward_impl(&self, x: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
-        let h = match (&self.time_emb_proj, temb) {
-            (Some(proj), Some(temb)) => {
-                let t = proj.forward(&temb.silu()?)?.unsqueeze(2)?.unsqueeze(3)?;
-                h.broadcast_add(&t)?
-            }
-            (None, None) => h,
+        let _p = super::profile::scope("resnet, other", x.device());
+        let t = match (&self.time_emb_proj, temb) {
+            (Some(proj), Some(temb)) => Some(proj.forward(&temb.silu()?)?),
+            (None, None) => None,
             (Some(_), None) => {
                 candle_core::bail!("ResnetBlock2D: this block needs a time embedding")
             }
@@ -133,12 +131,15 @@ impl ResnetBlock2D {
                 candle_core::bail!("ResnetBlock2D: this block has no time embedding projection")
             }
         };
-        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
+        let h = self
+            .conv1
+            .forward_plus(&self.norm1.forward_silu(x)?, t.as_ref(), None)?;
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(x)?,
             None => x.clone(),
         };
-        shortcut + h
+        self.conv2
+            .forward_plus(&self.norm2.forward_silu(&h)?, None, Some(&shortcut))
     }
 }
 

@@ -57,6 +57,7 @@ impl Stage {
 /// The (3,1,1) convolution with padding (1,0,0) of h (B, F, C, H·W) by a Conv3d weight
 /// (C_out, C, 3, 1, 1): three channel matmuls over frame-shifted views.
 pub fn conv_over_frames(h: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let _p = super::profile::scope("temporal conv (3,1,1)", h.device());
     let (b, f, c, hw) = h.dims4()?;
     // Zero frame on each side: padding (1, 0, 0).
     let zeros = Tensor::zeros((b, 1, c, hw), h.dtype(), h.device())?;
@@ -70,7 +71,14 @@ pub fn conv_over_frames(h: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Te
             .transpose(1, 2)?
             .reshape((weight.dim(0)?, 3 * c))?;
         if let Some(out) = super::cuda::frame_conv::conv_over_padded_frames(&padded, &taps)? {
-            return out.broadcast_add(&bias.reshape((1, 1, (), 1))?);
+            let (c_out, hw) = (out.dim(2)?, out.dim(3)?);
+            return super::ops::add_per_channel(
+                &out.reshape((b * f, c_out, hw))?,
+                Some(bias),
+                None,
+                None,
+            )?
+            .reshape((b, f, c_out, hw));
         }
     }
     let mut out: Option<Tensor> = None;
@@ -121,6 +129,7 @@ impl TemporalConvLayer {
         frames: usize,
         pixel_chunk: Option<usize>,
     ) -> Result<Tensor> {
+        let _p = super::profile::scope("temporal conv layer, other", x.device());
         let (bf, c, h, w) = x.dims4()?;
         if frames == 0 || bf % frames != 0 {
             candle_core::bail!(
@@ -136,6 +145,6 @@ impl TemporalConvLayer {
                 None => stage.forward(&hs, frames)?,
             };
         }
-        (input + hs)?.reshape((bf, c, h, w))
+        super::ops::add(&input, &hs)?.reshape((bf, c, h, w))
     }
 }

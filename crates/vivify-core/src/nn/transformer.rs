@@ -5,8 +5,10 @@ use super::attention::Attention;
 use super::compute::{ComputeOptions, chunked, chunked_range};
 use super::feed_forward::{FeedForward, FeedForwardActivation};
 use super::norm::{GroupNorm, LayerNorm};
+use super::ops::{add, transpose_last2};
+use crate::nn::linear::{Linear, linear};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder, linear};
+use candle_nn::VarBuilder;
 
 /// LayerNorm eps of the transformer blocks (diffusers' default `norm_eps`).
 const BLOCK_NORM_EPS: f64 = 1e-5;
@@ -56,17 +58,24 @@ impl BasicTransformerBlock {
         context: Option<&Tensor>,
         opts: ComputeOptions,
     ) -> Result<Tensor> {
-        let x = (self
-            .attn1
-            .forward_chunked(&self.norm1.forward(x)?, None, opts)?
-            + x)?;
-        let x = (self
-            .attn2
-            .forward_chunked(&self.norm2.forward(&x)?, context, opts)?
-            + &x)?;
-        self.ff
-            .forward_chunked(&self.norm3.forward(&x)?, opts.feed_forward_chunk)?
-            + x
+        let x = add(
+            &self
+                .attn1
+                .forward_chunked(&self.norm1.forward(x)?, None, opts)?,
+            x,
+        )?;
+        let x = add(
+            &self
+                .attn2
+                .forward_chunked(&self.norm2.forward(&x)?, context, opts)?,
+            &x,
+        )?;
+        add(
+            &self
+                .ff
+                .forward_chunked(&self.norm3.forward(&x)?, opts.feed_forward_chunk)?,
+            &x,
+        )
     }
 }
 
@@ -155,19 +164,12 @@ impl Transformer2DModel {
     }
 
     fn forward_frames(&self, x: &Tensor, context: &Tensor, opts: ComputeOptions) -> Result<Tensor> {
+        let _p = super::profile::scope("spatial transformer, other", x.device());
         let (n, c, h, w) = x.dims4()?;
-        let tokens = self
-            .0
-            .norm
-            .forward(x)?
-            .permute((0, 2, 3, 1))?
-            .reshape((n, h * w, c))?;
-        let out = self
-            .0
-            .tokens(&tokens, Some(context), opts)?
-            .reshape((n, h, w, c))?
-            .permute((0, 3, 1, 2))?;
-        out + x
+        // (N, C, H·W) <-> (N, H·W, C)
+        let tokens = transpose_last2(&self.0.norm.forward(x)?.reshape((n, c, h * w))?)?;
+        let out = self.0.tokens(&tokens, Some(context), opts)?;
+        add(&transpose_last2(&out)?.reshape((n, c, h, w))?, x)
     }
 }
 
@@ -191,6 +193,7 @@ impl TransformerTemporalModel {
     /// (the GroupNorm in front takes its statistics over all of them, then normalises that
     /// many pixels of every video at a time).
     pub fn forward(&self, x: &Tensor, frames: usize, opts: ComputeOptions) -> Result<Tensor> {
+        let _p = super::profile::scope("temporal transformer, other", x.device());
         let (bf, c, h, w) = x.dims4()?;
         let b = bf / frames;
         // (B, F, C, H, W) -> (B, H, W, F, C) -> (B·H·W, F, C)
@@ -205,17 +208,16 @@ impl TransformerTemporalModel {
             }
             None => norm.forward_frames(x, frames)?,
         };
-        let tokens = normed
-            .reshape((b, frames, c, h, w))?
-            .permute((0, 3, 4, 1, 2))?
-            .reshape((b * h * w, frames, c))?;
+        // (B, F·C, H·W) -> (B, H·W, F·C) = (B·H·W, F, C)
+        let tokens = transpose_last2(&normed.reshape((b, frames * c, h * w))?)?.reshape((
+            b * h * w,
+            frames,
+            c,
+        ))?;
         let out = chunked(&tokens, 0, opts.temporal_pixel_chunk, |t| {
             self.0.tokens(t, None, opts)
         })?;
-        let out = out
-            .reshape((b, h, w, frames, c))?
-            .permute((0, 3, 4, 1, 2))?
-            .reshape((bf, c, h, w))?;
-        out + x
+        let out = transpose_last2(&out.reshape((b, h * w, frames * c))?)?.reshape((bf, c, h, w))?;
+        add(&out, x)
     }
 }

@@ -10,10 +10,11 @@ pub use config::{Activation, ClipTextConfig, ClipVisionConfig};
 pub use text::ClipTextModel;
 pub use vision::ClipVisionModelWithProjection;
 
+use crate::nn::linear::{Linear, linear};
 use crate::nn::norm::LayerNorm;
 use crate::weights::Checkpoint;
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder, linear};
+use candle_nn::VarBuilder;
 
 /// File stem of transformers' model weights.
 pub const WEIGHTS_STEM: &str = "model";

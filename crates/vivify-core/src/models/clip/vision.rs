@@ -5,10 +5,11 @@
 use super::config::ClipVisionConfig;
 use super::{ClipEncoder, EncoderShape, WEIGHTS_STEM, drop_ignored_buffers, has_prefix};
 use crate::nn::conv_cfg;
+use crate::nn::linear::{Linear, linear_no_bias};
 use crate::nn::norm::LayerNorm;
 use crate::weights::{Checkpoint, TensorSpec, find_weight_files, spec_of};
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Conv2d, Embedding, Linear, VarBuilder, conv2d_no_bias, embedding, linear_no_bias};
+use candle_nn::{Conv2d, Embedding, VarBuilder, conv2d_no_bias, embedding};
 use std::path::Path;
 
 /// Name prefix of the vision tower; `visual_projection` sits outside it.

@@ -9,12 +9,13 @@ use crate::nn::compute::{ComputeOptions, per_frame_chunks};
 use crate::nn::conv::{Conv2d, conv2d};
 use crate::nn::conv_cfg;
 use crate::nn::embeddings::{TimestepEmbedding, timestep_features};
+use crate::nn::linear::{Linear, linear};
 use crate::nn::norm::GroupNorm;
 use crate::nn::transformer::TransformerTemporalModel;
 use crate::weights::{Checkpoint, find_weight_files, unet_spec};
 use blocks::{BlockInputs, BlockShape, DownBlock, MidBlock, UpBlock, UpChannels};
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder, linear};
+use candle_nn::VarBuilder;
 use image_latents::{ContextEmbedding, ProjIn, TemporalEncoder};
 use std::path::Path;
 
@@ -267,6 +268,7 @@ impl I2VGenXLUNet {
     pub fn forward(&self, inputs: &UNetInputs) -> Result<Tensor> {
         let (b, _, frames, h, w) = inputs.sample.dims5()?;
         let device = inputs.sample.device();
+        let _p = crate::nn::profile::scope("unet, other", device);
 
         let temb = repeat_interleave_rows(
             &self.embed_time(inputs.timestep, inputs.fps, b, device)?,

@@ -1,44 +1,110 @@
-//! 2-D convolution through cuDNN set up the way PyTorch does it: f32 accumulation for half
-//! types, tensor-core math allowed, the heuristic's first algorithm cached per shape. (candle's
-//! own cuDNN call accumulates f16 in f16 without tensor-op math and ran 17-22x slower than
-//! PyTorch on the H100.) f32 keeps FMA math so CUDA f32 stays comparable with the CPU.
+//! 2-D convolution through cuDNN, set up as PyTorch does it (f32 accumulation for half types,
+//! tensor-core math allowed), with two differences: half types run channels last (NHWC, what the
+//! tensor-core kernels read natively; vivify transposes in and out at full bandwidth), and the
+//! algorithm is chosen by measurement (`FindConvolutionForwardAlgorithmEx` times each one on the
+//! real buffers, once per shape). candle's own cuDNN call accumulates f16 in f16 without
+//! tensor-op math and ran 17-22x slower than PyTorch on the H100; the legacy heuristic's first
+//! pick on NCHW ran 2.5-3.5x slower. f32 keeps NCHW and FMA math so CUDA f32 stays comparable
+//! with the CPU. `VIVIFY_CONV_LAYOUT=nchw|nhwc` pins a layout; `VIVIFY_CONV_LOG=1` prints each
+//! algorithm chosen.
 
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::cudnn::{ConvForward, Cudnn, CudnnDataType, sys};
-use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, ValidAsZeroBits};
+use candle_core::cuda_backend::cudarc::cudnn::sys;
+use candle_core::cuda_backend::cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut};
 use candle_core::cuda_backend::{CudaDType, DeviceId};
 use candle_core::{
     CudaDevice, CudaStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType,
 };
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::ffi::c_void;
+use std::rc::Rc;
 
-type AlgoKey = (DeviceId, DType, [usize; 8]);
+/// (device, dtype, channels last, [n, c, h, w, k, kh, kw, stride, padding]).
+type ConvKey = (DeviceId, DType, bool, [usize; 9]);
 
 thread_local! {
     // cuDNN handles are neither Send nor Sync: one per thread and device, as candle does.
-    static HANDLES: RefCell<HashMap<DeviceId, Arc<Cudnn>>> = RefCell::new(HashMap::new());
-    static ALGOS: RefCell<HashMap<AlgoKey, sys::cudnnConvolutionFwdAlgo_t>> = RefCell::new(HashMap::new());
+    static HANDLES: RefCell<HashMap<DeviceId, Rc<Handle>>> = RefCell::new(HashMap::new());
+    static PLANS: RefCell<HashMap<ConvKey, Rc<ConvPlan>>> = RefCell::new(HashMap::new());
 }
+
+/// Largest workspace an algorithm may ask for. The winners at the UNet's and VAE's shapes
+/// (implicit GEMM, channels last) need none; the cap keeps the search from timing FFT variants
+/// that would want gigabytes.
+const WORKSPACE_CAP: usize = 64 << 20;
 
 /// Cross-correlation of x (N, C, H, W) with w (K, C, kh, kw), square stride and padding.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    let op = CudnnConv2d { stride, padding };
-    x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &op)
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    if channels_last(&x) {
+        conv2d_nhwc(&x, &w, stride, padding)
+    } else {
+        conv2d_nchw(&x, &w, stride, padding)
+    }
+}
+
+fn conv2d_nchw(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    let op = CudnnConv2d {
+        stride,
+        padding,
+        nhwc: false,
+    };
+    x.apply_op2_no_bwd(w, &op)
+}
+
+/// The same convolution on channels-last copies, answered in NCHW.
+fn conv2d_nhwc(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    let op = CudnnConv2d {
+        stride,
+        padding,
+        nhwc: true,
+    };
+    // (N, C, H·W) -> (N, H·W, C) through the full-bandwidth transpose; likewise the weight.
+    let channels_last = |t: &Tensor| -> Result<Tensor> {
+        let (n, c, h, w) = t.dims4()?;
+        crate::nn::ops::transpose_last2(&t.reshape((n, c, h * w))?)?.reshape((n, h, w, c))
+    };
+    let y = channels_last(x)?.apply_op2_no_bwd(&channels_last(w)?, &op)?;
+    let (n, oh, ow, k) = y.dims4()?;
+    crate::nn::ops::transpose_last2(&y.reshape((n, oh * ow, k))?)?.reshape((n, k, oh, ow))
+}
+
+/// Whether this convolution runs channels last: half types do (the tensor-core kernels read NHWC
+/// natively; with NCHW a UNet step took 2.3x as long on the H200), f32 does not;
+/// VIVIFY_CONV_LAYOUT=nchw|nhwc pins either.
+fn channels_last(x: &Tensor) -> bool {
+    match std::env::var("VIVIFY_CONV_LAYOUT").as_deref() {
+        Ok("nchw") => false,
+        Ok("nhwc") => true,
+        _ => x.dtype() != DType::F32,
+    }
+}
+
+fn log_enabled() -> bool {
+    std::env::var_os("VIVIFY_CONV_LOG").is_some_and(|v| v != "0")
 }
 
 struct CudnnConv2d {
     stride: usize,
     padding: usize,
+    /// Both operands (and the output) are channels last: x (N, H, W, C), w (K, kh, kw, C).
+    nhwc: bool,
 }
 
+type Dims4 = (usize, usize, usize, usize);
+
 impl CudnnConv2d {
-    fn out_shape(
-        &self,
-        x: (usize, usize, usize, usize),
-        w: (usize, usize, usize, usize),
-    ) -> (usize, usize, usize, usize) {
+    /// Logical (N, C, H, W) and (K, C, kh, kw) whatever the physical layout.
+    fn logical(&self, xd: Dims4, wd: Dims4) -> (Dims4, Dims4) {
+        if self.nhwc {
+            ((xd.0, xd.3, xd.1, xd.2), (wd.0, wd.3, wd.1, wd.2))
+        } else {
+            (xd, wd)
+        }
+    }
+
+    fn out_dims(&self, x: Dims4, w: Dims4) -> Dims4 {
         let (n, _, h, wd) = x;
         let (k, _, kh, kw) = w;
         let oh = (h + 2 * self.padding - kh) / self.stride + 1;
@@ -69,8 +135,7 @@ impl CustomOp2 for CudnnConv2d {
         w: &CudaStorage,
         wl: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        let xd = xl.shape().dims4()?;
-        let wd = wl.shape().dims4()?;
+        let (xd, wd) = self.logical(xl.shape().dims4()?, wl.shape().dims4()?);
         if xd.1 != wd.1 || !xl.is_contiguous() || !wl.is_contiguous() {
             candle_core::bail!(
                 "cudnn conv2d: input {:?} and weight {:?}",
@@ -78,7 +143,7 @@ impl CustomOp2 for CudnnConv2d {
                 wl.shape()
             );
         }
-        let yd = self.out_shape(xd, wd);
+        let yd = self.out_dims(xd, wd);
         let dev = x.device().clone();
         let y = match x.dtype() {
             DType::F16 => self.launch::<half::f16>(&dev, (x, xl), (w, wl), xd, wd, yd)?,
@@ -86,14 +151,17 @@ impl CustomOp2 for CudnnConv2d {
             DType::F32 => self.launch::<f32>(&dev, (x, xl), (w, wl), xd, wd, yd)?,
             other => candle_core::bail!("cudnn conv2d: unsupported dtype {other:?}"),
         };
-        Ok((y, Shape::from(yd)))
+        let shape = if self.nhwc {
+            Shape::from((yd.0, yd.2, yd.3, yd.1))
+        } else {
+            Shape::from(yd)
+        };
+        Ok((y, shape))
     }
 }
 
-type Dims4 = (usize, usize, usize, usize);
-
 impl CudnnConv2d {
-    fn launch<T>(
+    fn launch<T: CudaDType + WithDType + candle_core::cuda_backend::cudarc::driver::DeviceRepr>(
         &self,
         dev: &CudaDevice,
         (x, xl): (&CudaStorage, &Layout),
@@ -101,45 +169,13 @@ impl CudnnConv2d {
         xd: Dims4,
         wd: Dims4,
         yd: Dims4,
-    ) -> Result<CudaStorage>
-    where
-        T: CudaDType + WithDType + DeviceRepr + ValidAsZeroBits + CudnnDataType,
-    {
-        let cudnn = handle(dev)?;
-        let i = |v: usize| v as i32;
-        let mut conv = cudnn
-            .create_conv2d::<f32>(
-                [i(self.padding); 2],
-                [i(self.stride); 2],
-                [1, 1],
-                sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
-            )
-            .map_err(candle_core::Error::wrap)?;
-        let math = if T::DTYPE == DType::F32 {
-            sys::cudnnMathType_t::CUDNN_FMA_MATH
-        } else {
-            sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH
-        };
-        conv.set_math_type(math).map_err(candle_core::Error::wrap)?;
-        let nchw = sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
-        let xdesc = cudnn
-            .create_4d_tensor::<T>(nchw, [i(xd.0), i(xd.1), i(xd.2), i(xd.3)])
-            .map_err(candle_core::Error::wrap)?;
-        let wdesc = cudnn
-            .create_4d_filter::<T>(nchw, [i(wd.0), i(wd.1), i(wd.2), i(wd.3)])
-            .map_err(candle_core::Error::wrap)?;
-        let ydesc = cudnn
-            .create_4d_tensor::<T>(nchw, [i(yd.0), i(yd.1), i(yd.2), i(yd.3)])
-            .map_err(candle_core::Error::wrap)?;
-        let fwd = ConvForward {
-            conv: &conv,
-            x: &xdesc,
-            w: &wdesc,
-            y: &ydesc,
-        };
-        let key = (
+    ) -> Result<CudaStorage> {
+        let stream = dev.cuda_stream();
+        let handle = handle(dev, &stream)?;
+        let key: ConvKey = (
             dev.id(),
             T::DTYPE,
+            self.nhwc,
             [
                 xd.0,
                 xd.1,
@@ -147,51 +183,279 @@ impl CudnnConv2d {
                 xd.3,
                 wd.0,
                 wd.2,
+                wd.3,
                 self.stride,
                 self.padding,
             ],
         );
-        let algo = match ALGOS.with(|a| a.borrow().get(&key).copied()) {
-            Some(algo) => algo,
-            None => {
-                let algo = fwd.pick_algorithm().map_err(candle_core::Error::wrap)?;
-                ALGOS.with(|a| a.borrow_mut().insert(key, algo));
-                algo
-            }
-        };
-        let workspace_bytes = fwd
-            .get_workspace_size(algo)
-            .map_err(candle_core::Error::wrap)?;
-        let stream = dev.cuda_stream();
-        // SAFETY: scratch space, and an output every element of which cuDNN writes (beta = 0).
-        let mut workspace = unsafe { stream.alloc::<u8>(workspace_bytes.max(1)) }
-            .map_err(candle_core::Error::wrap)?;
+        // SAFETY: cuDNN writes every element of the output (beta = 0).
         let mut y = unsafe { dev.alloc::<T>(yd.0 * yd.1 * yd.2 * yd.3)? };
         let xs = x.as_cuda_slice::<T>()?.slice(xl.start_offset()..);
         let ws = w.as_cuda_slice::<T>()?.slice(wl.start_offset()..);
-        // SAFETY: the descriptors describe exactly these buffers.
-        unsafe {
-            fwd.launch(
-                algo,
-                Some(&mut workspace),
-                (T::one(), T::zero()),
-                &xs,
-                &ws,
-                &mut y,
-            )
-        }
-        .map_err(candle_core::Error::wrap)?;
+        let (xp, _xg) = xs.device_ptr(&stream);
+        let (wp, _wg) = ws.device_ptr(&stream);
+        let (yp, _yg) = y.device_ptr_mut(&stream);
+        let ptrs = Buffers {
+            x: xp as *const c_void,
+            w: wp as *const c_void,
+            y: yp as *mut c_void,
+        };
+        let plan = match PLANS.with(|p| p.borrow().get(&key).cloned()) {
+            Some(plan) => plan,
+            None => {
+                let plan = Rc::new(ConvPlan::find(
+                    &handle,
+                    &stream,
+                    data_type(T::DTYPE)?,
+                    self,
+                    (xd, wd, yd),
+                    ptrs,
+                    WORKSPACE_CAP,
+                )?);
+                PLANS.with(|p| p.borrow_mut().insert(key, plan.clone()));
+                plan
+            }
+        };
+        plan.run(&handle, &stream, ptrs)?;
+        drop((_xg, _wg, _yg));
         Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
     }
 }
 
-fn handle(dev: &CudaDevice) -> Result<Arc<Cudnn>> {
+#[derive(Clone, Copy)]
+struct Buffers {
+    x: *const c_void,
+    w: *const c_void,
+    y: *mut c_void,
+}
+
+fn data_type(dtype: DType) -> Result<sys::cudnnDataType_t> {
+    Ok(match dtype {
+        DType::F16 => sys::cudnnDataType_t::CUDNN_DATA_HALF,
+        DType::BF16 => sys::cudnnDataType_t::CUDNN_DATA_BFLOAT16,
+        DType::F32 => sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+        other => candle_core::bail!("cudnn conv2d: unsupported dtype {other:?}"),
+    })
+}
+
+fn check(status: sys::cudnnStatus_t) -> Result<()> {
+    status.result().map_err(candle_core::Error::wrap)
+}
+
+/// A cuDNN handle bound to candle's stream.
+struct Handle(sys::cudnnHandle_t);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: created by cudnnCreate, destroyed once.
+        unsafe { sys::cudnnDestroy(self.0) };
+    }
+}
+
+fn handle(dev: &CudaDevice, stream: &CudaStream) -> Result<Rc<Handle>> {
     HANDLES.with(|h| {
         if let Some(c) = h.borrow().get(&dev.id()) {
             return Ok(c.clone());
         }
-        let c = Cudnn::new(dev.cuda_stream()).map_err(candle_core::Error::wrap)?;
+        let mut raw = std::ptr::null_mut();
+        // SAFETY: out-pointer to a fresh handle, then bound to candle's stream.
+        unsafe {
+            check(sys::cudnnCreate(&mut raw))?;
+            check(sys::cudnnSetStream(
+                raw,
+                stream.cu_stream() as sys::cudaStream_t,
+            ))?;
+        }
+        let c = Rc::new(Handle(raw));
         h.borrow_mut().insert(dev.id(), c.clone());
         Ok(c)
     })
+}
+
+/// Descriptors, algorithm and workspace size for one convolution shape.
+struct ConvPlan {
+    x: sys::cudnnTensorDescriptor_t,
+    w: sys::cudnnFilterDescriptor_t,
+    y: sys::cudnnTensorDescriptor_t,
+    conv: sys::cudnnConvolutionDescriptor_t,
+    algo: sys::cudnnConvolutionFwdAlgo_t,
+    workspace: usize,
+}
+
+impl Drop for ConvPlan {
+    fn drop(&mut self) {
+        // SAFETY: each descriptor was created once by `find`.
+        unsafe {
+            sys::cudnnDestroyTensorDescriptor(self.x);
+            sys::cudnnDestroyFilterDescriptor(self.w);
+            sys::cudnnDestroyTensorDescriptor(self.y);
+            sys::cudnnDestroyConvolutionDescriptor(self.conv);
+        }
+    }
+}
+
+impl ConvPlan {
+    fn find(
+        handle: &Handle,
+        stream: &std::sync::Arc<CudaStream>,
+        dtype: sys::cudnnDataType_t,
+        op: &CudnnConv2d,
+        (xd, wd, yd): (Dims4, Dims4, Dims4),
+        bufs: Buffers,
+        workspace_cap: usize,
+    ) -> Result<Self> {
+        let i = |v: usize| v as i32;
+        let format = if op.nhwc {
+            sys::cudnnTensorFormat_t::CUDNN_TENSOR_NHWC
+        } else {
+            sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW
+        };
+        let half = dtype != sys::cudnnDataType_t::CUDNN_DATA_FLOAT;
+        let mut plan = ConvPlan {
+            x: std::ptr::null_mut(),
+            w: std::ptr::null_mut(),
+            y: std::ptr::null_mut(),
+            conv: std::ptr::null_mut(),
+            algo: sys::cudnnConvolutionFwdAlgo_t::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
+            workspace: 0,
+        };
+        // SAFETY: descriptors are created into the plan (destroyed by its Drop) and described
+        // with the buffers' exact shapes; Find runs on those buffers.
+        unsafe {
+            check(sys::cudnnCreateTensorDescriptor(&mut plan.x))?;
+            check(sys::cudnnCreateFilterDescriptor(&mut plan.w))?;
+            check(sys::cudnnCreateTensorDescriptor(&mut plan.y))?;
+            check(sys::cudnnCreateConvolutionDescriptor(&mut plan.conv))?;
+            check(sys::cudnnSetTensor4dDescriptor(
+                plan.x,
+                format,
+                dtype,
+                i(xd.0),
+                i(xd.1),
+                i(xd.2),
+                i(xd.3),
+            ))?;
+            check(sys::cudnnSetFilter4dDescriptor(
+                plan.w,
+                dtype,
+                format,
+                i(wd.0),
+                i(wd.1),
+                i(wd.2),
+                i(wd.3),
+            ))?;
+            check(sys::cudnnSetTensor4dDescriptor(
+                plan.y,
+                format,
+                dtype,
+                i(yd.0),
+                i(yd.1),
+                i(yd.2),
+                i(yd.3),
+            ))?;
+            check(sys::cudnnSetConvolution2dDescriptor(
+                plan.conv,
+                i(op.padding),
+                i(op.padding),
+                i(op.stride),
+                i(op.stride),
+                1,
+                1,
+                sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
+                sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+            ))?;
+            let math = if half {
+                sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH
+            } else {
+                sys::cudnnMathType_t::CUDNN_FMA_MATH
+            };
+            check(sys::cudnnSetConvolutionMathType(plan.conv, math))?;
+        }
+        // The largest workspace the device can spare right now, up to the cap.
+        let mut cap = workspace_cap;
+        let scratch = loop {
+            // SAFETY: scratch space only.
+            match unsafe { stream.alloc::<u8>(cap.max(1)) } {
+                Ok(s) => break s,
+                Err(_) if cap > 1 << 20 => cap /= 4,
+                Err(e) => return Err(candle_core::Error::wrap(e)),
+            }
+        };
+        const ALGOS: usize = 8;
+        let mut perf: [sys::cudnnConvolutionFwdAlgoPerf_t; ALGOS] = unsafe { std::mem::zeroed() };
+        let mut returned = 0;
+        {
+            let (sp, _sg) = scratch.device_ptr(stream);
+            // SAFETY: the descriptors match the buffers; the scratch holds `cap` bytes.
+            unsafe {
+                check(sys::cudnnFindConvolutionForwardAlgorithmEx(
+                    handle.0,
+                    plan.x,
+                    bufs.x,
+                    plan.w,
+                    bufs.w,
+                    plan.conv,
+                    plan.y,
+                    bufs.y,
+                    ALGOS as i32,
+                    &mut returned,
+                    perf.as_mut_ptr(),
+                    sp as *mut c_void,
+                    cap,
+                ))?;
+            }
+        }
+        drop(scratch);
+        // Sorted fastest first; keep the first that ran, in the math mode it was timed with.
+        let best = perf[..returned.max(0) as usize]
+            .iter()
+            .find(|p| p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS && p.memory <= cap)
+            .ok_or_else(|| candle_core::Error::Msg("cudnn conv2d: no algorithm ran".into()))?;
+        plan.algo = best.algo;
+        plan.workspace = best.memory;
+        // SAFETY: a descriptor this plan owns.
+        unsafe { check(sys::cudnnSetConvolutionMathType(plan.conv, best.mathType))? };
+        if log_enabled() {
+            eprintln!(
+                "cudnn {} x{xd:?} w{wd:?}: {:?} {:?} {:.3} ms, workspace {} KiB",
+                if op.nhwc { "nhwc" } else { "nchw" },
+                best.algo,
+                best.mathType,
+                best.time,
+                best.memory >> 10
+            );
+        }
+        Ok(plan)
+    }
+
+    fn run(
+        &self,
+        handle: &Handle,
+        stream: &std::sync::Arc<CudaStream>,
+        bufs: Buffers,
+    ) -> Result<()> {
+        // SAFETY: scratch space only.
+        let workspace = unsafe { stream.alloc::<u8>(self.workspace.max(1)) }
+            .map_err(candle_core::Error::wrap)?;
+        let (wsp, _g) = workspace.device_ptr(stream);
+        let (alpha, beta) = (1f32, 0f32);
+        // SAFETY: the plan's descriptors describe these buffers; the workspace is large enough.
+        unsafe {
+            check(sys::cudnnConvolutionForward(
+                handle.0,
+                &alpha as *const f32 as *const c_void,
+                self.x,
+                bufs.x,
+                self.w,
+                bufs.w,
+                self.conv,
+                self.algo,
+                wsp as *mut c_void,
+                self.workspace,
+                &beta as *const f32 as *const c_void,
+                self.y,
+                bufs.y,
+            ))
+        }
+    }
 }

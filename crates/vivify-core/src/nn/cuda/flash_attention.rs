@@ -10,9 +10,22 @@ use candle_core::{CudaStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/flash_attn.ptx"));
 const HEAD_DIMS: [usize; 3] = [64, 80, 128];
 
-/// softmax(q kᵀ / √d) v over (N, H, L, D) q and (N, H, S, D) k, v, or None when the fused kernel
-/// does not cover the case (CPU, f32, another head dim).
+/// softmax(q kᵀ / √d) v over (N, H, L, D) q and (N, H, S, D) k, v, as (N, L, H, D), or None when
+/// the fused kernel does not cover the case (CPU, f32, another head dim). The inputs may be strided
+/// views, such as heads split from a (N, L, H·D) projection, as long as D is contiguous.
 pub fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
+    flash_attention_with(q, k, v, super::enabled("attention_async"))
+}
+
+/// As `flash_attention`, choosing how the spatial (4-warp) kernels load K/V tiles: `async_tiles`
+/// through double-buffered cp.async copies, else through registers (the first kernel, kept as a
+/// fallback: `VIVIFY_CUDA_DISABLE=attention_async`).
+pub fn flash_attention_with(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    async_tiles: bool,
+) -> Result<Option<Tensor>> {
     let d = q.dim(3)?;
     let supported = q.device().is_cuda()
         && super::enabled("attention")
@@ -25,23 +38,42 @@ pub fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tens
     }
     let op = FlashAttention {
         scale: 1.0 / (d as f32).sqrt(),
+        async_tiles,
     };
     let (q, k, v) = (aligned(q)?, aligned(k)?, aligned(v)?);
     q.apply_op3_no_bwd(&k, &v, &op).map(Some)
 }
 
-/// Contiguous and starting on a 16-byte boundary, as the kernel's vector loads need.
+/// D contiguous and every row starting on a 16-byte boundary, as the kernel's vector loads need;
+/// otherwise a contiguous copy.
 fn aligned(x: &Tensor) -> Result<Tensor> {
-    let offset_ok = x.layout().start_offset() % 8 == 0;
-    if x.is_contiguous() && offset_ok {
+    let layout = x.layout();
+    let strides = layout.stride();
+    let rows_aligned = strides[..3].iter().all(|s| s.is_multiple_of(8));
+    // The kernel indexes rows in 32 bits.
+    let rows_fit = strides[2].saturating_mul(x.dim(2)?) < i32::MAX as usize;
+    if strides[3] == 1 && rows_aligned && rows_fit && layout.start_offset().is_multiple_of(8) {
         Ok(x.clone())
     } else {
-        x.copy()
+        x.contiguous()?.copy()
     }
 }
 
+/// Element strides of q, k and v's (batch, head) axes and rows, as kernels/flash_attn.cu's
+/// `Strides`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Strides {
+    batch_head: [i64; 6],
+    rows: [i32; 3],
+}
+
+// SAFETY: plain old data laid out as the kernel's struct.
+unsafe impl DeviceRepr for Strides {}
+
 struct FlashAttention {
     scale: f32,
+    async_tiles: bool,
 }
 
 impl CustomOp3 for FlashAttention {
@@ -83,17 +115,32 @@ impl CustomOp3 for FlashAttention {
         let dev = q.device().clone();
         // One warp per 16 queries; short sequences (temporal attention) get one-warp blocks.
         let warps = if l <= 16 { 1 } else { 4 };
+        // Double-buffered tiles for the spatial kernels; one-warp blocks would lose occupancy to
+        // the second stage's shared memory (and their few keys fit one tile).
+        let kernel = if warps == 4 && self.async_tiles {
+            "flash_attn"
+        } else {
+            "flash_attn_sync"
+        };
         let dims = (n, h, l, s, d);
         let out = match q.dtype() {
-            DType::F16 => {
-                launch::<half::f16>(&dev, [(q, ql), (k, kl), (v, vl)], self.scale, warps, dims)?
-            }
-            DType::BF16 => {
-                launch::<half::bf16>(&dev, [(q, ql), (k, kl), (v, vl)], self.scale, warps, dims)?
-            }
+            DType::F16 => launch::<half::f16>(
+                &dev,
+                [(q, ql), (k, kl), (v, vl)],
+                self.scale,
+                (kernel, warps),
+                dims,
+            )?,
+            DType::BF16 => launch::<half::bf16>(
+                &dev,
+                [(q, ql), (k, kl), (v, vl)],
+                self.scale,
+                (kernel, warps),
+                dims,
+            )?,
             other => candle_core::bail!("flash attention: unsupported dtype {other:?}"),
         };
-        Ok((out, ql.shape().clone()))
+        Ok((out, Shape::from((n, l, h, d))))
     }
 }
 
@@ -101,7 +148,7 @@ fn launch<T>(
     dev: &candle_core::CudaDevice,
     [(q, ql), (k, kl), (v, vl)]: [(&CudaStorage, &Layout); 3],
     scale: f32,
-    warps: u32,
+    (kernel, warps): (&str, u32),
     (n, h, l, s, d): (usize, usize, usize, usize, usize),
 ) -> Result<CudaStorage>
 where
@@ -112,7 +159,7 @@ where
     } else {
         "bf16"
     };
-    let name = format!("flash_attn_{type_name}_d{d}_w{warps}");
+    let name = format!("{kernel}_{type_name}_d{d}_w{warps}");
     let func = dev.get_or_load_custom_func(&name, "vivify_flash_attn", PTX)?;
     let qs = q.as_cuda_slice::<T>()?.slice(ql.start_offset()..);
     let ks = k.as_cuda_slice::<T>()?.slice(kl.start_offset()..);
@@ -125,15 +172,27 @@ where
         block_dim: (32 * warps, 1, 1),
         shared_mem_bytes: 0,
     };
-    let (l32, s32) = (l as i32, s as i32);
+    let (h32, l32, s32) = (h as i32, l as i32, s as i32);
+    let mut strides = Strides {
+        batch_head: [0; 6],
+        rows: [0; 3],
+    };
+    for (i, layout) in [ql, kl, vl].into_iter().enumerate() {
+        let st = layout.stride();
+        strides.batch_head[2 * i] = st[0] as i64;
+        strides.batch_head[2 * i + 1] = st[1] as i64;
+        strides.rows[i] = st[2] as i32;
+    }
     let scale_log2 = scale * std::f32::consts::LOG2_E;
     let mut builder = func.builder();
     builder.arg(&qs);
     builder.arg(&ks);
     builder.arg(&vs);
     builder.arg(&out);
+    builder.arg(&h32);
     builder.arg(&l32);
     builder.arg(&s32);
+    builder.arg(&strides);
     builder.arg(&scale_log2);
     // SAFETY: the arguments match the kernel's signature; shapes were checked above.
     unsafe { builder.launch(cfg) }.w()?;

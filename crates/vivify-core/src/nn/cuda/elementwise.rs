@@ -1,0 +1,347 @@
+//! Memory-bound passes on CUDA at full bandwidth (kernels/elementwise.cu): a batched transpose of
+//! the last two axes, a per-channel add (bias, time embedding and residual in one pass) and a
+//! same-shape add. Each returns None where it does not apply (CPU, f32, switched off with
+//! `VIVIFY_CUDA_DISABLE=elementwise`), and the caller uses candle's ops.
+
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
+};
+use candle_core::cuda_backend::{CudaDType, WrapErr};
+use candle_core::{
+    CudaDevice, CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
+    WithDType,
+};
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/elementwise.ptx"));
+const MODULE: &str = "vivify_elementwise";
+
+fn applies(x: &Tensor) -> bool {
+    x.device().is_cuda()
+        && super::enabled("elementwise")
+        && matches!(x.dtype(), DType::F16 | DType::BF16)
+}
+
+/// Contiguous and starting on a 16-byte boundary (the kernels' vector loads).
+fn aligned(x: &Tensor) -> Result<Tensor> {
+    if x.is_contiguous() && x.layout().start_offset().is_multiple_of(8) {
+        Ok(x.clone())
+    } else {
+        x.contiguous()?.copy()
+    }
+}
+
+fn type_name(dtype: DType) -> &'static str {
+    if dtype == DType::F16 { "f16" } else { "bf16" }
+}
+
+/// (..., A, B) -> (..., B, A), contiguous.
+pub fn transpose_last2(x: &Tensor) -> Result<Option<Tensor>> {
+    if !applies(x) || x.rank() < 2 {
+        return Ok(None);
+    }
+    aligned(x)?.apply_op1_no_bwd(&Transpose).map(Some)
+}
+
+/// x (N, C, ...) + v[n, c] (v (N, C) or (1, C) or (C,)) + residual (x's shape), in one pass.
+pub fn channel_add(x: &Tensor, v: &Tensor, residual: Option<&Tensor>) -> Result<Option<Tensor>> {
+    if !applies(x) || x.rank() < 2 || v.dtype() != x.dtype() {
+        return Ok(None);
+    }
+    let (n, c) = (x.dim(0)?, x.dim(1)?);
+    let v = match v.rank() {
+        1 => v.reshape((1, v.dim(0)?))?,
+        _ => v.flatten_from(1)?,
+    };
+    if v.dim(1)? != c || (v.dim(0)? != 1 && v.dim(0)? != n) {
+        candle_core::bail!("channel_add: {:?} onto {:?}", v.shape(), x.shape());
+    }
+    let x = aligned(x)?;
+    let v = v.contiguous()?;
+    match residual {
+        Some(r) => {
+            if r.shape() != x.shape() || r.dtype() != x.dtype() {
+                candle_core::bail!("channel_add: residual {:?} for {:?}", r.shape(), x.shape());
+            }
+            x.apply_op3_no_bwd(&v, &aligned(r)?, &ChannelAdd).map(Some)
+        }
+        None => x.apply_op2_no_bwd(&v, &ChannelAdd).map(Some),
+    }
+}
+
+/// a + b for tensors of one shape.
+pub fn add(a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
+    if !applies(a) || a.shape() != b.shape() || a.dtype() != b.dtype() {
+        return Ok(None);
+    }
+    aligned(a)?.apply_op2_no_bwd(&aligned(b)?, &Add).map(Some)
+}
+
+fn grid(blocks: u64) -> u32 {
+    blocks.clamp(1, 1 << 20) as u32
+}
+
+struct Transpose;
+
+impl CustomOp1 for Transpose {
+    fn name(&self) -> &'static str {
+        "vivify-transpose"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        candle_core::bail!("vivify-transpose runs on CUDA only")
+    }
+
+    fn cuda_fwd(&self, x: &CudaStorage, xl: &Layout) -> Result<(CudaStorage, Shape)> {
+        let dims = xl.shape().dims();
+        let (a, b) = (dims[dims.len() - 2], dims[dims.len() - 1]);
+        let n = xl.shape().elem_count() / (a * b).max(1);
+        let mut out_dims = dims.to_vec();
+        let r = out_dims.len();
+        out_dims.swap(r - 2, r - 1);
+        let dev = x.device().clone();
+        // 16-bit elements move as raw bits, whatever the type.
+        let y = match x.dtype() {
+            DType::F16 => launch_transpose::<half::f16>(&dev, x, xl, n, a, b)?,
+            DType::BF16 => launch_transpose::<half::bf16>(&dev, x, xl, n, a, b)?,
+            other => candle_core::bail!("transpose: unsupported dtype {other:?}"),
+        };
+        Ok((y, Shape::from(out_dims)))
+    }
+}
+
+fn launch_transpose<T: CudaDType + WithDType + DeviceRepr>(
+    dev: &CudaDevice,
+    x: &CudaStorage,
+    xl: &Layout,
+    n: usize,
+    a: usize,
+    b: usize,
+) -> Result<CudaStorage> {
+    let xs = x.as_cuda_slice::<T>()?.slice(xl.start_offset()..);
+    // SAFETY: the kernel writes every element.
+    let out = unsafe { dev.alloc::<T>(n * a * b)? };
+    let func = dev.get_or_load_custom_func("transpose_u16", MODULE, PTX)?;
+    let cfg = LaunchConfig {
+        grid_dim: (
+            b.div_ceil(32) as u32,
+            a.div_ceil(32) as u32,
+            n.clamp(1, 65535) as u32,
+        ),
+        block_dim: (32, 8, 1),
+        shared_mem_bytes: 0,
+    };
+    let (n, a, b) = (n as i32, a as i32, b as i32);
+    let mut builder = func.builder();
+    builder.arg(&xs);
+    builder.arg(&out);
+    builder.arg(&n);
+    builder.arg(&a);
+    builder.arg(&b);
+    // SAFETY: arguments match the kernel's signature.
+    unsafe { builder.launch(cfg) }.w()?;
+    Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+}
+
+struct ChannelAdd;
+
+impl ChannelAdd {
+    fn run(
+        &self,
+        (x, xl): (&CudaStorage, &Layout),
+        (v, vl): (&CudaStorage, &Layout),
+        residual: Option<(&CudaStorage, &Layout)>,
+    ) -> Result<(CudaStorage, Shape)> {
+        let dims = xl.shape().dims();
+        let (n, c) = (dims[0], dims[1]);
+        let s = xl.shape().elem_count() / (n * c).max(1);
+        let v_rows = vl.shape().dims()[0];
+        let dev = x.device().clone();
+        let y = match x.dtype() {
+            DType::F16 => launch_channel_add::<half::f16>(
+                &dev,
+                (x, xl),
+                (v, vl),
+                residual,
+                (n, c, s, v_rows),
+            )?,
+            DType::BF16 => launch_channel_add::<half::bf16>(
+                &dev,
+                (x, xl),
+                (v, vl),
+                residual,
+                (n, c, s, v_rows),
+            )?,
+            other => candle_core::bail!("channel_add: unsupported dtype {other:?}"),
+        };
+        Ok((y, xl.shape().clone()))
+    }
+}
+
+impl CustomOp2 for ChannelAdd {
+    fn name(&self) -> &'static str {
+        "vivify-channel-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        candle_core::bail!("vivify-channel-add runs on CUDA only")
+    }
+
+    fn cuda_fwd(
+        &self,
+        x: &CudaStorage,
+        xl: &Layout,
+        v: &CudaStorage,
+        vl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        self.run((x, xl), (v, vl), None)
+    }
+}
+
+impl CustomOp3 for ChannelAdd {
+    fn name(&self) -> &'static str {
+        "vivify-channel-add-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        candle_core::bail!("vivify-channel-add runs on CUDA only")
+    }
+
+    fn cuda_fwd(
+        &self,
+        x: &CudaStorage,
+        xl: &Layout,
+        v: &CudaStorage,
+        vl: &Layout,
+        r: &CudaStorage,
+        rl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        self.run((x, xl), (v, vl), Some((r, rl)))
+    }
+}
+
+type Residual<'a> = Option<(&'a CudaStorage, &'a Layout)>;
+
+fn launch_channel_add<T: CudaDType + WithDType + DeviceRepr>(
+    dev: &CudaDevice,
+    (x, xl): (&CudaStorage, &Layout),
+    (v, vl): (&CudaStorage, &Layout),
+    residual: Residual,
+    (n, c, s, v_rows): (usize, usize, usize, usize),
+) -> Result<CudaStorage> {
+    let xs = x.as_cuda_slice::<T>()?.slice(xl.start_offset()..);
+    let vs = v.as_cuda_slice::<T>()?.slice(vl.start_offset()..);
+    let rs: Option<CudaView<T>> = match residual {
+        Some((r, rl)) => Some(r.as_cuda_slice::<T>()?.slice(rl.start_offset()..)),
+        None => None,
+    };
+    // SAFETY: the kernel writes every element.
+    let out = unsafe { dev.alloc::<T>(n * c * s)? };
+    let vec = if s.is_multiple_of(8) { 8 } else { 1 };
+    let name = format!("channel_add_{}_v{vec}", type_name(T::DTYPE));
+    let func = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
+    let rows = (n * c) as i64;
+    let cfg = LaunchConfig {
+        grid_dim: (grid(rows as u64), 1, 1),
+        block_dim: (((s / vec).clamp(32, 256) as u32).next_multiple_of(32), 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let (c, s, v_rows) = (c as i32, s as i32, v_rows as i32);
+    let null: u64 = 0;
+    let mut builder = func.builder();
+    builder.arg(&xs);
+    builder.arg(&vs);
+    match &rs {
+        Some(r) => builder.arg(r),
+        None => builder.arg(&null),
+    };
+    builder.arg(&out);
+    builder.arg(&rows);
+    builder.arg(&c);
+    builder.arg(&s);
+    builder.arg(&v_rows);
+    // SAFETY: arguments match the kernel's signature; a null residual is checked in the kernel.
+    unsafe { builder.launch(cfg) }.w()?;
+    Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+}
+
+struct Add;
+
+impl CustomOp2 for Add {
+    fn name(&self) -> &'static str {
+        "vivify-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        candle_core::bail!("vivify-add runs on CUDA only")
+    }
+
+    fn cuda_fwd(
+        &self,
+        a: &CudaStorage,
+        al: &Layout,
+        b: &CudaStorage,
+        bl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let dev = a.device().clone();
+        let y = match a.dtype() {
+            DType::F16 => launch_add::<half::f16>(&dev, (a, al), (b, bl))?,
+            DType::BF16 => launch_add::<half::bf16>(&dev, (a, al), (b, bl))?,
+            other => candle_core::bail!("add: unsupported dtype {other:?}"),
+        };
+        Ok((y, al.shape().clone()))
+    }
+}
+
+fn launch_add<T: CudaDType + WithDType + DeviceRepr>(
+    dev: &CudaDevice,
+    (a, al): (&CudaStorage, &Layout),
+    (b, bl): (&CudaStorage, &Layout),
+) -> Result<CudaStorage> {
+    let n = al.shape().elem_count();
+    let as_ = a.as_cuda_slice::<T>()?.slice(al.start_offset()..);
+    let bs = b.as_cuda_slice::<T>()?.slice(bl.start_offset()..);
+    // SAFETY: the kernel writes every element.
+    let out = unsafe { dev.alloc::<T>(n)? };
+    let vec = if n.is_multiple_of(8) { 8 } else { 1 };
+    let func =
+        dev.get_or_load_custom_func(&format!("add_{}_v{vec}", type_name(T::DTYPE)), MODULE, PTX)?;
+    let cfg = LaunchConfig {
+        grid_dim: (grid((n / vec).div_ceil(256) as u64), 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let n = n as i64;
+    let mut builder = func.builder();
+    builder.arg(&as_);
+    builder.arg(&bs);
+    builder.arg(&out);
+    builder.arg(&n);
+    // SAFETY: arguments match the kernel's signature.
+    unsafe { builder.launch(cfg) }.w()?;
+    Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+}

@@ -92,6 +92,12 @@ def main():
                                "vivify_tflops": r["extra"].get("tflops"),
                                "ratio": r["ms"] / t["ms"] if t.get("ms") else None})
     results["ablation"] = lines(os.path.join(args.out, "ablation.jsonl"))
+    prof_v = lines(os.path.join(args.out, "profile_vivify.jsonl"))
+    prof_d = lines(os.path.join(args.out, "profile_diffusers.jsonl"))
+    results["profile"] = {"vivify": prof_v[0].get("profile") if prof_v else None,
+                          "diffusers": prof_d[0] if prof_d else None}
+    disabled = os.path.join(args.out, "disabled.txt")
+    results["kernels_disabled_after_failed_tests"] = open(disabled).read().strip() if os.path.exists(disabled) else None
     with open(os.path.join(args.out, "results.json"), "w") as fh:
         json.dump(results, fh, indent=1)
 
@@ -102,6 +108,13 @@ def main():
     print("\nop | case | torch ms | vivify ms | vivify/torch")
     for o in results["ops"]:
         print(f"{o['op']} | {o['case']} | {fmt(o['torch_ms'])} | {fmt(o['vivify_ms'])} | {fmt(o['ratio'], 2)}")
+    if results["kernels_disabled_after_failed_tests"]:
+        print(f"!! kernel tests failed, run with VIVIFY_CUDA_DISABLE={results['kernels_disabled_after_failed_tests']}")
+    if results["profile"]["vivify"]:
+        print("\nvivify profile (ms/step, synchronized): " + ", ".join(
+            f"{p['name']} {p['ms_per_step']:.1f}" for p in results["profile"]["vivify"]))
+    if results["profile"]["diffusers"]:
+        print(f"diffusers kernels (ms/step): {results['profile']['diffusers'].get('by_category_ms')}")
     for a in results["ablation"]:
         print(f"ablation: without {a.get('disabled')}: {fmt(a.get('sec_min'))} s/step")
     print("\ncase | s/step diffusers | s/step vivify | ratio | e2e s diffusers | e2e s vivify | ratio | "

@@ -1,5 +1,5 @@
-"""PyTorch's side of `vivify bench-ops`: the same convolution, temporal convolution and
-attention cases (op_cases.json, which vivify embeds), timed the same way (best of N after a
+"""PyTorch's side of `vivify bench-ops`: the same convolution, temporal convolution, linear,
+element-wise and attention cases (op_cases.json, which vivify embeds), timed the same way (best of N after a
 warm-up), one JSON line per case.
 Usage: python torch_ops.py [--iters 5] [--dtype fp16]
 """
@@ -53,6 +53,25 @@ def main():
             bias = torch.randn(c, device=dev, dtype=dt)
             ms = best_ms(lambda: F.conv3d(x, wt, bias, padding=(1, 0, 0)), args.iters)
             emit("conv3d_311", name, ms, 2.0 * b * f * hw * c * c * 3)
+        for lc in cases["linear"]:
+            x = torch.randn(lc["tokens"], lc["in"], device=dev, dtype=dt)
+            wt = torch.randn(lc["out"], lc["in"], device=dev, dtype=dt)
+            bias = torch.randn(lc["out"], device=dev, dtype=dt)
+            ms = best_ms(lambda: F.linear(x, wt, bias), args.iters)
+            emit("linear", lc["case"], ms, 2.0 * lc["tokens"] * lc["in"] * lc["out"])
+        for ec in cases["elementwise"]:
+            x = torch.randn(*ec["shape"], device=dev, dtype=dt)
+            y = torch.randn_like(x)
+            bias = torch.randn(1, ec["shape"][1], 1, 1, device=dev, dtype=dt)
+            fn = {"add": lambda: x + y, "bias_add": lambda: x + bias,
+                  "permute_copy": lambda: x.permute(0, 2, 3, 1).contiguous(),
+                  "silu": lambda: F.silu(x)}[ec["op"]]
+            ms = best_ms(fn, args.iters)
+            passes = 3.0 if ec["op"] == "add" else 2.0
+            print(json.dumps({"impl": "torch", "op": "elementwise", "case": ec["case"], "ms": round(ms, 4),
+                              "dtype": args.dtype,
+                              "extra": {"gb_per_s": round(passes * x.numel() * x.element_size() / ms / 1e6, 1)}}),
+                  flush=True)
         for ac in cases["attention"]:
             name, bh, l, s, d = ac["case"], ac["batch_heads"], ac["queries"], ac["keys"], ac["head_dim"]
             q = torch.randn(1, bh, l, d, device=dev, dtype=dt)

@@ -1,13 +1,14 @@
-//! `vivify bench-ops`: milliseconds per convolution and attention call at the UNet's and VAE's
-//! shapes (bench/gpu/torch_ops.py times the same cases in PyTorch).
+//! `vivify bench-ops`: milliseconds per convolution, linear, element-wise and attention call at
+//! the UNet's and VAE's shapes (bench/gpu/torch_ops.py times the same cases in PyTorch).
 
 use crate::args::BenchOpsArgs;
 use anyhow::Result;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 use std::process::ExitCode;
 use std::time::Instant;
 use vivify_core::nn::attention::attend;
 use vivify_core::nn::conv::convolve;
+use vivify_core::nn::ops;
 use vivify_core::nn::temporal_conv::conv_over_frames;
 
 /// The cases, shared with bench/gpu/torch_ops.py.
@@ -17,7 +18,28 @@ const CASES_JSON: &str = include_str!("../../../../bench/gpu/op_cases.json");
 struct Cases {
     conv2d: Vec<ConvCase>,
     conv3d_311: Vec<TemporalCase>,
+    linear: Vec<LinearCase>,
+    elementwise: Vec<ElementwiseCase>,
     attention: Vec<AttentionCase>,
+}
+
+/// x (tokens, in) -> (tokens, out) with a bias.
+#[derive(serde::Deserialize)]
+struct LinearCase {
+    case: String,
+    tokens: usize,
+    #[serde(rename = "in")]
+    in_dim: usize,
+    out: usize,
+}
+
+/// One memory-bound pass: `add` (same shapes), `bias_add` (a per-channel (1, C, 1, 1) bias),
+/// `permute_copy` (to channels last), `silu`.
+#[derive(serde::Deserialize)]
+struct ElementwiseCase {
+    case: String,
+    op: String,
+    shape: Vec<usize>,
 }
 
 #[derive(serde::Deserialize)]
@@ -97,6 +119,44 @@ pub fn run(args: &BenchOpsArgs) -> Result<ExitCode> {
             &c.case,
             ms,
             serde_json::json!({"tflops": 2.0 * macs as f64 / ms / 1e9}),
+        );
+    }
+    for c in &cases.linear {
+        let x = random((c.tokens, c.in_dim), dtype, &device)?;
+        let w = random((c.out, c.in_dim), dtype, &device)?;
+        let b = random(c.out, dtype, &device)?;
+        let layer = vivify_core::nn::linear::Linear::new(w, Some(b));
+        let ms = time_ms(&device, args.iters, || Ok(layer.forward(&x)?))?;
+        let macs = c.tokens * c.in_dim * c.out;
+        report(
+            "linear",
+            &c.case,
+            ms,
+            serde_json::json!({"tflops": 2.0 * macs as f64 / ms / 1e9}),
+        );
+    }
+    for c in &cases.elementwise {
+        let x = random(c.shape.as_slice(), dtype, &device)?;
+        let y = random(c.shape.as_slice(), dtype, &device)?;
+        let bias = random(c.shape[1], dtype, &device)?;
+        let op = c.op.as_str();
+        // vivify's element-wise paths (nn::ops); SiLU is candle's (it runs fused into the norms).
+        let ms = time_ms(&device, args.iters, || {
+            Ok(match op {
+                "add" => ops::add(&x, &y)?,
+                "bias_add" => ops::add_per_channel(&x, Some(&bias), None, None)?,
+                "permute_copy" => ops::transpose_last2(&x.flatten_from(2)?)?,
+                "silu" => x.silu()?,
+                other => anyhow::bail!("unknown elementwise op {other}"),
+            })
+        })?;
+        let passes = if op == "add" { 3.0 } else { 2.0 };
+        let bytes = passes * x.elem_count() as f64 * dtype.size_in_bytes() as f64;
+        report(
+            "elementwise",
+            &c.case,
+            ms,
+            serde_json::json!({"gb_per_s": bytes / ms / 1e6}),
         );
     }
     // The matmul path at full size would need a (bh, l, s) score matrix: chunk it as the planner

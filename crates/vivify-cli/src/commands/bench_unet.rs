@@ -41,12 +41,23 @@ pub fn run(args: &BenchUnetArgs) -> Result<ExitCode> {
         Ok(start.elapsed().as_secs_f64())
     };
     run_once()?;
+    vivify_core::nn::profile::reset();
     vivify_core::device::reset_peak_memory(&device)?;
     let mut times = (0..args.iters)
         .map(|_| run_once())
         .collect::<Result<Vec<_>>>()?;
     times.sort_by(f64::total_cmp);
     let peak = vivify_core::device::peak_memory(&device)?;
+    // With VIVIFY_PROFILE=1: milliseconds per step by kind of operation (synchronized, so
+    // slower overall than the figures above).
+    let per_step = 1e3 / args.iters as f64;
+    let profile: Vec<_> = vivify_core::nn::profile::totals()
+        .into_iter()
+        .map(|(name, secs, calls)| {
+            eprintln!("{:>10.2} ms  {:>6} calls  {name}", secs * per_step, calls / args.iters as u64);
+            serde_json::json!({"name": name, "ms_per_step": secs * per_step, "calls_per_step": calls / args.iters as u64})
+        })
+        .collect();
     let record = serde_json::json!({
         "impl": "vivify",
         "params": params,
@@ -58,6 +69,7 @@ pub fn run(args: &BenchUnetArgs) -> Result<ExitCode> {
         "sec_median": times[times.len() / 2],
         "peak_bytes": peak,
         "weights_bytes": params * dtype.size_in_bytes(),
+        "profile": profile,
     });
     println!("{record}");
     Ok(ExitCode::SUCCESS)

@@ -131,6 +131,10 @@ fn generate_tiny_writes_frames_deterministically() {
     );
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("denoise done"), "{}", text(&out));
+    // Not a terminal: progress comes as one line per step.
+    for step in ["step 1/2:", "step 2/2:"] {
+        assert!(text(&out).contains(step), "{}", text(&out));
+    }
     let out = generate_tiny(&b, &["--seed", "7"]);
     assert!(out.status.success(), "{}", text(&out));
     for i in 0..3 {

@@ -106,12 +106,21 @@ pub fn run(args: &GenerateArgs) -> Result<ExitCode> {
             }
             Progress::StageStarted(stage) => eprintln!("{} ...", stage.name()),
             Progress::Step(s) => {
-                if let Some(b) = &bar {
-                    b.set_position(s.step as u64);
-                    b.set_message(format!(
-                        "{:.2}s/step",
-                        s.elapsed.as_secs_f64() / s.step as f64
-                    ));
+                let pace = s.elapsed.as_secs_f64() / s.step as f64;
+                match &bar {
+                    // Not a terminal (a log file, a service): one line per step instead.
+                    Some(b) if b.is_hidden() => eprintln!(
+                        "  step {}/{}: {:.2}s elapsed, {pace:.2}s/step, about {:.0}s left",
+                        s.step,
+                        s.total,
+                        s.elapsed.as_secs_f64(),
+                        s.eta().as_secs_f64()
+                    ),
+                    Some(b) => {
+                        b.set_position(s.step as u64);
+                        b.set_message(format!("{pace:.2}s/step"));
+                    }
+                    None => {}
                 }
             }
             Progress::Decoded { frames, total } => eprintln!("  decoded {frames}/{total} frames"),

@@ -322,6 +322,12 @@ impl Sim {
         bytes
     }
 
+    /// Whether vivify's fused CUDA kernels for half types run: bias in the GEMM's epilogue,
+    /// one-pass per-channel adds, GEGLU, attention reading the heads in place.
+    fn fused(&self) -> bool {
+        self.backend == Backend::Cuda && self.half
+    }
+
     /// Bytes of `n` elements of the model dtype.
     fn b(&self, n: usize) -> f64 {
         n as f64 * self.e
@@ -367,11 +373,15 @@ impl Sim {
             }
             // 1x1: one cuBLAS matmul over the contiguous input
             Backend::Cuda if k == 1 => 0.0,
+            // half types: the channels-last copy of the input (cuDNN's implicit GEMM needs no
+            // workspace there)
+            Backend::Cuda if self.half => inp,
             // cuDNN's implicit GEMM: a workspace of a few MiB at most
             Backend::Cuda => 0.0,
         };
         self.at(extra + work + out);
-        // bias add: the unbiased output and the result
+        // the bias add (on CUDA for half types: the channels-last output and its transpose, the
+        // bias added in one pass after)
         self.at(extra + 2.0 * out);
         self.hold(out);
     }
@@ -379,7 +389,9 @@ impl Sim {
     /// A linear layer on `tokens` rows, output held on return.
     fn linear(&mut self, tokens: usize, d_out: usize, extra: f64) {
         let out = self.b(tokens * d_out);
-        self.at(extra + 2.0 * out);
+        // product + bias add, or one GEMM with the bias in its epilogue
+        let passes = if self.fused() { 1.0 } else { 2.0 };
+        self.at(extra + passes * out);
         self.hold(out);
     }
 
@@ -445,19 +457,23 @@ impl Sim {
         let silu = self.silu_after_norm(self.b(ni));
         self.conv(n, c_in, hw, c_out, hw, 3, 0.0);
         self.free(self.b(ni) + silu);
-        // + temb (the conv1 output stays alive under the shadowed name)
-        self.hold(self.b(no));
+        // + temb (the conv1 output stays alive under the shadowed name; fused into the bias pass
+        // on CUDA)
+        let temb_sum = if self.fused() { 0.0 } else { self.b(no) };
+        self.hold(temb_sum);
         self.norm(no, 0.0);
         let silu = self.silu_after_norm(self.b(no));
         self.conv(n, c_out, hw, c_out, hw, 3, 0.0);
         self.free(self.b(no) + silu);
-        let mut held = 3.0 * self.b(no);
+        let mut held = 2.0 * self.b(no) + temb_sum;
         if c_in != c_out {
             self.conv(n, c_in, hw, c_out, hw, 1, 0.0);
             held += self.b(no);
         }
-        // shortcut + h
-        self.at(self.b(no));
+        // shortcut + h (on CUDA the residual joins conv2's bias pass, so conv2's output is it)
+        if !self.fused() {
+            self.at(self.b(no));
+        }
         self.free(held);
         self.hold(self.b(no));
     }
@@ -574,14 +590,15 @@ impl Sim {
     ) {
         let q = self.b(rows * l * inner);
         let kv = self.b(rows * s * inner);
-        // q (to_q output + the head-split copy), then k, v
-        self.at(extra + 2.0 * q);
-        self.hold(q);
-        self.at(extra + 2.0 * kv);
-        self.hold(2.0 * kv);
         let d = inner / heads;
-        // vivify's fused kernel: no score matrix, no chunks, one output
-        let fused = self.backend == Backend::Cuda && self.half && matches!(d, 64 | 80 | 128);
+        // vivify's fused kernel: no score matrix, no chunks, one output, heads read in place
+        let fused = self.fused() && matches!(d, 64 | 80 | 128);
+        // q (to_q output + the head-split copy), then k, v
+        let copies = if fused { 1.0 } else { 2.0 };
+        self.at(extra + copies * q);
+        self.hold(q);
+        self.at(extra + copies * kv);
+        self.hold(2.0 * kv);
         let chunks =
             !fused && (opts.attention_query_chunk.is_some() || opts.attention_head_chunk.is_some());
         let parts_max = if chunks { q } else { 0.0 };
@@ -610,8 +627,9 @@ impl Sim {
         // parts and their concatenation (or the one output)
         self.at(extra + q + if chunks { q } else { 0.0 });
         self.hold(q);
-        // transposed copy, to_out (product + bias); q, k, v live until the return
-        self.at(extra + 3.0 * q);
+        // transposed copy, to_out (product + bias); q, k, v live until the return. The fused
+        // kernel writes the token layout and the bias joins the GEMM: just to_out's output.
+        self.at(extra + if fused { 2.0 } else { 3.0 } * q);
         self.free(2.0 * q + 2.0 * kv);
         self.hold(q);
     }
@@ -653,8 +671,14 @@ impl Sim {
                 if chunk.is_some() { x } else { 0.0 },
             )
         };
-        self.at(parts + 2.0 * h); // proj product + bias
-        self.at(parts + h + h / 2.0 + h / 2.0 + self.b(rows * t * d) * 2.0);
+        if self.fused() {
+            // proj (bias in the GEMM), the GEGLU kernel's output, the out projection's
+            self.at(parts + h + h / 2.0);
+            self.at(parts + h / 2.0 + self.b(rows * t * d));
+        } else {
+            self.at(parts + 2.0 * h); // proj product + bias
+            self.at(parts + h + h / 2.0 + h / 2.0 + self.b(rows * t * d) * 2.0);
+        }
         // cat of the parts, then + x
         self.at(2.0 * x);
         self.free(x); // norm3

@@ -82,6 +82,7 @@ fn three_guided_steps_match_diffusers() {
             ExecutionPlan {
                 compute: all,
                 sequential_guidance: true,
+                ..Default::default()
             },
         ),
     ];

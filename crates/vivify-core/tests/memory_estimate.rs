@@ -333,6 +333,7 @@ fn predicted_peaks_are_within_15_percent_of_measured() {
                     conv_frame_chunk: None,
                     vae_row_band: None,
                 },
+                ..plain
             },
         ),
     ];

@@ -61,6 +61,7 @@ fn config(dir: &Path, limits: Limits, step_delay_ms: u64, loader: ModelLoader) -
         },
         worker: WorkerConfig {
             loader,
+            store: None,
             device: candle_core::Device::Cpu,
             dtype: candle_core::DType::F32,
             unload_after: None,

@@ -7,11 +7,13 @@
 //! same order of allocation and release, as far as a tensor's lifetime is visible in the code)
 //! and records the largest `live + transient`. Nothing here allocates a tensor.
 
+use super::residency::resident_weights;
 use crate::config::TRANSFORMER_IN_HEADS;
 use crate::config::UNetConfig;
 use crate::models::clip::{
     ClipTextConfig, ClipTextModel, ClipVisionConfig, ClipVisionModelWithProjection,
 };
+use crate::models::unet::streaming::block_weight_elements;
 use crate::models::vae::{AutoencoderKL, VaeConfig};
 use crate::pipeline::plan::ExecutionPlan;
 use crate::weights::{TensorSpec, unet_spec};
@@ -82,7 +84,7 @@ pub enum Backend {
 /// Predicted peak of one stage, bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StageEstimate {
-    /// Weights resident during the stage (all four models: vivify keeps them resident).
+    /// Weights resident during the stage, as the plan's residency has it.
     pub weights: u64,
     /// The weights of the models this stage runs.
     pub stage_weights: u64,
@@ -101,7 +103,11 @@ impl StageEstimate {
     }
     /// The peak with only this stage's models resident.
     pub fn peak_own_weights(&self) -> u64 {
-        self.stage_weights + self.activations + self.workspace + self.overhead
+        self.stage_weights + self.without_weights()
+    }
+    /// activations + workspace + overhead: what the residency does not change.
+    pub fn without_weights(&self) -> u64 {
+        self.activations + self.workspace + self.overhead
     }
 }
 
@@ -135,6 +141,7 @@ impl MemoryEstimate {
             ("decode", self.decode),
         ]
     }
+    /// Bytes of all four models' weights (what an all-resident plan holds).
     pub fn weights(&self) -> u64 {
         self.unet_weights + self.vae_weights + self.text_weights + self.vision_weights
     }
@@ -170,18 +177,46 @@ pub fn estimate_for(
 }
 
 /// Bytes of each model's weights at a dtype.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Weights {
     pub unet: u64,
     pub vae: u64,
     pub text: u64,
     pub vision: u64,
+    /// The UNet's parts outside its blocks (embeddings, conv_in/out, transformer_in).
+    pub unet_trunk: u64,
+    /// Each UNet block, in the order a forward pass runs them (down, mid, up).
+    pub unet_blocks: Vec<u64>,
+}
+
+impl Weights {
+    pub fn all(&self) -> u64 {
+        self.unet + self.vae + self.text + self.vision
+    }
+
+    /// The most block bytes a streaming window of `n` blocks holds at once: the largest sum of
+    /// `n` consecutive blocks in run order, wrapping into the next pass as the streamer does.
+    pub fn unet_window(&self, n: usize) -> u64 {
+        let b = &self.unet_blocks;
+        if n >= b.len() {
+            return b.iter().sum();
+        }
+        (0..b.len())
+            .map(|k| (0..n.max(1)).map(|j| b[(k + j) % b.len()]).sum())
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// The weight bytes of every model, from their tensor specs.
 pub fn model_weights(models: &ModelConfigs, dtype: DType) -> crate::Result<Weights> {
+    let unet = unet_spec(&models.unet)?;
+    let (trunk, blocks) = block_weight_elements(&unet, &models.unet);
+    let bytes = |n: usize| (n * dtype.size_in_bytes()) as u64;
     Ok(Weights {
-        unet: spec_bytes(&unet_spec(&models.unet)?, dtype),
+        unet: spec_bytes(&unet, dtype),
+        unet_trunk: bytes(trunk),
+        unet_blocks: blocks.into_iter().map(bytes).collect(),
         vae: spec_bytes(&AutoencoderKL::spec(&models.vae)?, dtype),
         text: spec_bytes(&ClipTextModel::spec(&models.text, true)?, dtype),
         vision: spec_bytes(
@@ -233,7 +268,6 @@ pub fn estimate_stage(
     backend: Backend,
     stage: StageKind,
 ) -> StageEstimate {
-    let all = weights.unet + weights.vae + weights.text + weights.vision;
     let mut sim = Sim::new(dtype, backend);
     let rows = if request.guidance { 2 } else { 1 };
     let own = match stage {
@@ -259,7 +293,7 @@ pub fn estimate_stage(
         Backend::Cuda => CUDA_ALLOCATOR_SLACK,
     };
     StageEstimate {
-        weights: all,
+        weights: resident_weights(weights, plan.residency, stage),
         stage_weights: own,
         activations: (sim.peak_live * slack) as u64,
         workspace: (sim.peak_transient * slack) as u64,

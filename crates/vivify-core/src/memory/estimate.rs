@@ -280,6 +280,10 @@ pub fn estimate_stage(
             weights.vision + weights.vae
         }
         StageKind::Denoise => {
+            if let Some(n) = plan.residency.streamed_blocks() {
+                let blocks = weights.unet_blocks.iter().map(|&b| b as f64).collect();
+                sim.stream = Some((blocks, n));
+            }
             sim.denoise(models, request, plan);
             weights.unet
         }
@@ -293,7 +297,11 @@ pub fn estimate_stage(
         Backend::Cuda => CUDA_ALLOCATOR_SLACK,
     };
     StageEstimate {
-        weights: resident_weights(weights, plan.residency, stage),
+        // a streamed UNet: its trunk and the window the streamer held at the peak
+        weights: match (stage, &sim.stream) {
+            (StageKind::Denoise, Some(_)) => weights.unet_trunk + sim.peak_resident as u64,
+            _ => resident_weights(weights, plan.residency, stage),
+        },
         stage_weights: own,
         activations: (sim.peak_live * slack) as u64,
         workspace: (sim.peak_transient * slack) as u64,
@@ -316,6 +324,12 @@ struct Sim {
     live: f64,
     peak_live: f64,
     peak_transient: f64,
+    /// A streamed UNet: each block's weight bytes in run order and the window length.
+    stream: Option<(Vec<f64>, usize)>,
+    /// Streamed blocks on the device now, and at the peak (part of the weights, not the live
+    /// set: the peak is where live + resident blocks + transient is largest).
+    resident: f64,
+    peak_resident: f64,
 }
 
 impl Sim {
@@ -329,15 +343,39 @@ impl Sim {
             live: 0.0,
             peak_live: 0.0,
             peak_transient: 0.0,
+            stream: None,
+            resident: 0.0,
+            peak_resident: 0.0,
         }
     }
 
     /// A moment where `transient` bytes exist on top of the live set.
     fn at(&mut self, transient: f64) {
-        if self.live + transient > self.peak_live + self.peak_transient {
+        if self.live + self.resident + transient
+            > self.peak_live + self.peak_resident + self.peak_transient
+        {
             self.peak_live = self.live;
             self.peak_transient = transient;
+            self.peak_resident = self.resident;
         }
+    }
+
+    /// A streamed UNet about to run block `k` of its run order (None: outside the blocks,
+    /// where the next pass's first N-1 blocks are already prefetched): the window the
+    /// streamer holds then. Nothing when the UNet is resident.
+    fn stream_at(&mut self, k: Option<usize>) {
+        let Some((blocks, n)) = &self.stream else {
+            return;
+        };
+        let b = blocks.len();
+        self.resident = if *n >= b {
+            blocks.iter().sum()
+        } else {
+            match k {
+                Some(k) => (0..*n).map(|j| blocks[(k + j) % b]).sum(),
+                None => blocks[..n - 1].iter().sum(),
+            }
+        };
     }
     fn hold(&mut self, bytes: f64) {
         self.live += bytes;
@@ -812,6 +850,7 @@ impl Sim {
         let hw = h * w;
         let ctx = TEXT_TOKENS + IMAGE_LATENT_CONTEXT_TOKENS + u.in_channels;
         let c_lat = u.in_channels;
+        self.stream_at(None);
         // context repeated per frame and the time embedding
         self.hold(self.b(n * ctx * u.cross_attention_dim));
         // image latents through ProjIn (4x-wide convs) and the temporal encoder
@@ -838,6 +877,7 @@ impl Sim {
         let mut c_prev = ch[0];
         let levels = ch.len();
         for (i, &c) in ch.iter().enumerate() {
+            self.stream_at(Some(i));
             let attn = u.down_block_types[i] == crate::config::DownBlockType::CrossAttnDownBlock3D;
             let (lh, lw) = sizes[i];
             for _ in 0..u.layers_per_block {
@@ -853,6 +893,7 @@ impl Sim {
             }
         }
         // mid block: each intermediate is freed once the next exists
+        self.stream_at(Some(levels));
         let c = ch[levels - 1];
         let (lh, lw) = sizes[levels - 1];
         let mhw = lh * lw;
@@ -873,6 +914,7 @@ impl Sim {
         let reversed: Vec<usize> = ch.iter().rev().copied().collect();
         let mut c_cur = reversed[0];
         for (i, &c_out) in reversed.iter().enumerate() {
+            self.stream_at(Some(levels + 1 + i));
             let attn = u.up_block_types[i] == crate::config::UpBlockType::CrossAttnUpBlock3D;
             let level = levels - 1 - i;
             let lhw = sizes[level].0 * sizes[level].1;
@@ -914,6 +956,7 @@ impl Sim {
                 x = self.b(n * c_out * uh * uw);
             }
         }
+        self.stream_at(None);
         // conv_norm_out, silu (temporaries of the statement), conv_out, the permuted copy
         let per = self.b(u.out_channels * hw);
         self.per_frame(n, cf, per, |s, k| {

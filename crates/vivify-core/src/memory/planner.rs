@@ -7,8 +7,8 @@
 //! largest frames and square size that would fit.
 
 use super::estimate::{
-    Backend, MemoryEstimate, ModelConfigs, RequestShape, StageKind, Weights, estimate_stage,
-    estimate_with_weights, model_weights,
+    Backend, MemoryEstimate, ModelConfigs, RequestShape, StageEstimate, StageKind, Weights,
+    estimate_stage, estimate_with_weights, model_weights,
 };
 use super::residency::resident_weights;
 use crate::nn::compute::ComputeOptions;
@@ -265,7 +265,7 @@ struct StagePeaks<'a> {
     dtype: DType,
     backend: Backend,
     text: u64,
-    denoise: HashMap<ExecutionPlan, u64>,
+    denoise: HashMap<ExecutionPlan, StageEstimate>,
     vae: HashMap<VaeKey, (u64, u64)>,
 }
 
@@ -295,8 +295,12 @@ impl<'a> StagePeaks<'a> {
         peaks
     }
 
-    /// The stage's peak less its weights.
-    fn stage(&self, plan: &ExecutionPlan, decode_chunk: usize, stage: StageKind) -> u64 {
+    fn estimate(
+        &self,
+        plan: &ExecutionPlan,
+        decode_chunk: usize,
+        stage: StageKind,
+    ) -> StageEstimate {
         let r = RequestShape {
             decode_chunk,
             ..*self.request
@@ -310,22 +314,32 @@ impl<'a> StagePeaks<'a> {
             self.backend,
             stage,
         )
-        .without_weights()
+    }
+
+    /// The stage's peak less its weights.
+    fn stage(&self, plan: &ExecutionPlan, decode_chunk: usize, stage: StageKind) -> u64 {
+        self.estimate(plan, decode_chunk, stage).without_weights()
     }
 
     fn peak(&mut self, plan: &ExecutionPlan, decode_chunk: usize) -> u64 {
-        // the denoiser ignores the VAE's choices, and no stage's temporaries depend on the
-        // residency
+        // the denoiser ignores the VAE's choices; staging changes only weights, but a streamed
+        // UNet's window depends on where the peak falls, so it is estimated on its own
         let mut unet_plan = *plan;
         unet_plan.compute.vae_row_band = None;
-        unet_plan.residency = Residency::AllResident;
+        if unet_plan.residency == Residency::Staged {
+            unet_plan.residency = Residency::AllResident;
+        }
         let denoise = match self.denoise.get(&unet_plan) {
-            Some(&p) => p,
+            Some(&e) => e,
             None => {
-                let p = self.stage(&unet_plan, decode_chunk, StageKind::Denoise);
-                self.denoise.insert(unet_plan, p);
-                p
+                let e = self.estimate(&unet_plan, decode_chunk, StageKind::Denoise);
+                self.denoise.insert(unet_plan, e);
+                e
             }
+        };
+        let denoise = match plan.residency {
+            Residency::StreamedUnet { .. } => denoise.peak(),
+            r => denoise.without_weights() + resident_weights(self.weights, r, StageKind::Denoise),
         };
         let c = plan.compute;
         let key = (
@@ -347,7 +361,7 @@ impl<'a> StagePeaks<'a> {
         };
         let w = |stage| resident_weights(self.weights, plan.residency, stage);
         (self.text + w(StageKind::EncodeText))
-            .max(denoise + w(StageKind::Denoise))
+            .max(denoise)
             .max(encode_image + w(StageKind::EncodeImage))
             .max(decode + w(StageKind::Decode))
     }

@@ -5,7 +5,9 @@
 use super::estimate::{StageKind, Weights};
 use crate::pipeline::plan::Residency;
 
-/// Weight bytes resident during `stage` under `residency`.
+/// Weight bytes resident during `stage` under `residency`. For a streamed UNet's denoising this
+/// is the bound (the trunk and the largest window); `estimate_stage` counts the window the
+/// streamer holds at the moment of the stage's peak instead.
 pub fn resident_weights(weights: &Weights, residency: Residency, stage: StageKind) -> u64 {
     let own = match stage {
         StageKind::EncodeText => weights.text,

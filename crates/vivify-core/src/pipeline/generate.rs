@@ -391,6 +391,15 @@ fn run(
     req.validate()?;
     models.check_compatible()?;
     let residency = req.plan.residency;
+    // An all-resident plan holds every model for the whole run, wherever they come from.
+    let all_loaded;
+    let models = match models {
+        Components::Store(store) if !residency.is_staged() => {
+            all_loaded = store.load_all()?;
+            Components::Resident(&all_loaded)
+        }
+        other => other,
+    };
     let mut scheduler = DdimScheduler::new(models.scheduler()?)?;
     scheduler.set_timesteps(req.steps)?;
     let total = scheduler.timesteps().len();

@@ -35,6 +35,16 @@ mod tests {
         let w = model_weights(&ModelConfigs::i2vgen_xl(), DType::F16).unwrap();
         // the trunk and the blocks add up to the UNet
         assert_eq!(w.unet_trunk + w.unet_blocks.iter().sum::<u64>(), w.unet);
+        let mib = |b: u64| b >> 20;
+        println!(
+            "f16 MiB: unet {}, trunk {}, blocks {:?}, vae {}, text {}, vision {}",
+            mib(w.unet),
+            mib(w.unet_trunk),
+            w.unet_blocks.iter().map(|&b| mib(b)).collect::<Vec<_>>(),
+            mib(w.vae),
+            mib(w.text),
+            mib(w.vision)
+        );
         let at = |r, s| resident_weights(&w, r, s);
         let streamed = |n| Residency::StreamedUnet { resident_blocks: n };
         for stage in [

@@ -14,6 +14,7 @@ use super::{BlockHandle, BlockId, BlockSource, UNetBlock, UNetInputs, UNetModel,
 use crate::config::UNetConfig;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub struct StreamedUNet {
@@ -26,7 +27,7 @@ pub struct StreamedUNet {
     /// The blocks on the device now, in load order.
     window: Mutex<Vec<(BlockId, Arc<UNetBlock>)>>,
     /// Block loads so far (tests and logs: how much streaming a run did).
-    loads: Mutex<usize>,
+    loads: AtomicUsize,
 }
 
 impl StreamedUNet {
@@ -44,7 +45,7 @@ impl StreamedUNet {
             host,
             resident_blocks: resident_blocks.max(1),
             window: Mutex::new(Vec::new()),
-            loads: Mutex::new(0),
+            loads: AtomicUsize::new(0),
         })
     }
 
@@ -55,7 +56,7 @@ impl StreamedUNet {
 
     /// How many block loads the streamer has made.
     pub fn loads(&self) -> usize {
-        *self.loads.lock().unwrap_or_else(|e| e.into_inner())
+        self.loads.load(Ordering::Relaxed)
     }
 
     fn lock_window(&self) -> std::sync::MutexGuard<'_, Vec<(BlockId, Arc<UNetBlock>)>> {
@@ -84,14 +85,15 @@ impl BlockSource for StreamedUNet {
             if !window.iter().any(|(have, _)| have == b) {
                 let block = UNetBlock::new(&self.trunk.config, *b, &self.host)?;
                 window.push((*b, Arc::new(block)));
-                *self.loads.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                self.loads.fetch_add(1, Ordering::Relaxed);
             }
         }
+        // `wanted` starts with `id`, so the window holds it now
         let block = window
             .iter()
             .find(|(b, _)| *b == id)
             .map(|(_, block)| block.clone())
-            .expect("the window holds the block just loaded");
+            .ok_or_else(|| candle_core::Error::Msg(format!("block {id:?} was not loaded")))?;
         Ok(BlockHandle::Shared(block))
     }
 

@@ -178,7 +178,7 @@ pub struct GenerateArgs {
     /// Set one execution-plan choice by hand over the planner's, e.g.
     /// `--plan attention-query-chunk=1024` (repeatable; keys: attention-query-chunk,
     /// attention-head-chunk, ff-chunk, frame-chunk, pixel-chunk, conv-frame-chunk, vae-row-band,
-    /// sequential-guidance).
+    /// sequential-guidance, residency=all|staged|streamed[:N]).
     #[arg(long = "plan", value_name = "KEY=VALUE")]
     pub plan: Vec<String>,
     /// Finish a run from the checkpoint an out-of-memory failure saved (give the same --image).

@@ -8,7 +8,6 @@ use candle_core::{DType, Device};
 use vivify_core::memory::available::{auto_budget, free_bytes};
 use vivify_core::memory::{Backend, ModelConfigs, PlanChoice, RequestShape, choose_plan_on};
 use vivify_core::pipeline::denoise::uses_guidance;
-use vivify_core::pipeline::models::I2VGenXLModels;
 use vivify_core::pipeline::request::GenerationRequest;
 
 /// Where the budget came from.
@@ -42,15 +41,6 @@ impl AutoPlan {
     }
 }
 
-pub fn configs_of(models: &I2VGenXLModels) -> ModelConfigs {
-    ModelConfigs {
-        unet: models.unet.config.clone(),
-        vae: models.vae.config.clone(),
-        text: models.text_encoder.config.clone(),
-        vision: models.image_encoder.config.clone(),
-    }
-}
-
 fn gib(bytes: u64) -> String {
     format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
@@ -60,7 +50,7 @@ fn gib(bytes: u64) -> String {
 /// keeps the plain plan) when no budget is given and the device's free memory is unknown.
 pub fn apply(
     request: &mut GenerationRequest,
-    models: &I2VGenXLModels,
+    configs: &ModelConfigs,
     budget: Option<u64>,
     decode_chunk_flag: Option<usize>,
     overrides: &[String],
@@ -92,7 +82,7 @@ pub fn apply(
         Device::Cpu => Backend::Cpu,
         _ => Backend::Cuda,
     };
-    let choice = choose_plan_on(&configs_of(models), &shape, dtype, budget, backend)?;
+    let choice = choose_plan_on(configs, &shape, dtype, budget, backend)?;
     request.plan = choice.plan;
     request.decode_chunk = decode_chunk_flag.unwrap_or(choice.decode_chunk);
     plan_overrides::apply(&mut request.plan, overrides)?;

@@ -4,8 +4,7 @@ use crate::args::ModelArgs;
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device};
 use std::path::{Path, PathBuf};
-use vivify_core::pipeline::models::I2VGenXLModels;
-use vivify_core::weights::tiny_models;
+use vivify_core::pipeline::store::ModelStore;
 use vivify_hub::{FileSelection, HubConfig, indicatif_progress, snapshot};
 
 pub fn parse_device(spec: &str) -> Result<Device> {
@@ -73,12 +72,13 @@ pub fn resolve_model(args: &ModelArgs) -> Result<ModelSource> {
     Ok(ModelSource::Dir(dir))
 }
 
-/// Every component of `--model`.
-pub fn load_models(args: &ModelArgs, dtype: DType, device: &Device) -> Result<I2VGenXLModels> {
+/// The components of `--model`, to load all at once or per stage.
+pub fn model_store(args: &ModelArgs, dtype: DType, device: &Device) -> Result<ModelStore> {
     match resolve_model(args)? {
-        ModelSource::Tiny => Ok(tiny_models(dtype, device)?),
-        ModelSource::Dir(dir) => I2VGenXLModels::load(&dir, dtype, device)
-            .with_context(|| format!("--model {}", args.model)),
+        ModelSource::Tiny => Ok(ModelStore::tiny(dtype, device)?),
+        ModelSource::Dir(dir) => {
+            ModelStore::dir(&dir, dtype, device).with_context(|| format!("--model {}", args.model))
+        }
     }
 }
 

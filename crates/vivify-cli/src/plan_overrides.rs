@@ -1,10 +1,10 @@
 //! `--plan KEY=VALUE`: single execution-plan choices set by hand, over what the planner picks.
 
 use anyhow::{Context, Result, bail};
-use vivify_core::pipeline::plan::ExecutionPlan;
+use vivify_core::pipeline::plan::{ExecutionPlan, Residency};
 
 /// The keys `--plan` accepts, with what they set.
-pub const KEYS: [(&str, &str); 8] = [
+pub const KEYS: [(&str, &str); 9] = [
     (
         "attention-query-chunk",
         "queries per attention score matrix",
@@ -24,6 +24,10 @@ pub const KEYS: [(&str, &str); 8] = [
     (
         "sequential-guidance",
         "true: guidance as two batch-1 passes",
+    ),
+    (
+        "residency",
+        "all: every model resident; staged: models loaded per stage; streamed[:N]: also the UNet's blocks streamed from host memory, N on the device (default 2)",
     ),
 ];
 
@@ -63,6 +67,11 @@ pub fn apply(plan: &mut ExecutionPlan, overrides: &[String]) -> Result<()> {
                     .parse()
                     .with_context(|| format!("--plan {item}: expected true or false"))?
             }
+            "residency" => {
+                plan.residency = Residency::parse(value).with_context(|| {
+                    format!("--plan {item}: expected all, staged, streamed or streamed:N (N >= 1)")
+                })?
+            }
             other => {
                 let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
                 bail!(
@@ -99,8 +108,17 @@ mod tests {
             "conv-frame-chunk=2",
             "vae-row-band=16",
             "sequential-guidance=true",
+            "residency=streamed:3",
         ])
         .unwrap();
+        assert_eq!(
+            plan.residency,
+            Residency::StreamedUnet { resident_blocks: 3 }
+        );
+        assert_eq!(
+            overrides(&["residency=staged"]).unwrap().residency,
+            Residency::Staged
+        );
         assert_eq!(plan.compute.attention_query_chunk, Some(1024));
         assert_eq!(plan.compute.attention_head_chunk, Some(8));
         assert_eq!(plan.compute.feed_forward_chunk, Some(512));
@@ -119,6 +137,8 @@ mod tests {
             ("ff-chunk=0", "at least 1"),
             ("ff-chunk=many", "positive number"),
             ("sequential-guidance=maybe", "true or false"),
+            ("residency=streamed:0", "streamed:N"),
+            ("residency=some", "expected all, staged"),
         ] {
             let err = overrides(&[item]).unwrap_err().to_string();
             assert!(err.contains(expected), "{item}: {err}");

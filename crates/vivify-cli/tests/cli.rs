@@ -693,3 +693,93 @@ fn plan_fits_the_mid_presets_in_8_gib() {
         assert!(record["predicted_peak_bytes"].as_u64().unwrap() <= 8 << 30);
     }
 }
+
+/// 1024x1024x32 fits an 8 GiB card with the published model once the encoders are freed before
+/// denoising and the UNet before decoding (staged residency).
+#[test]
+fn plan_fits_1024p_32_frames_in_8_gib_with_staged_weights() {
+    let args = [
+        "plan",
+        "--width",
+        "1024",
+        "--height",
+        "1024",
+        "--frames",
+        "32",
+        "--memory-budget",
+        "8GiB",
+        "--json",
+    ];
+    let out = vivify(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(record["fits"], true, "{record}");
+    assert!(record["predicted_peak_bytes"].as_u64().unwrap() <= 8 << 30);
+    assert_ne!(record["plan"]["residency"], "all_resident", "{record}");
+    let summary = record["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("staged") || summary.starts_with("stream"),
+        "{summary}"
+    );
+    // Each stage holds its own models only: decoding holds no UNet.
+    let decode_weights = record["stages"]["decode"]["weights_bytes"]
+        .as_u64()
+        .unwrap();
+    let denoise_weights = record["stages"]["denoise"]["weights_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(decode_weights * 10 < denoise_weights, "{record}");
+
+    // The same plan with every model resident does not fit; --plan sets the residency.
+    let out = vivify(&[&args[..], &["--plan", "residency=all"]].concat());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(record["fits"], false, "{record}");
+    assert_eq!(record["plan"]["residency"], "all_resident", "{record}");
+    let out = vivify(&[&args[..], &["--plan", "residency=streamed:1"]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        record["plan"]["residency"]["streamed_unet"]["resident_blocks"], 1,
+        "{record}"
+    );
+    let out = vivify(&[&args[..], &["--plan", "residency=sometimes"]].concat());
+    assert!(!out.status.success() && text(&out).contains("residency"));
+}
+
+/// `--plan residency=` reaches a tiny run and its record; the frames are those of an
+/// all-resident run.
+#[test]
+fn generate_runs_staged_and_streamed_with_the_same_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, residency: &str| {
+        let path = dir.path().join(name);
+        let out = generate_tiny(
+            &path,
+            &["--seed", "3", "--plan", &format!("residency={residency}")],
+        );
+        assert!(out.status.success(), "{residency}: {}", text(&out));
+        let meta = vivify_video::Metadata::read(&path.join("metadata.json")).unwrap();
+        let frames: Vec<Vec<u8>> = (0..3)
+            .map(|i| std::fs::read(path.join(format!("{i:04}.png"))).unwrap())
+            .collect();
+        (meta, frames)
+    };
+    let (meta, resident) = run("all", "all");
+    assert_eq!(
+        meta.plan["execution_plan"]["plan"]["residency"], "all_resident",
+        "{meta:?}"
+    );
+    let (meta, staged) = run("staged", "staged");
+    assert_eq!(
+        meta.plan["execution_plan"]["plan"]["residency"], "staged",
+        "{meta:?}"
+    );
+    assert!(staged == resident, "staged frames differ");
+    let (meta, streamed) = run("streamed", "streamed");
+    assert_eq!(
+        meta.plan["execution_plan"]["plan"]["residency"]["streamed_unet"]["resident_blocks"], 2,
+        "{meta:?}"
+    );
+    assert!(streamed == resident, "streamed frames differ");
+}

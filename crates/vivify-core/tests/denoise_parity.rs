@@ -5,10 +5,11 @@ mod common;
 
 use candle_core::{DType, Device};
 use common::{Fixture, assert_close, fixtures_dir};
-use vivify_core::models::unet::I2VGenXLUNet;
+use vivify_core::models::unet::streaming::StreamedUNet;
+use vivify_core::models::unet::{I2VGenXLUNet, open_checkpoint};
 use vivify_core::nn::compute::ComputeOptions;
 use vivify_core::pipeline::denoise::{Conditioning, denoise};
-use vivify_core::pipeline::plan::ExecutionPlan;
+use vivify_core::pipeline::plan::{ExecutionPlan, Residency};
 use vivify_core::scheduler::{DdimConfig, DdimScheduler};
 
 #[test]
@@ -82,6 +83,7 @@ fn three_guided_steps_match_diffusers() {
             ExecutionPlan {
                 compute: all,
                 sequential_guidance: true,
+                ..Default::default()
             },
         ),
     ];
@@ -105,6 +107,35 @@ fn three_guided_steps_match_diffusers() {
             1e-5,
         );
         assert_eq!(reported, vec![(1, 3, 667), (2, 3, 334), (3, 3, 1)]);
+    }
+
+    // The UNet streamed block by block from its memory-mapped checkpoint, with one or two
+    // blocks resident, gives the same numbers.
+    let (config, host) =
+        open_checkpoint(&dir.join("unet"), None, DType::F32, &Device::Cpu).unwrap();
+    for resident_blocks in [1, 2] {
+        let streamed = StreamedUNet::new(&config, host.clone(), resident_blocks).unwrap();
+        let plan = ExecutionPlan {
+            residency: Residency::StreamedUnet { resident_blocks },
+            ..Default::default()
+        };
+        let out = denoise(
+            &streamed,
+            &scheduler,
+            fx.tensor("latents"),
+            &cond,
+            fx.meta("guidance"),
+            fx.meta::<f32>("fps"),
+            plan,
+            |_| {},
+        )
+        .unwrap();
+        assert_close(
+            &format!("denoise x3, guidance 9, UNet streamed with {resident_blocks} resident"),
+            &out,
+            &fx.tensor("out"),
+            1e-5,
+        );
     }
 }
 

@@ -4,17 +4,21 @@
 
 use candle_core::{DType, Device, Tensor};
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use vivify_core::config::UNetConfig;
 use vivify_core::memory::{Backend, ModelConfigs, RequestShape, estimate_for};
 use vivify_core::models::clip::{ClipTextConfig, ClipVisionConfig};
+use vivify_core::models::unet::streaming::StreamedUNet;
+use vivify_core::models::unet::{I2VGenXLUNet, UNetModel};
 use vivify_core::models::vae::{AutoencoderKL, VaeConfig};
 use vivify_core::nn::compute::ComputeOptions;
 use vivify_core::pipeline::denoise::{Conditioning, denoise};
 use vivify_core::pipeline::plan::ExecutionPlan;
+use vivify_core::pipeline::plan::Residency;
 use vivify_core::scheduler::{DdimConfig, DdimScheduler};
-use vivify_core::weights::{random_unet, random_weights};
+use vivify_core::weights::{Checkpoint, TensorSpec, random_unet, random_weights, unet_spec};
 
 struct Counting;
 
@@ -130,36 +134,42 @@ fn rand(shape: &[usize], seed: u64) -> Tensor {
     Tensor::randn(0f32, 1f32, shape, &Device::Cpu).unwrap()
 }
 
-/// The denoise stage: the UNet's weights, the conditioning and latents, one DDIM step.
-fn denoise_case(models: &ModelConfigs, req: RequestShape, plan: ExecutionPlan) -> Row {
-    let dev = Device::Cpu;
-    let u = &models.unet;
+/// One DDIM step of `unet` on random conditioning and latents of `req`'s shape.
+fn run_denoise(unet: &dyn UNetModel, u: &UNetConfig, req: RequestShape, plan: ExecutionPlan) {
     let (h, w, f) = (req.height / 8, req.width / 8, req.frames);
     let rows = if req.guidance { 2 } else { 1 };
     let mut scheduler = DdimScheduler::new(DdimConfig::i2vgen_xl()).unwrap();
     scheduler.set_timesteps(1).unwrap();
+    let cond = Conditioning {
+        encoder_hidden_states: rand(&[rows, 77, u.cross_attention_dim], 1),
+        image_embeddings: rand(&[rows, u.cross_attention_dim], 2),
+        image_latents: rand(&[rows, 4, f, h, w], 3),
+    };
+    let latents = rand(&[1, 4, f, h, w], 4);
+    let guidance = if req.guidance { 9.0 } else { 1.0 };
+    denoise(
+        unet,
+        &scheduler,
+        latents,
+        &cond,
+        guidance,
+        16.0,
+        plan,
+        |_| {},
+    )
+    .unwrap();
+}
+
+/// The denoise stage: the UNet's weights, the conditioning and latents, one DDIM step.
+fn denoise_case(models: &ModelConfigs, req: RequestShape, plan: ExecutionPlan) -> Row {
+    let dev = Device::Cpu;
+    let u = &models.unet;
+    let f = req.frames;
     let (_, measured) = measure(|| {
         let unet = random_unet(u, 7, DType::F32, &dev).unwrap();
-        let cond = Conditioning {
-            encoder_hidden_states: rand(&[rows, 77, u.cross_attention_dim], 1),
-            image_embeddings: rand(&[rows, u.cross_attention_dim], 2),
-            image_latents: rand(&[rows, 4, f, h, w], 3),
-        };
-        let latents = rand(&[1, 4, f, h, w], 4);
         // the weights are made in f32 vectors first: start the count after they are built
         PEAK.store(CURRENT.load(Ordering::SeqCst), Ordering::SeqCst);
-        let guidance = if req.guidance { 9.0 } else { 1.0 };
-        denoise(
-            &unet,
-            &scheduler,
-            latents,
-            &cond,
-            guidance,
-            16.0,
-            plan,
-            |_| {},
-        )
-        .unwrap()
+        run_denoise(&unet, u, req, plan)
     });
     let est = estimate_for(models, &req, &plan, DType::F32, Backend::Cpu).unwrap();
     Row {
@@ -176,11 +186,120 @@ fn denoise_case(models: &ModelConfigs, req: RequestShape, plan: ExecutionPlan) -
     }
 }
 
+/// Decoding as generate's decode stage does it: final latents, frames in chunks, gathered and
+/// converted to bytes.
+fn run_decode(vae: &AutoencoderKL, v: &VaeConfig, req: RequestShape, plan: ExecutionPlan) {
+    let (h, w, f) = (req.height / 8, req.width / 8, req.frames);
+    let latents = rand(&[1, 4, f, h, w], 5);
+    let z = (&latents / v.scaling_factor).unwrap();
+    let z = z
+        .permute((0, 2, 1, 3, 4))
+        .unwrap()
+        .reshape((f, 4, h, w))
+        .unwrap();
+    let mut decoded = Vec::new();
+    let mut done = 0;
+    while done < f {
+        let n = req.decode_chunk.min(f - done);
+        decoded.push(
+            vae.decode_with(&z.narrow(0, done, n).unwrap(), plan.compute)
+                .unwrap(),
+        );
+        done += n;
+    }
+    let video = Tensor::cat(&decoded, 0).unwrap();
+    let video = ((video / 2.0).unwrap() + 0.5)
+        .unwrap()
+        .clamp(0f32, 1f32)
+        .unwrap();
+    let video = (video * 255.0)
+        .unwrap()
+        .round()
+        .unwrap()
+        .to_dtype(DType::U8)
+        .unwrap();
+    video.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap();
+}
+
+/// Random weights for `spec` saved as safetensors in `dir`: what staged and streamed runs read
+/// (memory-mapped, so only what they load counts).
+fn weights_file(dir: &Path, name: &str, spec: &[TensorSpec], seed: u64) -> PathBuf {
+    let weights = random_weights(spec, seed, DType::F32, &Device::Cpu).unwrap();
+    let path = dir.join(format!("{name}.safetensors"));
+    candle_core::safetensors::save(&weights, &path).unwrap();
+    path
+}
+
+/// A staged run's denoise and decode stages: the UNet loaded from its file, one step, freed;
+/// then the VAE loaded and the frames decoded. The peak is the larger stage's, each holding
+/// its own model only.
+fn staged_case(models: &ModelConfigs, dir: &Path, req: RequestShape, plan: ExecutionPlan) -> Row {
+    let (u, v) = (&models.unet, &models.vae);
+    let (unet_spec, vae_spec) = (unet_spec(u).unwrap(), AutoencoderKL::spec(v).unwrap());
+    let unet_file = weights_file(dir, "unet", &unet_spec, 7);
+    let vae_file = weights_file(dir, "vae", &vae_spec, 9);
+    let load = |file: &Path, spec: &[TensorSpec]| {
+        Checkpoint::open(&[file.to_path_buf()])
+            .unwrap()
+            .var_builder(spec, DType::F32, &Device::Cpu)
+            .unwrap()
+    };
+    let (_, measured) = measure(|| {
+        let unet = I2VGenXLUNet::new(u, load(&unet_file, &unet_spec)).unwrap();
+        run_denoise(&unet, u, req, plan);
+        drop(unet);
+        let vae = AutoencoderKL::new(v, load(&vae_file, &vae_spec)).unwrap();
+        run_decode(&vae, v, req, plan)
+    });
+    let est = estimate_for(models, &req, &plan, DType::F32, Backend::Cpu).unwrap();
+    Row {
+        what: format!(
+            "staged denoise+decode {}x{}x{} chunk {} {}",
+            req.width,
+            req.height,
+            req.frames,
+            req.decode_chunk,
+            describe(&plan)
+        ),
+        predicted: est.denoise.peak().max(est.decode.peak()),
+        measured,
+    }
+}
+
+/// The denoise stage with the UNet streamed from its memory-mapped file: the trunk and a
+/// window of blocks on the heap, one DDIM step.
+fn streamed_case(models: &ModelConfigs, dir: &Path, req: RequestShape, plan: ExecutionPlan) -> Row {
+    let u = &models.unet;
+    let spec = unet_spec(u).unwrap();
+    let file = weights_file(dir, "unet", &spec, 7);
+    let blocks = plan.residency.streamed_blocks().expect("a streamed plan");
+    let (_, measured) = measure(|| {
+        let host = Checkpoint::open(std::slice::from_ref(&file))
+            .unwrap()
+            .var_builder(&spec, DType::F32, &Device::Cpu)
+            .unwrap();
+        let unet = StreamedUNet::new(u, host, blocks).unwrap();
+        run_denoise(&unet, u, req, plan)
+    });
+    let est = estimate_for(models, &req, &plan, DType::F32, Backend::Cpu).unwrap();
+    Row {
+        what: format!(
+            "streamed denoise {}x{}x{} {}",
+            req.width,
+            req.height,
+            req.frames,
+            describe(&plan)
+        ),
+        predicted: est.denoise.peak(),
+        measured,
+    }
+}
+
 /// The decode stage: VAE weights, the final latents, decode in chunks, the frames gathered.
 fn decode_case(models: &ModelConfigs, req: RequestShape, plan: ExecutionPlan) -> Row {
     let dev = Device::Cpu;
     let v = &models.vae;
-    let (h, w, f) = (req.height / 8, req.width / 8, req.frames);
+    let f = req.frames;
     let (_, measured) = measure(|| {
         let spec = AutoencoderKL::spec(v).unwrap();
         let weights = random_weights(&spec, 9, DType::F32, &dev).unwrap();
@@ -189,37 +308,8 @@ fn decode_case(models: &ModelConfigs, req: RequestShape, plan: ExecutionPlan) ->
             candle_nn::VarBuilder::from_tensors(weights, DType::F32, &dev),
         )
         .unwrap();
-        let latents = rand(&[1, 4, f, h, w], 5);
         PEAK.store(CURRENT.load(Ordering::SeqCst), Ordering::SeqCst);
-        // as generate's decode stage
-        let z = (&latents / v.scaling_factor).unwrap();
-        let z = z
-            .permute((0, 2, 1, 3, 4))
-            .unwrap()
-            .reshape((f, 4, h, w))
-            .unwrap();
-        let mut decoded = Vec::new();
-        let mut done = 0;
-        while done < f {
-            let n = req.decode_chunk.min(f - done);
-            decoded.push(
-                vae.decode_with(&z.narrow(0, done, n).unwrap(), plan.compute)
-                    .unwrap(),
-            );
-            done += n;
-        }
-        let video = Tensor::cat(&decoded, 0).unwrap();
-        let video = ((video / 2.0).unwrap() + 0.5)
-            .unwrap()
-            .clamp(0f32, 1f32)
-            .unwrap();
-        let video = (video * 255.0)
-            .unwrap()
-            .round()
-            .unwrap()
-            .to_dtype(DType::U8)
-            .unwrap();
-        video.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap()
+        run_decode(&vae, v, req, plan)
     });
     let est = estimate_for(models, &req, &plan, DType::F32, Backend::Cpu).unwrap();
     Row {
@@ -239,6 +329,7 @@ fn decode_case(models: &ModelConfigs, req: RequestShape, plan: ExecutionPlan) ->
 fn describe(plan: &ExecutionPlan) -> String {
     let c = plan.compute;
     let mut parts = Vec::new();
+    parts.extend(plan.residency.code());
     if plan.sequential_guidance {
         parts.push("seq".to_string());
     }
@@ -333,9 +424,29 @@ fn predicted_peaks_are_within_15_percent_of_measured() {
                     conv_frame_chunk: None,
                     vae_row_band: None,
                 },
+                ..plain
             },
         ),
     ];
+    let dir = tempfile::tempdir().unwrap();
+    let residency = |residency| ExecutionPlan { residency, ..plain };
+    rows.push(staged_case(
+        &models,
+        dir.path(),
+        RequestShape {
+            decode_chunk: 2,
+            ..shape(256, 256, 4, true)
+        },
+        residency(Residency::Staged),
+    ));
+    for resident_blocks in [1, 2] {
+        rows.push(streamed_case(
+            &models,
+            dir.path(),
+            shape(256, 256, 8, true),
+            residency(Residency::StreamedUnet { resident_blocks }),
+        ));
+    }
     rows.push(decode_case(&models, shape(256, 256, 4, true), plain));
     rows.push(decode_case(
         &models,

@@ -6,11 +6,14 @@ mod common;
 
 use candle_core::{DType, Device};
 use common::{Fixture, fixtures_dir, relative_error};
-use vivify_core::pipeline::generate::{Progress, Stage, generate};
+use vivify_core::pipeline::components::Components;
+use vivify_core::pipeline::generate::{GenerateOptions, Progress, Stage, generate, generate_from};
 use vivify_core::pipeline::models::I2VGenXLModels;
 use vivify_core::pipeline::pillow_resize::Rgb8;
+use vivify_core::pipeline::plan::{ExecutionPlan, Residency};
 use vivify_core::pipeline::preprocess::load_image;
 use vivify_core::pipeline::request::GenerationRequest;
+use vivify_core::pipeline::store::ModelStore;
 
 /// The acceptance rule: frames within 1 level for at least 99.9% of values and never more than
 /// 3 apart; final latents within 1e-3 relative error.
@@ -103,4 +106,41 @@ fn tiny_published_layout_matches_diffusers() {
         max <= MAX_LEVEL_DIFF && within >= MIN_WITHIN_ONE,
         "max {max}, within one {within}"
     );
+
+    // Each component loaded from the directory when its stage starts (the fp16 files
+    // memory-mapped), or also the UNet's blocks streamed from its file: the same run.
+    let store = ModelStore::dir(&dir.join("model"), DType::F32, &Device::Cpu).unwrap();
+    for residency in [
+        Residency::Staged,
+        Residency::StreamedUnet { resident_blocks: 1 },
+    ] {
+        let req = GenerationRequest {
+            plan: ExecutionPlan {
+                residency,
+                ..request.plan
+            },
+            ..request.clone()
+        };
+        let staged = generate_from(
+            Components::Store(&store),
+            &req,
+            &Device::Cpu,
+            &GenerateOptions::default(),
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(
+            relative_error(&staged.latents, &out.latents),
+            0.0,
+            "{residency:?}"
+        );
+        assert!(
+            staged
+                .frames
+                .iter()
+                .zip(&out.frames)
+                .all(|(a, b)| a.data == b.data),
+            "{residency:?}: frames differ"
+        );
+    }
 }

@@ -30,6 +30,9 @@ pub fn plan_for(
 pub fn changes(c: &PlanChoice, frames: usize) -> Vec<String> {
     let mut out = Vec::new();
     let p = &c.plan;
+    if p.residency.is_staged() {
+        out.push(p.residency.words());
+    }
     if p.sequential_guidance {
         out.push("guidance rows one at a time".to_string());
     }

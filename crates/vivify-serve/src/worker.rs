@@ -13,17 +13,25 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
-use vivify_core::pipeline::generate::{Event, GenerateOptions, Progress, generate_with, resume};
+use vivify_core::pipeline::components::Components;
+use vivify_core::pipeline::generate::{
+    Event, GenerateOptions, Progress, generate_from, resume_from,
+};
 use vivify_core::pipeline::models::I2VGenXLModels;
+use vivify_core::pipeline::plan::Residency;
 use vivify_core::pipeline::preprocess::load_image;
 use vivify_core::pipeline::recovery::Checkpoint;
 use vivify_core::pipeline::request::GenerationRequest;
+use vivify_core::pipeline::store::ModelStore;
 
 /// Loads the model; called once at start and again after `--unload-after` freed it.
 pub type ModelLoader = Arc<dyn Fn() -> Result<I2VGenXLModels> + Send + Sync>;
 
 pub struct WorkerConfig {
     pub loader: ModelLoader,
+    /// Where a job whose plan loads models per stage (staged or streamed residency) takes
+    /// them from; without one every job runs on the warm, all-resident models.
+    pub store: Option<ModelStore>,
     pub device: Device,
     pub dtype: DType,
     /// Free the model after this long without jobs.
@@ -179,13 +187,6 @@ impl Worker {
         if shared.cancel_requested(id) {
             return Ok(Some(Stop::Cancelled));
         }
-        if self.models.is_none() {
-            publish(JobEvent::Stage {
-                stage: "load model".into(),
-            });
-        }
-        self.ensure_model()?;
-        let models = self.models.as_ref().context("no model")?;
         let p = &job.params;
         let image = load_image(&shared.dirs.uploads.join(&job.image_file))?;
         let checkpoint_path = shared.dirs.checkpoint(id);
@@ -198,7 +199,7 @@ impl Worker {
                 warn!(job = %id, "unreadable checkpoint, starting over: {e}");
                 None
             });
-        let request = match &saved {
+        let mut request = match &saved {
             Some(cp) => {
                 publish(JobEvent::Resumed { step: cp.meta.step });
                 info!(job = %id, "resuming after step {} of {}", cp.meta.step, cp.meta.steps);
@@ -224,6 +225,28 @@ impl Worker {
                 }
                 request
             }
+        };
+        // Warm models are all resident; a plan that loads models per stage runs from the store,
+        // and the warm copy is freed first, or it would hold the memory the plan saves.
+        let staged = request.plan.residency.is_staged() && self.config.store.is_some();
+        if staged {
+            if self.models.take().is_some() {
+                self.shared.model_loaded.store(false, Ordering::SeqCst);
+                info!(job = %id, "warm model freed: the plan loads models per stage");
+            }
+        } else {
+            request.plan.residency = Residency::AllResident;
+            if self.models.is_none() {
+                publish(JobEvent::Stage {
+                    stage: "load model".into(),
+                });
+            }
+            self.ensure_model()?;
+        }
+        let components = match (&self.config.store, &self.models) {
+            (Some(store), _) if staged => Components::Store(store),
+            (_, Some(models)) => Components::Resident(models),
+            _ => anyhow::bail!("no model"),
         };
         let step_delay = self.config.step_delay;
         let stopped = std::cell::Cell::new(None);
@@ -275,15 +298,15 @@ impl Worker {
         };
         let device = &self.config.device;
         let result = match &saved {
-            Some(_) => resume(
-                models,
+            Some(_) => resume_from(
+                components,
                 &request,
                 &checkpoint_path,
                 device,
                 &options,
                 on_event,
             ),
-            None => generate_with(models, &request, device, &options, on_event),
+            None => generate_from(components, &request, device, &options, on_event),
         };
         let generation = match result {
             Ok(g) => g,

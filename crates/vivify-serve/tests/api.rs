@@ -61,6 +61,7 @@ fn config(dir: &Path, limits: Limits, step_delay_ms: u64, loader: ModelLoader) -
         },
         worker: WorkerConfig {
             loader,
+            store: None,
             device: candle_core::Device::Cpu,
             dtype: candle_core::DType::F32,
             unload_after: None,
@@ -267,5 +268,76 @@ fn the_model_is_kept_warm_and_unloaded_when_idle() {
     let id = s.http.queue(&png(64, 64), &tiny_params(2));
     s.http.wait_state(&id, "done");
     assert!(loaded(&s.http), "loaded again for the job");
+    s.shutdown();
+}
+
+/// A budget only a staged plan fits: the job runs from the store with the warm model freed,
+/// and finishes.
+#[test]
+fn a_tight_budget_runs_jobs_with_models_loaded_per_stage() {
+    use vivify_core::memory::planner::frugal_plan;
+    use vivify_core::memory::{Backend, RequestShape, evaluate, usable};
+    use vivify_core::pipeline::plan::{ExecutionPlan, Residency};
+    use vivify_core::pipeline::store::ModelStore;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), Limits::DEV, 0, tiny_loader());
+    // 64x64x4 guided, as tiny_params: between the most frugal plan's peak with every model
+    // resident and its peak with models loaded per stage
+    let shape = RequestShape {
+        width: 64,
+        height: 64,
+        frames: 4,
+        guidance: true,
+        decode_chunk: 1,
+    };
+    let configs = cfg.info.model_configs.clone().unwrap();
+    let peak = |residency| {
+        let (frugal, dc) = frugal_plan(&shape);
+        let plan = ExecutionPlan {
+            residency,
+            ..frugal
+        };
+        evaluate(
+            &configs,
+            &shape,
+            candle_core::DType::F32,
+            1 << 40,
+            Backend::Cuda,
+            plan,
+            dc,
+        )
+        .unwrap()
+        .predicted_peak_bytes()
+    };
+    let (all, staged) = (peak(Residency::AllResident), peak(Residency::Staged));
+    assert!(staged < all, "{staged} vs {all}");
+    let budget = ((staged + all) / 2) as f64 / 0.95;
+    let budget = budget as u64;
+    assert!(usable(budget) < all && usable(budget) > staged);
+    cfg.info.memory_budget = Some(budget);
+    cfg.worker.store =
+        Some(ModelStore::tiny(candle_core::DType::F32, &candle_core::Device::Cpu).unwrap());
+    let s = start_with(cfg).unwrap();
+    let preview = s
+        .http
+        .get("/api/plan?width=64&height=64&frames=4&guidance=7.5")
+        .json();
+    assert_eq!(preview["fits"], true, "{preview}");
+    assert_ne!(preview["plan"]["residency"], "all_resident", "{preview}");
+    assert!(
+        preview["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c.as_str().unwrap().starts_with("models loaded per stage")),
+        "{preview}"
+    );
+    let id = s.http.queue(&png(64, 64), &tiny_params(2));
+    s.http.wait_state(&id, "done");
+    assert_eq!(
+        s.http.get("/api/health").json()["model_loaded"],
+        false,
+        "the warm model is freed for a staged job"
+    );
     s.shutdown();
 }

@@ -2,7 +2,7 @@
 
 use crate::args::GenerateArgs;
 use crate::auto_plan::{self, AutoPlan};
-use crate::model::load_models;
+use crate::model::model_store;
 use crate::plan_overrides;
 use crate::progress::steps_bar;
 use anyhow::{Context, Result, bail};
@@ -10,8 +10,9 @@ use candle_core::{DType, Device, Tensor};
 use indicatif::ProgressBar;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use vivify_core::pipeline::components::Components;
 use vivify_core::pipeline::generate::{
-    Event, GenerateOptions, Generation, Progress, Stage, generate_with, resume,
+    Event, GenerateOptions, Generation, Progress, Stage, generate_from, resume_from,
 };
 use vivify_core::pipeline::preprocess::load_image;
 use vivify_core::pipeline::recovery::Checkpoint;
@@ -60,7 +61,10 @@ pub fn run(args: &GenerateArgs) -> Result<ExitCode> {
     // Bad parameters fail before minutes of model loading.
     plan_overrides::apply(&mut request.plan.clone(), &args.plan)?;
     request.validate()?;
-    let models = load_models(&args.model, dtype, &device)?;
+    let store = model_store(&args.model, dtype, &device)?;
+    let configs = store
+        .configs()
+        .with_context(|| format!("--model {}", args.model.model))?;
     // A resumed run goes on with the plan its checkpoint saved; a new one asks the planner.
     let auto_plan = match &checkpoint {
         Some(_) => {
@@ -69,7 +73,7 @@ pub fn run(args: &GenerateArgs) -> Result<ExitCode> {
         }
         None => auto_plan::apply(
             &mut request,
-            &models,
+            &configs,
             budget,
             args.decode_chunk,
             &args.plan,
@@ -78,6 +82,20 @@ pub fn run(args: &GenerateArgs) -> Result<ExitCode> {
         )?,
     };
     request.validate()?;
+    // All resident: every model loaded now, as before any stage runs; otherwise each stage
+    // loads its own from the store.
+    let models = match request.plan.residency.is_staged() {
+        false => Some(
+            store
+                .load_all()
+                .with_context(|| format!("--model {}", args.model.model))?,
+        ),
+        true => None,
+    };
+    let components = match &models {
+        Some(m) => Components::Resident(m),
+        None => Components::Store(&store),
+    };
 
     let options = GenerateOptions {
         injector: None,
@@ -134,8 +152,8 @@ pub fn run(args: &GenerateArgs) -> Result<ExitCode> {
     };
     vivify_core::device::reset_peak_memory(&device)?;
     let result = match &args.resume {
-        Some(file) => resume(&models, &request, file, &device, &options, on_event)?,
-        None => generate_with(&models, &request, &device, &options, on_event)?,
+        Some(file) => resume_from(components, &request, file, &device, &options, on_event)?,
+        None => generate_from(components, &request, &device, &options, on_event)?,
     };
 
     let peak = vivify_core::device::peak_memory(&device)?;

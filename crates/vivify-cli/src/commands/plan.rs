@@ -8,7 +8,9 @@ use clap::{Args, ValueEnum};
 use std::path::Path;
 use std::process::ExitCode;
 use vivify_core::config::UNetConfig;
-use vivify_core::memory::{ModelConfigs, PlanChoice, RequestShape, choose_plan, parse_bytes};
+use vivify_core::memory::{
+    Backend, ModelConfigs, PlanChoice, RequestShape, choose_plan, evaluate, parse_bytes,
+};
 use vivify_core::models::clip::{ClipTextConfig, ClipVisionConfig};
 use vivify_core::models::vae::VaeConfig;
 use vivify_core::pipeline::request;
@@ -48,6 +50,10 @@ pub struct PlanArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Set one execution-plan choice by hand over the planner's, as `generate --plan` does
+    /// (e.g. `--plan residency=staged`); the prediction is for the plan with it set.
+    #[arg(long = "plan", value_name = "KEY=VALUE")]
+    pub plan: Vec<String>,
 }
 
 fn dtype(d: PlanDtype) -> candle_core::DType {
@@ -61,14 +67,7 @@ fn dtype(d: PlanDtype) -> candle_core::DType {
 /// The configs `--model` names, without downloading anything.
 pub fn model_configs(model: &str) -> Result<ModelConfigs> {
     if model == "tiny" {
-        let m =
-            vivify_core::weights::tiny_models(candle_core::DType::F32, &candle_core::Device::Cpu)?;
-        return Ok(ModelConfigs {
-            unet: m.unet.config.clone(),
-            vae: m.vae.config.clone(),
-            text: m.text_encoder.config.clone(),
-            vision: m.image_encoder.config.clone(),
-        });
+        return Ok(vivify_core::weights::tiny_configs());
     }
     let dir = Path::new(model);
     if dir.is_dir() {
@@ -113,7 +112,26 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
         guidance: vivify_core::pipeline::denoise::uses_guidance(args.guidance),
         decode_chunk: 1,
     };
-    let choice = choose_plan(&models, &shape, dtype(args.dtype), budget)?;
+    let mut choice = choose_plan(&models, &shape, dtype(args.dtype), budget)?;
+    if !args.plan.is_empty() {
+        let mut plan = choice.plan;
+        crate::plan_overrides::apply(&mut plan, &args.plan)?;
+        let overridden = evaluate(
+            &models,
+            &shape,
+            dtype(args.dtype),
+            budget,
+            Backend::Cuda,
+            plan,
+            choice.decode_chunk,
+        )?;
+        // what would fit stays the planner's answer when the plan set by hand does not
+        let suggestion = choice.suggestion.filter(|_| !overridden.fits);
+        choice = PlanChoice {
+            suggestion,
+            ..overridden
+        };
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&to_json(&choice))?);
     } else {
@@ -150,6 +168,7 @@ pub fn to_json(c: &PlanChoice) -> serde_json::Value {
         "budget_bytes": c.budget_bytes,
         "usable_bytes": vivify_core::memory::usable(c.budget_bytes),
         "slowdown": c.slowdown,
+        "summary": c.summary(),
         "plan": c.plan,
         "decode_chunk": c.decode_chunk,
         "stages": stages,
@@ -195,6 +214,7 @@ fn print_table(args: &PlanArgs, c: &PlanChoice) {
         opt(p.vae_row_band),
         c.decode_chunk
     );
+    println!("weights: {}", c.plan.residency.words());
     println!(
         "predicted peak {}, expected slowdown {:.3}x",
         gib(c.predicted_peak_bytes()),

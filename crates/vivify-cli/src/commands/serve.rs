@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use vivify_core::models::tokenizer::ClipTokenizer;
 use vivify_core::pipeline::models::I2VGenXLModels;
+use vivify_core::pipeline::store::ModelStore;
 use vivify_core::weights::tiny_models;
 use vivify_serve::state::Info;
 use vivify_serve::{Limits, ServeConfig, WorkerConfig};
@@ -104,6 +105,12 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         ),
     };
     let model_configs = crate::commands::plan::model_configs(&configs_from)?;
+    // Jobs whose plan loads models per stage take them from here.
+    let store = match &source {
+        ModelSource::Tiny => ModelStore::tiny(dtype, &device)?,
+        ModelSource::Dir(dir) => ModelStore::dir(dir, dtype, &device)
+            .with_context(|| format!("--model {}", args.model.model))?,
+    };
     let loader_device = device.clone();
     let loader: vivify_serve::ModelLoader = Arc::new(move || -> Result<I2VGenXLModels> {
         Ok(match &source {
@@ -126,6 +133,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
         },
         worker: WorkerConfig {
             loader,
+            store: Some(store),
             device,
             dtype,
             unload_after,

@@ -7,11 +7,13 @@
 //! same order of allocation and release, as far as a tensor's lifetime is visible in the code)
 //! and records the largest `live + transient`. Nothing here allocates a tensor.
 
+use super::residency::resident_weights;
 use crate::config::TRANSFORMER_IN_HEADS;
 use crate::config::UNetConfig;
 use crate::models::clip::{
     ClipTextConfig, ClipTextModel, ClipVisionConfig, ClipVisionModelWithProjection,
 };
+use crate::models::unet::streaming::block_weight_elements;
 use crate::models::vae::{AutoencoderKL, VaeConfig};
 use crate::pipeline::plan::ExecutionPlan;
 use crate::weights::{TensorSpec, unet_spec};
@@ -82,7 +84,7 @@ pub enum Backend {
 /// Predicted peak of one stage, bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StageEstimate {
-    /// Weights resident during the stage (all four models: vivify keeps them resident).
+    /// Weights resident during the stage, as the plan's residency has it.
     pub weights: u64,
     /// The weights of the models this stage runs.
     pub stage_weights: u64,
@@ -101,7 +103,11 @@ impl StageEstimate {
     }
     /// The peak with only this stage's models resident.
     pub fn peak_own_weights(&self) -> u64 {
-        self.stage_weights + self.activations + self.workspace + self.overhead
+        self.stage_weights + self.without_weights()
+    }
+    /// activations + workspace + overhead: what the residency does not change.
+    pub fn without_weights(&self) -> u64 {
+        self.activations + self.workspace + self.overhead
     }
 }
 
@@ -135,6 +141,7 @@ impl MemoryEstimate {
             ("decode", self.decode),
         ]
     }
+    /// Bytes of all four models' weights (what an all-resident plan holds).
     pub fn weights(&self) -> u64 {
         self.unet_weights + self.vae_weights + self.text_weights + self.vision_weights
     }
@@ -170,18 +177,46 @@ pub fn estimate_for(
 }
 
 /// Bytes of each model's weights at a dtype.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Weights {
     pub unet: u64,
     pub vae: u64,
     pub text: u64,
     pub vision: u64,
+    /// The UNet's parts outside its blocks (embeddings, conv_in/out, transformer_in).
+    pub unet_trunk: u64,
+    /// Each UNet block, in the order a forward pass runs them (down, mid, up).
+    pub unet_blocks: Vec<u64>,
+}
+
+impl Weights {
+    pub fn all(&self) -> u64 {
+        self.unet + self.vae + self.text + self.vision
+    }
+
+    /// The most block bytes a streaming window of `n` blocks holds at once: the largest sum of
+    /// `n` consecutive blocks in run order, wrapping into the next pass as the streamer does.
+    pub fn unet_window(&self, n: usize) -> u64 {
+        let b = &self.unet_blocks;
+        if n >= b.len() {
+            return b.iter().sum();
+        }
+        (0..b.len())
+            .map(|k| (0..n.max(1)).map(|j| b[(k + j) % b.len()]).sum())
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// The weight bytes of every model, from their tensor specs.
 pub fn model_weights(models: &ModelConfigs, dtype: DType) -> crate::Result<Weights> {
+    let unet = unet_spec(&models.unet)?;
+    let (trunk, blocks) = block_weight_elements(&unet, &models.unet);
+    let bytes = |n: usize| (n * dtype.size_in_bytes()) as u64;
     Ok(Weights {
-        unet: spec_bytes(&unet_spec(&models.unet)?, dtype),
+        unet: spec_bytes(&unet, dtype),
+        unet_trunk: bytes(trunk),
+        unet_blocks: blocks.into_iter().map(bytes).collect(),
         vae: spec_bytes(&AutoencoderKL::spec(&models.vae)?, dtype),
         text: spec_bytes(&ClipTextModel::spec(&models.text, true)?, dtype),
         vision: spec_bytes(
@@ -233,7 +268,6 @@ pub fn estimate_stage(
     backend: Backend,
     stage: StageKind,
 ) -> StageEstimate {
-    let all = weights.unet + weights.vae + weights.text + weights.vision;
     let mut sim = Sim::new(dtype, backend);
     let rows = if request.guidance { 2 } else { 1 };
     let own = match stage {
@@ -246,6 +280,10 @@ pub fn estimate_stage(
             weights.vision + weights.vae
         }
         StageKind::Denoise => {
+            if let Some(n) = plan.residency.streamed_blocks() {
+                let blocks = weights.unet_blocks.iter().map(|&b| b as f64).collect();
+                sim.stream = Some((blocks, n));
+            }
             sim.denoise(models, request, plan);
             weights.unet
         }
@@ -259,7 +297,11 @@ pub fn estimate_stage(
         Backend::Cuda => CUDA_ALLOCATOR_SLACK,
     };
     StageEstimate {
-        weights: all,
+        // a streamed UNet: its trunk and the window the streamer held at the peak
+        weights: match (stage, &sim.stream) {
+            (StageKind::Denoise, Some(_)) => weights.unet_trunk + sim.peak_resident as u64,
+            _ => resident_weights(weights, plan.residency, stage),
+        },
         stage_weights: own,
         activations: (sim.peak_live * slack) as u64,
         workspace: (sim.peak_transient * slack) as u64,
@@ -282,6 +324,12 @@ struct Sim {
     live: f64,
     peak_live: f64,
     peak_transient: f64,
+    /// A streamed UNet: each block's weight bytes in run order and the window length.
+    stream: Option<(Vec<f64>, usize)>,
+    /// Streamed blocks on the device now, and at the peak (part of the weights, not the live
+    /// set: the peak is where live + resident blocks + transient is largest).
+    resident: f64,
+    peak_resident: f64,
 }
 
 impl Sim {
@@ -295,15 +343,39 @@ impl Sim {
             live: 0.0,
             peak_live: 0.0,
             peak_transient: 0.0,
+            stream: None,
+            resident: 0.0,
+            peak_resident: 0.0,
         }
     }
 
     /// A moment where `transient` bytes exist on top of the live set.
     fn at(&mut self, transient: f64) {
-        if self.live + transient > self.peak_live + self.peak_transient {
+        if self.live + self.resident + transient
+            > self.peak_live + self.peak_resident + self.peak_transient
+        {
             self.peak_live = self.live;
             self.peak_transient = transient;
+            self.peak_resident = self.resident;
         }
+    }
+
+    /// A streamed UNet about to run block `k` of its run order (None: outside the blocks,
+    /// where the next pass's first N-1 blocks are already prefetched): the window the
+    /// streamer holds then. Nothing when the UNet is resident.
+    fn stream_at(&mut self, k: Option<usize>) {
+        let Some((blocks, n)) = &self.stream else {
+            return;
+        };
+        let b = blocks.len();
+        self.resident = if *n >= b {
+            blocks.iter().sum()
+        } else {
+            match k {
+                Some(k) => (0..*n).map(|j| blocks[(k + j) % b]).sum(),
+                None => blocks[..n - 1].iter().sum(),
+            }
+        };
     }
     fn hold(&mut self, bytes: f64) {
         self.live += bytes;
@@ -802,6 +874,7 @@ impl Sim {
         let hw = h * w;
         let ctx = TEXT_TOKENS + IMAGE_LATENT_CONTEXT_TOKENS + u.in_channels;
         let c_lat = u.in_channels;
+        self.stream_at(None);
         // context repeated per frame and the time embedding
         self.hold(self.b(n * ctx * u.cross_attention_dim));
         // image latents through ProjIn (4x-wide convs) and the temporal encoder
@@ -828,6 +901,7 @@ impl Sim {
         let mut c_prev = ch[0];
         let levels = ch.len();
         for (i, &c) in ch.iter().enumerate() {
+            self.stream_at(Some(i));
             let attn = u.down_block_types[i] == crate::config::DownBlockType::CrossAttnDownBlock3D;
             let (lh, lw) = sizes[i];
             for _ in 0..u.layers_per_block {
@@ -843,6 +917,7 @@ impl Sim {
             }
         }
         // mid block: each intermediate is freed once the next exists
+        self.stream_at(Some(levels));
         let c = ch[levels - 1];
         let (lh, lw) = sizes[levels - 1];
         let mhw = lh * lw;
@@ -863,6 +938,7 @@ impl Sim {
         let reversed: Vec<usize> = ch.iter().rev().copied().collect();
         let mut c_cur = reversed[0];
         for (i, &c_out) in reversed.iter().enumerate() {
+            self.stream_at(Some(levels + 1 + i));
             let attn = u.up_block_types[i] == crate::config::UpBlockType::CrossAttnUpBlock3D;
             let level = levels - 1 - i;
             let lhw = sizes[level].0 * sizes[level].1;
@@ -904,6 +980,7 @@ impl Sim {
                 x = self.b(n * c_out * uh * uw);
             }
         }
+        self.stream_at(None);
         // conv_norm_out, silu (temporaries of the statement), conv_out, the permuted copy
         let per = self.b(u.out_channels * hw);
         self.per_frame(n, cf, per, |s, k| {

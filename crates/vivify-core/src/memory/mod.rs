@@ -7,11 +7,12 @@ pub mod estimate;
 #[cfg(test)]
 mod gpu_measurements;
 pub mod planner;
+pub mod residency;
 
 pub use estimate::{
     Backend, MemoryEstimate, ModelConfigs, RequestShape, StageEstimate, StageKind, Weights,
     estimate, estimate_for, estimate_stage, estimate_with_weights, model_weights, spec_bytes,
 };
 pub use planner::{
-    PlanChoice, Suggestion, choose_plan, choose_plan_on, parse_bytes, summary, usable,
+    PlanChoice, Suggestion, choose_plan, choose_plan_on, evaluate, parse_bytes, summary, usable,
 };

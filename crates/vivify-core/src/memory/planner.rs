@@ -7,11 +7,12 @@
 //! largest frames and square size that would fit.
 
 use super::estimate::{
-    Backend, MemoryEstimate, ModelConfigs, RequestShape, StageKind, Weights, estimate_stage,
-    estimate_with_weights, model_weights,
+    Backend, MemoryEstimate, ModelConfigs, RequestShape, StageEstimate, StageKind, Weights,
+    estimate_stage, estimate_with_weights, model_weights,
 };
+use super::residency::resident_weights;
 use crate::nn::compute::ComputeOptions;
-use crate::pipeline::plan::ExecutionPlan;
+use crate::pipeline::plan::{DEFAULT_RESIDENT_BLOCKS, ExecutionPlan, Residency};
 use crate::pipeline::request::{FRAMES_RANGE, SIZE_RANGE};
 use crate::{Error, Result};
 use candle_core::DType;
@@ -43,6 +44,14 @@ pub const DECODE_ONE_FRAME_SLOWDOWN: f64 = 1.2;
 /// Decoding in row bands: smaller convolutions, the GroupNorm statistics read twice, the bands
 /// concatenated (a guess until the CUDA timings).
 pub const DECODE_ROW_BAND_SLOWDOWN: f64 = 1.15;
+/// Models loaded per stage: their loading moves into the run, and the VAE is read twice (for
+/// encoding and for decoding); a few seconds against a run of a minute or more (a guess until
+/// the CUDA timings).
+pub const STAGED_SLOWDOWN: f64 = 1.02;
+/// UNet blocks streamed from host memory: every UNet pass copies the blocks' weights to the
+/// device again (2.8 GB at f16 over PCIe, against a pass of a second or so at large sizes), and
+/// the loads are not overlapped with compute yet (a guess until the CUDA timings).
+pub const STREAMED_UNET_SLOWDOWN: f64 = 1.3;
 
 /// Query chunks, head slices, feed-forward token chunks, spatial frame chunks, temporal pixel
 /// chunks and convolution frame chunks the planner tries (None: all at once).
@@ -55,6 +64,15 @@ const CONV_FRAME_CHUNKS: [Option<usize>; 3] = [None, Some(4), Some(1)];
 /// Rows per band of the VAE decoder's full-size layers.
 const VAE_ROW_BANDS: [Option<usize>; 3] = [None, Some(128), Some(32)];
 const DECODE_CHUNKS: [usize; 5] = [usize::MAX, 8, 4, 2, 1];
+/// Weight residencies the planner tries, fastest first.
+const RESIDENCIES: [Residency; 4] = [
+    Residency::AllResident,
+    Residency::Staged,
+    Residency::StreamedUnet {
+        resident_blocks: DEFAULT_RESIDENT_BLOCKS,
+    },
+    Residency::StreamedUnet { resident_blocks: 1 },
+];
 
 /// What would fit when the request does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -85,7 +103,8 @@ impl PlanChoice {
         self.estimate.peak()
     }
 
-    /// The plan in one short line: `seq q1024 h8 ff4096 sf4 tp1024 dc2` (seq: sequential
+    /// The plan in one short line: `staged seq q1024 h8 ff4096 sf4 tp1024 dc2` (staged / streamN:
+    /// models loaded per stage / also UNet blocks streamed, N on the device; seq: sequential
     /// guidance; q/h: attention query chunk / head slice; ff: feed-forward chunk; sf: spatial frame
     /// chunk; tp: temporal pixel chunk; cf: convolution frame chunk; vb: VAE row band; dc: decode
     /// chunk), `plain dcN` with no chunking.
@@ -97,6 +116,7 @@ impl PlanChoice {
 /// See [`PlanChoice::summary`].
 pub fn summary(plan: &ExecutionPlan, decode_chunk: usize) -> String {
     let mut parts = Vec::new();
+    parts.extend(plan.residency.code());
     if plan.sequential_guidance {
         parts.push("seq".to_string());
     }
@@ -158,7 +178,20 @@ pub fn slowdown(
     if c.vae_row_band.is_some_and(|b| b < request.height) {
         decode *= DECODE_ROW_BAND_SLOWDOWN;
     }
-    s * (1.0 - DECODE_SHARE + DECODE_SHARE * decode)
+    s * (1.0 - DECODE_SHARE + DECODE_SHARE * decode) * residency_slowdown(models, plan.residency)
+}
+
+/// Expected slowdown of a residency against all resident.
+fn residency_slowdown(models: &ModelConfigs, residency: Residency) -> f64 {
+    let blocks = 2 * models.unet.block_out_channels.len() + 1;
+    match residency {
+        Residency::AllResident => 1.0,
+        // a window as long as the UNet streams nothing: staged
+        Residency::StreamedUnet { resident_blocks } if resident_blocks < blocks => {
+            STREAMED_UNET_SLOWDOWN
+        }
+        _ => STAGED_SLOWDOWN,
+    }
 }
 
 struct Candidate {
@@ -174,38 +207,41 @@ fn candidates(models: &ModelConfigs, request: &RequestShape) -> Vec<Candidate> {
     } else {
         &[false]
     };
-    for &sequential_guidance in seqs {
-        for q in QUERY_CHUNKS {
-            for hc in HEAD_CHUNKS {
-                for ff in FF_CHUNKS {
-                    for sf in FRAME_CHUNKS {
-                        for tp in PIXEL_CHUNKS {
-                            for cf in CONV_FRAME_CHUNKS {
-                                for vb in VAE_ROW_BANDS {
-                                    for dc in DECODE_CHUNKS {
-                                        let plan = ExecutionPlan {
-                                            compute: ComputeOptions {
-                                                attention_query_chunk: q,
-                                                attention_head_chunk: hc,
-                                                feed_forward_chunk: ff,
-                                                spatial_frame_chunk: sf,
-                                                temporal_pixel_chunk: tp,
-                                                conv_frame_chunk: cf,
-                                                vae_row_band: vb,
-                                            },
-                                            sequential_guidance,
-                                        };
-                                        let decode_chunk = dc.min(request.frames);
-                                        out.push(Candidate {
-                                            slowdown: slowdown(
-                                                models,
-                                                request,
-                                                &plan,
+    for residency in RESIDENCIES {
+        for &sequential_guidance in seqs {
+            for q in QUERY_CHUNKS {
+                for hc in HEAD_CHUNKS {
+                    for ff in FF_CHUNKS {
+                        for sf in FRAME_CHUNKS {
+                            for tp in PIXEL_CHUNKS {
+                                for cf in CONV_FRAME_CHUNKS {
+                                    for vb in VAE_ROW_BANDS {
+                                        for dc in DECODE_CHUNKS {
+                                            let plan = ExecutionPlan {
+                                                compute: ComputeOptions {
+                                                    attention_query_chunk: q,
+                                                    attention_head_chunk: hc,
+                                                    feed_forward_chunk: ff,
+                                                    spatial_frame_chunk: sf,
+                                                    temporal_pixel_chunk: tp,
+                                                    conv_frame_chunk: cf,
+                                                    vae_row_band: vb,
+                                                },
+                                                sequential_guidance,
+                                                residency,
+                                            };
+                                            let decode_chunk = dc.min(request.frames);
+                                            out.push(Candidate {
+                                                slowdown: slowdown(
+                                                    models,
+                                                    request,
+                                                    &plan,
+                                                    decode_chunk,
+                                                ),
+                                                plan,
                                                 decode_chunk,
-                                            ),
-                                            plan,
-                                            decode_chunk,
-                                        });
+                                            });
+                                        }
                                     }
                                 }
                             }
@@ -219,8 +255,9 @@ fn candidates(models: &ModelConfigs, request: &RequestShape) -> Vec<Candidate> {
     out
 }
 
-/// Stage peaks of one request, each computed once per distinct setting of the choices that
-/// stage depends on: the candidates share most of them.
+/// Stage peaks of one request, each stage's activations and workspace computed once per
+/// distinct setting of the choices that stage depends on (the candidates share most of them),
+/// its weights added by the candidate's residency.
 struct StagePeaks<'a> {
     models: &'a ModelConfigs,
     weights: &'a Weights,
@@ -228,8 +265,8 @@ struct StagePeaks<'a> {
     dtype: DType,
     backend: Backend,
     text: u64,
-    denoise: HashMap<ExecutionPlan, u64>,
-    vae: HashMap<VaeKey, u64>,
+    denoise: HashMap<ExecutionPlan, StageEstimate>,
+    vae: HashMap<VaeKey, (u64, u64)>,
 }
 
 /// What the VAE stages' (encode image, decode) peaks depend on: decode chunk, VAE row band,
@@ -258,7 +295,12 @@ impl<'a> StagePeaks<'a> {
         peaks
     }
 
-    fn stage(&self, plan: &ExecutionPlan, decode_chunk: usize, stage: StageKind) -> u64 {
+    fn estimate(
+        &self,
+        plan: &ExecutionPlan,
+        decode_chunk: usize,
+        stage: StageKind,
+    ) -> StageEstimate {
         let r = RequestShape {
             decode_chunk,
             ..*self.request
@@ -272,20 +314,32 @@ impl<'a> StagePeaks<'a> {
             self.backend,
             stage,
         )
-        .peak()
+    }
+
+    /// The stage's peak less its weights.
+    fn stage(&self, plan: &ExecutionPlan, decode_chunk: usize, stage: StageKind) -> u64 {
+        self.estimate(plan, decode_chunk, stage).without_weights()
     }
 
     fn peak(&mut self, plan: &ExecutionPlan, decode_chunk: usize) -> u64 {
-        // the denoiser ignores the VAE's choices
+        // the denoiser ignores the VAE's choices; staging changes only weights, but a streamed
+        // UNet's window depends on where the peak falls, so it is estimated on its own
         let mut unet_plan = *plan;
         unet_plan.compute.vae_row_band = None;
+        if unet_plan.residency == Residency::Staged {
+            unet_plan.residency = Residency::AllResident;
+        }
         let denoise = match self.denoise.get(&unet_plan) {
-            Some(&p) => p,
+            Some(&e) => e,
             None => {
-                let p = self.stage(&unet_plan, decode_chunk, StageKind::Denoise);
-                self.denoise.insert(unet_plan, p);
-                p
+                let e = self.estimate(&unet_plan, decode_chunk, StageKind::Denoise);
+                self.denoise.insert(unet_plan, e);
+                e
             }
+        };
+        let denoise = match plan.residency {
+            Residency::StreamedUnet { .. } => denoise.peak(),
+            r => denoise.without_weights() + resident_weights(self.weights, r, StageKind::Denoise),
         };
         let c = plan.compute;
         let key = (
@@ -294,17 +348,22 @@ impl<'a> StagePeaks<'a> {
             c.attention_query_chunk,
             c.attention_head_chunk,
         );
-        let vae = match self.vae.get(&key) {
+        let (encode_image, decode) = match self.vae.get(&key) {
             Some(&p) => p,
             None => {
-                let p = self
-                    .stage(plan, decode_chunk, StageKind::Decode)
-                    .max(self.stage(plan, decode_chunk, StageKind::EncodeImage));
+                let p = (
+                    self.stage(plan, decode_chunk, StageKind::EncodeImage),
+                    self.stage(plan, decode_chunk, StageKind::Decode),
+                );
                 self.vae.insert(key, p);
                 p
             }
         };
-        self.text.max(denoise).max(vae)
+        let w = |stage| resident_weights(self.weights, plan.residency, stage);
+        (self.text + w(StageKind::EncodeText))
+            .max(denoise)
+            .max(encode_image + w(StageKind::EncodeImage))
+            .max(decode + w(StageKind::Decode))
     }
 }
 
@@ -322,6 +381,7 @@ pub fn frugal_plan(request: &RequestShape) -> (ExecutionPlan, usize) {
                 vae_row_band: VAE_ROW_BANDS[VAE_ROW_BANDS.len() - 1],
             },
             sequential_guidance: request.guidance,
+            residency: Residency::StreamedUnet { resident_blocks: 1 },
         },
         1,
     )
@@ -395,6 +455,34 @@ pub fn choose_plan_on(
             max_frames,
             max_square_size,
         }),
+    })
+}
+
+/// `plan` with `decode_chunk` for `request` against `budget`: its estimate, whether it fits and
+/// its slowdown (a plan set by hand, or the planner's with single choices overridden).
+pub fn evaluate(
+    models: &ModelConfigs,
+    request: &RequestShape,
+    dtype: DType,
+    budget: u64,
+    backend: Backend,
+    plan: ExecutionPlan,
+    decode_chunk: usize,
+) -> Result<PlanChoice> {
+    let r = RequestShape {
+        decode_chunk,
+        ..*request
+    };
+    let weights = model_weights(models, dtype)?;
+    let estimate = estimate_with_weights(models, &weights, &r, &plan, dtype, backend);
+    Ok(PlanChoice {
+        plan,
+        decode_chunk,
+        fits: estimate.peak() <= usable(budget),
+        estimate,
+        budget_bytes: budget,
+        slowdown: slowdown(models, request, &plan, decode_chunk),
+        suggestion: None,
     })
 }
 
@@ -473,9 +561,40 @@ mod tests {
     }
 
     #[test]
+    fn residency_is_paid_for_only_when_it_is_needed() {
+        let m = ModelConfigs::i2vgen_xl();
+        // Plenty of memory: every model stays resident.
+        for (w, h, f) in [(512, 512, 16), (1024, 1024, 32)] {
+            let c = choose_plan(&m, &request(w, h, f), DType::F16, 24 * GIB).unwrap();
+            assert_eq!(c.plan.residency, Residency::AllResident, "{w}x{h}x{f}");
+        }
+        // 1024x1024x32 in 8 GiB: only with the encoders (and the UNet while decoding) freed.
+        let c = choose_plan(&m, &request(1024, 1024, 32), DType::F16, 8 * GIB).unwrap();
+        assert!(c.fits, "{c:?}");
+        assert!(c.predicted_peak_bytes() <= 8 * GIB);
+        assert!(c.plan.residency.is_staged(), "{}", c.summary());
+        let resident = ExecutionPlan {
+            residency: Residency::AllResident,
+            ..c.plan
+        };
+        let all = evaluate(
+            &m,
+            &request(1024, 1024, 32),
+            DType::F16,
+            8 * GIB,
+            Backend::Cuda,
+            resident,
+            c.decode_chunk,
+        )
+        .unwrap();
+        assert!(!all.fits, "the same plan all resident: {all:?}");
+        assert!(all.slowdown < c.slowdown);
+    }
+
+    #[test]
     fn an_impossible_budget_says_what_would_fit() {
         let m = ModelConfigs::i2vgen_xl();
-        let c = choose_plan(&m, &request(1024, 1024, 32), DType::F16, 8 * GIB).unwrap();
+        let c = choose_plan(&m, &request(1024, 1024, 32), DType::F16, 4 * GIB).unwrap();
         assert!(!c.fits);
         let s = c.suggestion.unwrap();
         assert!(s.max_frames.is_some_and(|f| f < 32), "{s:?}");

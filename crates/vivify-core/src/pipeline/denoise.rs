@@ -2,7 +2,7 @@
 //! `I2VGenXLPipeline` runs it.
 
 use super::plan::ExecutionPlan;
-use crate::models::unet::{I2VGenXLUNet, UNetInputs};
+use crate::models::unet::{UNetInputs, UNetModel};
 use crate::scheduler::DdimScheduler;
 use crate::{Error, Result};
 use candle_core::Tensor;
@@ -47,7 +47,8 @@ pub fn uses_guidance(guidance: f64) -> bool {
 /// conditioning, stepped one timestep at a time so that a caller can keep the latents after
 /// each step and resume from any of them.
 pub struct Denoiser<'a> {
-    pub unet: &'a I2VGenXLUNet,
+    /// The UNet, resident or streamed.
+    pub unet: &'a dyn UNetModel,
     pub scheduler: &'a DdimScheduler,
     pub cond: &'a Conditioning,
     pub guidance: f64,
@@ -57,7 +58,7 @@ pub struct Denoiser<'a> {
 impl<'a> Denoiser<'a> {
     /// Checks that the conditioning has the rows guidance needs.
     pub fn new(
-        unet: &'a I2VGenXLUNet,
+        unet: &'a dyn UNetModel,
         scheduler: &'a DdimScheduler,
         cond: &'a Conditioning,
         guidance: f64,
@@ -137,7 +138,7 @@ impl<'a> Denoiser<'a> {
 /// and returns the final latents.
 #[allow(clippy::too_many_arguments)]
 pub fn denoise(
-    unet: &I2VGenXLUNet,
+    unet: &dyn UNetModel,
     scheduler: &DdimScheduler,
     latents: Tensor,
     cond: &Conditioning,

@@ -1,5 +1,6 @@
 //! Image + prompt -> frames: diffusers' `I2VGenXLPipeline.__call__`, stage by stage.
 
+use super::components::Components;
 use super::denoise::{Conditioning, Denoiser, StepProgress, uses_guidance};
 use super::models::I2VGenXLModels;
 use super::pillow_resize::Rgb8;
@@ -9,6 +10,9 @@ use super::recovery::{
     step_down,
 };
 use super::request::GenerationRequest;
+use crate::models::clip::{ClipTextModel, ClipVisionModelWithProjection};
+use crate::models::tokenizer::ClipTokenizer;
+use crate::models::vae::AutoencoderKL;
 use crate::nn::compute::ComputeOptions;
 use crate::scheduler::{DdimScheduler, gaussian_noise};
 use crate::{Error, Result};
@@ -208,7 +212,8 @@ impl<F: FnMut(Event)> Runner<'_, F> {
 
 /// Encodes [negative, positive] prompts (positive only without guidance): (rows, 77, hidden).
 fn encode_text(
-    models: &I2VGenXLModels,
+    tokenizer: &ClipTokenizer,
+    text_encoder: &ClipTextModel,
     req: &GenerationRequest,
     device: &Device,
     one_row_at_a_time: bool,
@@ -220,40 +225,40 @@ fn encode_text(
     prompts.push(req.prompt.as_str());
     let mut ids = Vec::new();
     for p in &prompts {
-        ids.extend(models.tokenizer.encode(p)?);
+        ids.extend(tokenizer.encode(p)?);
     }
-    let ids = Tensor::from_vec(ids, (prompts.len(), models.tokenizer.max_length()), device)?;
+    let ids = Tensor::from_vec(ids, (prompts.len(), tokenizer.max_length()), device)?;
     if one_row_at_a_time {
         let rows = (0..prompts.len())
-            .map(|i| models.text_encoder.forward(&ids.narrow(0, i, 1)?))
+            .map(|i| text_encoder.forward(&ids.narrow(0, i, 1)?))
             .collect::<candle_core::Result<Vec<_>>>()?;
         return Ok(Tensor::cat(&rows, 0)?);
     }
-    Ok(models.text_encoder.forward(&ids)?)
+    Ok(text_encoder.forward(&ids)?)
 }
 
 /// The CLIP image embedding (zeros in the negative row) and the image latents: frame 0 the
 /// VAE's posterior mean of the image (scaled), frame k the constant k/(F-1).
 fn encode_image(
-    models: &I2VGenXLModels,
+    image_encoder: &ClipVisionModelWithProjection,
+    vae: &AutoencoderKL,
     req: &GenerationRequest,
     device: &Device,
     opts: ComputeOptions,
 ) -> Result<(Tensor, Tensor)> {
     let guided = uses_guidance(req.guidance);
     let clip_input =
-        clip_pixel_values(&req.image, req.width, device)?.to_dtype(models.image_encoder.dtype())?;
-    let embedding = models.image_encoder.forward(&clip_input)?;
+        clip_pixel_values(&req.image, req.width, device)?.to_dtype(image_encoder.dtype())?;
+    let embedding = image_encoder.forward(&clip_input)?;
     let embeddings = if guided {
         Tensor::cat(&[&embedding.zeros_like()?, &embedding], 0)?
     } else {
         embedding
     };
 
-    let vae_input = vae_pixel_values(&req.image, req.width, req.height, device)?
-        .to_dtype(models.vae.dtype())?;
-    let latent =
-        (models.vae.encode_mean_with(&vae_input, opts)? * models.vae.config.scaling_factor)?;
+    let vae_input =
+        vae_pixel_values(&req.image, req.width, req.height, device)?.to_dtype(vae.dtype())?;
+    let latent = (vae.encode_mean_with(&vae_input, opts)? * vae.config.scaling_factor)?;
     let latent = latent.unsqueeze(2)?;
     let mut frames = vec![latent.clone()];
     for k in 1..req.frames {
@@ -307,7 +312,27 @@ pub fn generate_with(
     options: &GenerateOptions,
     on_event: impl FnMut(Event),
 ) -> Result<Generation> {
-    run(models, req, device, options, None, on_event)
+    run(
+        Components::Resident(models),
+        req,
+        device,
+        options,
+        None,
+        on_event,
+    )
+}
+
+/// [`generate_with`] taking the models from `components`: from a store, each stage loads the
+/// models it runs and frees them after, as `req.plan.residency` says (staged, or the UNet's
+/// blocks streamed); the frames are those of an all-resident run.
+pub fn generate_from(
+    components: Components,
+    req: &GenerationRequest,
+    device: &Device,
+    options: &GenerateOptions,
+    on_event: impl FnMut(Event),
+) -> Result<Generation> {
+    run(components, req, device, options, None, on_event)
 }
 
 /// Finishes a run from a checkpoint that `generate_with` saved when it ran out of memory. The
@@ -315,6 +340,25 @@ pub fn generate_with(
 /// image) and gives the plan to go on with; the frames are those of an uninterrupted run.
 pub fn resume(
     models: &I2VGenXLModels,
+    req: &GenerationRequest,
+    checkpoint: &Path,
+    device: &Device,
+    options: &GenerateOptions,
+    on_event: impl FnMut(Event),
+) -> Result<Generation> {
+    resume_from(
+        Components::Resident(models),
+        req,
+        checkpoint,
+        device,
+        options,
+        on_event,
+    )
+}
+
+/// [`resume`] taking the models from `components` (see [`generate_from`]).
+pub fn resume_from(
+    components: Components,
     req: &GenerationRequest,
     checkpoint: &Path,
     device: &Device,
@@ -333,11 +377,11 @@ pub fn resume(
             ),
         });
     }
-    run(models, req, device, options, Some(saved), on_event)
+    run(components, req, device, options, Some(saved), on_event)
 }
 
 fn run(
-    models: &I2VGenXLModels,
+    models: Components,
     req: &GenerationRequest,
     device: &Device,
     options: &GenerateOptions,
@@ -346,7 +390,17 @@ fn run(
 ) -> Result<Generation> {
     req.validate()?;
     models.check_compatible()?;
-    let mut scheduler = DdimScheduler::new(models.scheduler.clone())?;
+    let residency = req.plan.residency;
+    // An all-resident plan holds every model for the whole run, wherever they come from.
+    let all_loaded;
+    let models = match models {
+        Components::Store(store) if !residency.is_staged() => {
+            all_loaded = store.load_all()?;
+            Components::Resident(&all_loaded)
+        }
+        other => other,
+    };
+    let mut scheduler = DdimScheduler::new(models.scheduler()?)?;
     scheduler.set_timesteps(req.steps)?;
     let total = scheduler.timesteps().len();
     let (start, initial) = match saved {
@@ -445,17 +499,29 @@ fn run(
     };
 
     let latents = if start < total {
+        // Each stage takes the models it runs; from a store they are loaded here and freed
+        // when the stage's closure returns.
         let text = runner
             .stage(Stage::EncodeText, |r| {
+                let tokenizer = models.tokenizer()?;
+                let text_encoder = models.text_encoder()?;
                 r.attempt(FaultPoint::Encode(Stage::EncodeText), |plan| {
-                    encode_text(models, req, device, plan.plan.sequential_guidance)
+                    encode_text(
+                        &tokenizer,
+                        &text_encoder,
+                        req,
+                        device,
+                        plan.plan.sequential_guidance,
+                    )
                 })
             })
             .map_err(|e| give_up(e, &initial, start, &runner.plans))?;
         let (image_embeddings, image_latents) = runner
             .stage(Stage::EncodeImage, |r| {
+                let image_encoder = models.image_encoder()?;
+                let vae = models.vae()?;
                 r.attempt(FaultPoint::Encode(Stage::EncodeImage), |plan| {
-                    encode_image(models, req, device, plan.plan.compute)
+                    encode_image(&image_encoder, &vae, req, device, plan.plan.compute)
                 })
             })
             .map_err(|e| give_up(e, &initial, start, &runner.plans))?;
@@ -464,17 +530,12 @@ fn run(
             image_embeddings,
             image_latents,
         };
-        let denoiser = Denoiser::new(
-            &models.unet,
-            &scheduler,
-            &cond,
-            req.guidance,
-            req.fps as f32,
-        )?;
         // The latents and the count of finished steps, kept after every step.
         let mut latents = initial;
         let mut done = start;
         let denoised = runner.stage(Stage::Denoise, |r| {
+            let unet = models.unet(residency)?;
+            let denoiser = Denoiser::new(&*unet, &scheduler, &cond, req.guidance, req.fps as f32)?;
             let started = Instant::now();
             while done < total {
                 latents = r.attempt(FaultPoint::DenoiseStep(done), |plan| {
@@ -504,8 +565,10 @@ fn run(
         initial
     };
 
+    // Under a staged plan the UNet is gone by now: decoding holds the VAE alone.
     let decoded = runner.stage(Stage::Decode, |r| {
-        let z = (latents.to_dtype(models.vae.dtype())? / models.vae.config.scaling_factor)?;
+        let vae = models.vae()?;
+        let z = (latents.to_dtype(vae.dtype())? / vae.config.scaling_factor)?;
         let (_, c, f, h, w) = z.dims5()?;
         let z = z.permute((0, 2, 1, 3, 4))?.reshape((f, c, h, w))?;
         // Decoded chunks are kept: after a step-down, decoding goes on from the first frame
@@ -515,9 +578,7 @@ fn run(
         while done < f {
             let part = r.attempt(FaultPoint::DecodeChunk(decoded.len()), |plan| {
                 let n = plan.decode_chunk.max(1).min(f - done);
-                Ok(models
-                    .vae
-                    .decode_with(&z.narrow(0, done, n)?, plan.plan.compute)?)
+                Ok(vae.decode_with(&z.narrow(0, done, n)?, plan.plan.compute)?)
             })?;
             done += part.dim(0)?;
             decoded.push(part);

@@ -1,6 +1,7 @@
 //! The generation pipeline, stage by stage.
 
 pub mod check;
+pub mod components;
 pub mod denoise;
 pub mod generate;
 pub mod models;
@@ -9,3 +10,4 @@ pub mod plan;
 pub mod preprocess;
 pub mod recovery;
 pub mod request;
+pub mod store;

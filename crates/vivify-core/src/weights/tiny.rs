@@ -143,37 +143,83 @@ fn random_builder(
     ))
 }
 
+/// The tiny text encoder (seed `TINY_SEED + 1`).
+pub fn tiny_text_encoder(dtype: DType, device: &Device) -> crate::Result<ClipTextModel> {
+    let text = tiny_text_config();
+    Ok(ClipTextModel::new(
+        &text,
+        random_builder(
+            &ClipTextModel::spec(&text, false)?,
+            TINY_SEED + 1,
+            dtype,
+            device,
+        )?,
+    )?)
+}
+
+/// The tiny image encoder (seed `TINY_SEED + 2`).
+pub fn tiny_image_encoder(
+    dtype: DType,
+    device: &Device,
+) -> crate::Result<ClipVisionModelWithProjection> {
+    let vision = tiny_vision_config();
+    Ok(ClipVisionModelWithProjection::new(
+        &vision,
+        random_builder(
+            &ClipVisionModelWithProjection::spec(&vision, true)?,
+            TINY_SEED + 2,
+            dtype,
+            device,
+        )?,
+    )?)
+}
+
+/// The tiny VAE (seed `TINY_SEED + 3`).
+pub fn tiny_vae(dtype: DType, device: &Device) -> crate::Result<AutoencoderKL> {
+    let vae = tiny_vae_config();
+    Ok(AutoencoderKL::new(
+        &vae,
+        random_builder(&AutoencoderKL::spec(&vae)?, TINY_SEED + 3, dtype, device)?,
+    )?)
+}
+
+/// The tiny UNet's weights held on the CPU, in a builder that copies each tensor to `device`
+/// when asked for it: the host store a streamed tiny UNet reads its blocks from.
+pub fn tiny_unet_host(dtype: DType, device: &Device) -> crate::Result<VarBuilder<'static>> {
+    crate::device::check_compute_dtype(dtype, device)?;
+    let weights = random_weights(
+        &unet_spec(&tiny_unet_config())?,
+        TINY_SEED,
+        dtype,
+        &Device::Cpu,
+    )?;
+    Ok(VarBuilder::from_tensors(weights, dtype, device))
+}
+
+/// The configs of the tiny pipeline's models.
+pub fn tiny_configs() -> crate::memory::ModelConfigs {
+    crate::memory::ModelConfigs {
+        unet: tiny_unet_config(),
+        vae: tiny_vae_config(),
+        text: tiny_text_config(),
+        vision: tiny_vision_config(),
+    }
+}
+
+/// The tiny tokenizer (a byte-level CLIP vocabulary).
+pub fn tiny_clip_tokenizer() -> crate::Result<ClipTokenizer> {
+    tiny_tokenizer()
+}
+
 /// Every component of the tiny pipeline. Each has its own seed, so changing one component's
-/// shape leaves the others' weights as they were.
+/// shape leaves the others' weights as they were, and each can be rebuilt alone (staged runs).
 pub fn tiny_models(dtype: DType, device: &Device) -> crate::Result<I2VGenXLModels> {
     crate::device::check_compute_dtype(dtype, device)?;
-    let text = tiny_text_config();
-    let vision = tiny_vision_config();
-    let vae = tiny_vae_config();
     Ok(I2VGenXLModels {
         tokenizer: tiny_tokenizer()?,
-        text_encoder: ClipTextModel::new(
-            &text,
-            random_builder(
-                &ClipTextModel::spec(&text, false)?,
-                TINY_SEED + 1,
-                dtype,
-                device,
-            )?,
-        )?,
-        image_encoder: ClipVisionModelWithProjection::new(
-            &vision,
-            random_builder(
-                &ClipVisionModelWithProjection::spec(&vision, true)?,
-                TINY_SEED + 2,
-                dtype,
-                device,
-            )?,
-        )?,
-        vae: AutoencoderKL::new(
-            &vae,
-            random_builder(&AutoencoderKL::spec(&vae)?, TINY_SEED + 3, dtype, device)?,
-        )?,
+        text_encoder: tiny_text_encoder(dtype, device)?,
+        image_encoder: tiny_image_encoder(dtype, device)?,
+        vae: tiny_vae(dtype, device)?,
         unet: tiny_unet(dtype, device)?,
         scheduler: DdimConfig::i2vgen_xl(),
     })

@@ -1,0 +1,287 @@
+//! Weight residency on the tiny model: staged runs (models loaded per stage) and runs with the
+//! UNet's blocks streamed from host memory give the frames of an all-resident run, step down
+//! and resume like it, and a streamer holds no more blocks than its window.
+
+use candle_core::{DType, Device, Tensor};
+use vivify_core::models::unet::streaming::StreamedUNet;
+use vivify_core::models::unet::{BlockId, UNetInputs, UNetModel};
+use vivify_core::nn::compute::ComputeOptions;
+use vivify_core::pipeline::components::Components;
+use vivify_core::pipeline::generate::{
+    GenerateOptions, Generation, generate, generate_from, resume_from,
+};
+use vivify_core::pipeline::pillow_resize::Rgb8;
+use vivify_core::pipeline::plan::{ExecutionPlan, Residency};
+use vivify_core::pipeline::recovery::{Checkpoint, FailAt, FaultPoint};
+use vivify_core::pipeline::request::GenerationRequest;
+use vivify_core::pipeline::store::ModelStore;
+use vivify_core::weights::{tiny_models, tiny_unet, tiny_unet_config, tiny_unet_host};
+
+fn store() -> ModelStore {
+    ModelStore::tiny(DType::F32, &Device::Cpu).unwrap()
+}
+
+fn image() -> Rgb8 {
+    let (w, h) = (40, 30);
+    let data = (0..w * h * 3).map(|i| (i * 37 % 251) as u8).collect();
+    Rgb8::new(w, h, data)
+}
+
+fn request(residency: Residency) -> GenerationRequest {
+    GenerationRequest {
+        negative_prompt: "blurry".into(),
+        width: 32,
+        height: 24,
+        frames: 3,
+        steps: 3,
+        seed: 7,
+        decode_chunk: 2,
+        plan: ExecutionPlan {
+            residency,
+            ..Default::default()
+        },
+        ..GenerationRequest::new(image(), "a red balloon")
+    }
+}
+
+/// The same latents (to `tol`, relative L2) and the same frames, value for value.
+fn assert_same(what: &str, ours: &Generation, baseline: &Generation, tol: f64) {
+    let diff = (&ours.latents - &baseline.latents)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .sqrt() as f64;
+    let norm = baseline
+        .latents
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .sqrt() as f64;
+    assert!(
+        diff / norm <= tol,
+        "{what}: latents differ by {:e}",
+        diff / norm
+    );
+    if tol == 0.0 {
+        assert_eq!(ours.frames.len(), baseline.frames.len(), "{what}");
+        for (a, b) in ours.frames.iter().zip(&baseline.frames) {
+            assert!(a.data == b.data, "{what}: frames differ");
+        }
+    }
+}
+
+const RESIDENCIES: [Residency; 4] = [
+    Residency::Staged,
+    Residency::StreamedUnet { resident_blocks: 1 },
+    Residency::StreamedUnet { resident_blocks: 2 },
+    // a window longer than the UNet: nothing is freed between passes
+    Residency::StreamedUnet {
+        resident_blocks: 100,
+    },
+];
+
+#[test]
+fn staged_and_streamed_runs_give_the_frames_of_an_all_resident_run() {
+    let models = tiny_models(DType::F32, &Device::Cpu).unwrap();
+    let baseline = generate(
+        &models,
+        &request(Residency::AllResident),
+        &Device::Cpu,
+        |_| {},
+    )
+    .unwrap();
+    let store = store();
+    // The store rebuilds the tiny model's weights, so all resident from it is the same run.
+    let from_store = generate_from(
+        Components::Store(&store),
+        &request(Residency::AllResident),
+        &Device::Cpu,
+        &GenerateOptions::default(),
+        |_| {},
+    )
+    .unwrap();
+    assert_same("all resident from the store", &from_store, &baseline, 0.0);
+    for residency in RESIDENCIES {
+        let req = request(residency);
+        let out = generate_from(
+            Components::Store(&store),
+            &req,
+            &Device::Cpu,
+            &GenerateOptions::default(),
+            |_| {},
+        )
+        .unwrap();
+        assert_same(&format!("{residency:?}"), &out, &baseline, 0.0);
+        // the residency is part of the plan the run records
+        assert_eq!(out.final_plan().plan.residency, residency);
+        // and a chunked plan streams the same numbers as a chunked resident one
+        let chunked = ComputeOptions {
+            attention_query_chunk: Some(5),
+            conv_frame_chunk: Some(2),
+            ..Default::default()
+        };
+        let with = |residency| GenerationRequest {
+            plan: ExecutionPlan {
+                compute: chunked,
+                sequential_guidance: true,
+                residency,
+            },
+            ..request(residency)
+        };
+        let resident =
+            generate(&models, &with(Residency::AllResident), &Device::Cpu, |_| {}).unwrap();
+        let ours = generate_from(
+            Components::Store(&store),
+            &with(residency),
+            &Device::Cpu,
+            &GenerateOptions::default(),
+            |_| {},
+        )
+        .unwrap();
+        assert_same(&format!("{residency:?} chunked"), &ours, &resident, 0.0);
+    }
+}
+
+#[test]
+fn staged_runs_step_down_and_resume() {
+    let models = tiny_models(DType::F32, &Device::Cpu).unwrap();
+    let baseline = generate(
+        &models,
+        &request(Residency::AllResident),
+        &Device::Cpu,
+        |_| {},
+    )
+    .unwrap();
+    let store = store();
+    for residency in [
+        Residency::Staged,
+        Residency::StreamedUnet { resident_blocks: 2 },
+    ] {
+        let req = request(residency);
+        // A failure in denoising steps down and goes on, with the model loaded per stage.
+        let injector = FailAt::new(FaultPoint::DenoiseStep(1), 1);
+        let out = generate_from(
+            Components::Store(&store),
+            &req,
+            &Device::Cpu,
+            &GenerateOptions {
+                injector: Some(&injector),
+                ..Default::default()
+            },
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(injector.remaining(), 0);
+        assert_eq!(out.step_downs.len(), 1, "{residency:?}");
+        assert_same(
+            &format!("{residency:?} stepped down"),
+            &out,
+            &baseline,
+            1e-5,
+        );
+
+        // A failure no rung fixes saves a checkpoint that a staged resume finishes.
+        let dir = tempfile::tempdir().unwrap();
+        let always = FailAt::new(FaultPoint::DecodeChunk(0), usize::MAX);
+        let err = generate_from(
+            Components::Store(&store),
+            &req,
+            &Device::Cpu,
+            &GenerateOptions {
+                injector: Some(&always),
+                checkpoint_dir: Some(dir.path().to_path_buf()),
+                after_step: None,
+            },
+            |_| {},
+        )
+        .unwrap_err();
+        assert!(err.is_out_of_memory(), "{err}");
+        let path = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let saved = Checkpoint::load(&path).unwrap();
+        assert_eq!(saved.meta.plan.residency, residency);
+        let again = GenerationRequest {
+            decode_chunk: req.decode_chunk,
+            ..saved.meta.request(image())
+        };
+        let resumed = resume_from(
+            Components::Store(&store),
+            &again,
+            &path,
+            &Device::Cpu,
+            &GenerateOptions::default(),
+            |_| {},
+        )
+        .unwrap();
+        assert_same(&format!("{residency:?} resumed"), &resumed, &baseline, 0.0);
+    }
+}
+
+fn unet_inputs_run(unet: &dyn UNetModel) -> Tensor {
+    let dev = Device::Cpu;
+    let (f, h, w) = (3, 3, 4);
+    let t = |shape: &[usize], seed: u64| {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|i| ((i as u64 * 2654435761 + seed) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        Tensor::from_vec(v, shape, &dev).unwrap()
+    };
+    let cross = tiny_unet_config().cross_attention_dim;
+    unet.forward(&UNetInputs {
+        sample: &t(&[2, 4, f, h, w], 1),
+        timestep: 500.0,
+        fps: 16.0,
+        image_latents: &t(&[2, 4, f, h, w], 2),
+        image_embeddings: &t(&[2, cross], 3),
+        encoder_hidden_states: &t(&[2, 7, cross], 4),
+        options: ComputeOptions::default(),
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_streamer_holds_only_its_window() {
+    let resident = tiny_unet(DType::F32, &Device::Cpu).unwrap();
+    let expected = unet_inputs_run(&resident);
+    let blocks = BlockId::all(&tiny_unet_config()).len();
+    for n in [1, 2, 3] {
+        let host = tiny_unet_host(DType::F32, &Device::Cpu).unwrap();
+        let streamed = StreamedUNet::new(&tiny_unet_config(), host, n).unwrap();
+        assert!(
+            streamed.resident().is_empty(),
+            "nothing before the first pass"
+        );
+        for pass in 0..2 {
+            let out = unet_inputs_run(&streamed);
+            let diff = (&out - &expected)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert_eq!(diff, 0.0, "window {n}, pass {pass}");
+            // after a pass: the prefetched start of the next one, N-1 blocks
+            let held = streamed.resident();
+            assert_eq!(held.len(), n - 1, "window {n}: {held:?}");
+            if n > 1 {
+                assert_eq!(held[0], BlockId::Down(0));
+            }
+        }
+        // every block loaded once per pass, and the next pass's first N-1 prefetched
+        assert_eq!(streamed.loads(), 2 * blocks + n - 1, "window {n}");
+    }
+}

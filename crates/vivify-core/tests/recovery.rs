@@ -9,6 +9,7 @@ use vivify_core::pipeline::generate::{
 };
 use vivify_core::pipeline::models::I2VGenXLModels;
 use vivify_core::pipeline::pillow_resize::Rgb8;
+use vivify_core::pipeline::plan::Residency;
 use vivify_core::pipeline::recovery::{
     BudgetGuard, Checkpoint, FailAt, FaultPoint, StagePlan, step_down,
 };
@@ -156,6 +157,27 @@ fn ladders_step_down_to_their_bottom() {
             Some(1)
         )
     );
+    // A run that loads its models per stage has two rungs more: the UNet's blocks streamed, two
+    // on the device, then one.
+    let mut staged = plan;
+    staged.plan.residency = Residency::Staged;
+    let mut tail = Vec::new();
+    while let Some((next, change)) = step_down(&staged, Stage::Denoise) {
+        tail.push(change);
+        staged = next;
+    }
+    assert_eq!(
+        tail,
+        vec![
+            "UNet weights: staged -> streamed:2",
+            "UNet weights: streamed:2 -> streamed:1"
+        ]
+    );
+    assert_eq!(
+        staged.plan.residency,
+        Residency::StreamedUnet { resident_blocks: 1 }
+    );
+
     // A chunk already below a rung's size skips that rung.
     let mut small = start;
     small.plan.sequential_guidance = true;

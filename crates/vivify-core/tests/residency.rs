@@ -8,11 +8,13 @@ use vivify_core::models::unet::{BlockId, UNetInputs, UNetModel};
 use vivify_core::nn::compute::ComputeOptions;
 use vivify_core::pipeline::components::Components;
 use vivify_core::pipeline::generate::{
-    GenerateOptions, Generation, generate, generate_from, resume_from,
+    GenerateOptions, Generation, Stage, generate, generate_from, resume_from,
 };
 use vivify_core::pipeline::pillow_resize::Rgb8;
 use vivify_core::pipeline::plan::{ExecutionPlan, Residency};
-use vivify_core::pipeline::recovery::{Checkpoint, FailAt, FaultPoint};
+use vivify_core::pipeline::recovery::{
+    BudgetGuard, Checkpoint, FailAt, FaultPoint, StagePlan, step_down,
+};
 use vivify_core::pipeline::request::GenerationRequest;
 use vivify_core::pipeline::store::ModelStore;
 use vivify_core::weights::{tiny_models, tiny_unet, tiny_unet_config, tiny_unet_host};
@@ -226,6 +228,54 @@ fn staged_runs_step_down_and_resume() {
         .unwrap();
         assert_same(&format!("{residency:?} resumed"), &resumed, &baseline, 0.0);
     }
+}
+
+/// A staged run that still runs out of memory with every chunking rung taken streams the UNet's
+/// blocks (reloading it) and finishes with the same frames.
+#[test]
+fn a_staged_run_steps_down_to_streamed_weights() {
+    let models = tiny_models(DType::F32, &Device::Cpu).unwrap();
+    let baseline = generate(
+        &models,
+        &request(Residency::AllResident),
+        &Device::Cpu,
+        |_| {},
+    )
+    .unwrap();
+    let req = request(Residency::Staged);
+    // The guard lets denoising through only at the first streamed rung: the whole ladder less
+    // its last rung.
+    let start = StagePlan::of(&req);
+    let mut rungs = 0;
+    let mut p = start;
+    while let Some((next, _)) = step_down(&p, Stage::Denoise) {
+        p = next;
+        rungs += 1;
+    }
+    let guard = BudgetGuard::after_rungs(Stage::Denoise, start, rungs - 1);
+    assert_eq!(
+        guard.needed.plan.residency,
+        Residency::StreamedUnet { resident_blocks: 2 }
+    );
+    let store = store();
+    let out = generate_from(
+        Components::Store(&store),
+        &req,
+        &Device::Cpu,
+        &GenerateOptions {
+            injector: Some(&guard),
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .unwrap();
+    let last = out.step_downs.last().expect("stepped down");
+    assert_eq!(
+        (last.from.as_str(), last.to.as_str()),
+        ("UNet weights staged", "UNet weights streamed:2")
+    );
+    assert_eq!(out.final_plan().plan.residency, guard.needed.plan.residency);
+    assert_same("staged, stepped down to streamed", &out, &baseline, 1e-5);
 }
 
 fn unet_inputs_run(unet: &dyn UNetModel) -> Tensor {

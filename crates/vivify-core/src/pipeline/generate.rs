@@ -1,9 +1,10 @@
 //! Image + prompt -> frames: diffusers' `I2VGenXLPipeline.__call__`, stage by stage.
 
-use super::components::Components;
+use super::components::{Components, Held};
 use super::denoise::{Conditioning, Denoiser, StepProgress, uses_guidance};
 use super::models::I2VGenXLModels;
 use super::pillow_resize::Rgb8;
+use super::plan::Residency;
 use super::preprocess::{clip_pixel_values, vae_pixel_values};
 use super::recovery::{
     CHECKPOINT_VERSION, Checkpoint, CheckpointMeta, FaultInjector, FaultPoint, StagePlan, StepDown,
@@ -12,6 +13,7 @@ use super::recovery::{
 use super::request::GenerationRequest;
 use crate::models::clip::{ClipTextModel, ClipVisionModelWithProjection};
 use crate::models::tokenizer::ClipTokenizer;
+use crate::models::unet::UNetModel;
 use crate::models::vae::AutoencoderKL;
 use crate::nn::compute::ComputeOptions;
 use crate::scheduler::{DdimScheduler, gaussian_noise};
@@ -534,18 +536,25 @@ fn run(
         let mut latents = initial;
         let mut done = start;
         let denoised = runner.stage(Stage::Denoise, |r| {
-            let unet = models.unet(residency)?;
-            let denoiser = Denoiser::new(&*unet, &scheduler, &cond, req.guidance, req.fps as f32)?;
+            // The UNet as the stage's plan has it; a step down to streamed weights reloads it.
+            let mut unet: Option<(Residency, Held<'_, dyn UNetModel + '_>)> = None;
             let started = Instant::now();
             while done < total {
                 latents = r.attempt(FaultPoint::DenoiseStep(done), |plan| {
-                    denoiser.step(&latents, done, &plan.plan)
+                    let wanted = plan.plan.residency;
+                    if unet.as_ref().map(|(held, _)| *held) != Some(wanted) {
+                        drop(unet.take()); // the old weights go before the new ones load
+                        unet = Some((wanted, models.unet(wanted)?));
+                    }
+                    let (_, current) = unet.as_ref().expect("loaded above");
+                    Denoiser::new(&**current, &scheduler, &cond, req.guidance, req.fps as f32)?
+                        .step(&latents, done, &plan.plan)
                 })?;
                 done += 1;
                 r.emit(Progress::Step(StepProgress {
                     step: done,
                     total,
-                    timestep: denoiser.timesteps()[done - 1],
+                    timestep: scheduler.timesteps()[done - 1],
                     elapsed: started.elapsed(),
                 }));
                 if let Some(after_step) = options.after_step {

@@ -6,7 +6,7 @@
 //! down gives the frames of a run that did not.
 
 use super::generate::Stage;
-use super::plan::ExecutionPlan;
+use super::plan::{ExecutionPlan, Residency};
 use super::request::GenerationRequest;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -134,7 +134,25 @@ pub fn step_down(current: &StagePlan, stage: Stage) -> Option<(StagePlan, String
                     return Some((next, change));
                 }
             }
-            None
+            // Last, the UNet's weights, where the run already loads its models per stage: its
+            // blocks streamed from host memory, two on the device, then one. (An all-resident
+            // run holds the UNet whatever its plan says, so it has no such rung.)
+            let streamed = match p.residency {
+                Residency::Staged => Residency::StreamedUnet { resident_blocks: 2 },
+                Residency::StreamedUnet { resident_blocks } if resident_blocks > 1 => {
+                    Residency::StreamedUnet {
+                        resident_blocks: (resident_blocks - 1).min(2),
+                    }
+                }
+                _ => return None,
+            };
+            let change = format!(
+                "UNet weights: {} -> {}",
+                residency_name(p.residency),
+                residency_name(streamed)
+            );
+            p.residency = streamed;
+            Some((next, change))
         }
         Stage::Decode => {
             if current.decode_chunk <= 1 {
@@ -154,6 +172,15 @@ pub fn step_down(current: &StagePlan, stage: Stage) -> Option<(StagePlan, String
                 ),
             ))
         }
+    }
+}
+
+/// How a step-down names a residency: `staged`, `streamed:N`.
+fn residency_name(r: Residency) -> String {
+    match r {
+        Residency::AllResident => "all resident".into(),
+        Residency::Staged => "staged".into(),
+        Residency::StreamedUnet { resident_blocks } => format!("streamed:{resident_blocks}"),
     }
 }
 

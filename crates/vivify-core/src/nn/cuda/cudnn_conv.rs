@@ -74,11 +74,14 @@ fn conv2d_nhwc(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<
 /// natively; with NCHW a UNet step took 2.3x as long on the H200), f32 does not;
 /// VIVIFY_CONV_LAYOUT=nchw|nhwc pins either.
 fn channels_last(x: &Tensor) -> bool {
-    match std::env::var("VIVIFY_CONV_LAYOUT").as_deref() {
-        Ok("nchw") => false,
-        Ok("nhwc") => true,
-        _ => x.dtype() != DType::F32,
-    }
+    // Read once: this runs on every convolution.
+    static PINNED: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    let pinned = PINNED.get_or_init(|| match std::env::var("VIVIFY_CONV_LAYOUT").as_deref() {
+        Ok("nchw") => Some(false),
+        Ok("nhwc") => Some(true),
+        _ => None,
+    });
+    pinned.unwrap_or(x.dtype() != DType::F32)
 }
 
 fn log_enabled() -> bool {

@@ -31,10 +31,6 @@ fn aligned(x: &Tensor) -> Result<Tensor> {
     }
 }
 
-fn type_name(dtype: DType) -> &'static str {
-    if dtype == DType::F16 { "f16" } else { "bf16" }
-}
-
 /// (..., A, B) -> (..., B, A), contiguous.
 pub fn transpose_last2(x: &Tensor) -> Result<Option<Tensor>> {
     if !applies(x) || x.rank() < 2 {
@@ -256,7 +252,7 @@ fn launch_channel_add<T: CudaDType + WithDType + DeviceRepr>(
     // SAFETY: the kernel writes every element.
     let out = unsafe { dev.alloc::<T>(n * c * s)? };
     let vec = if s.is_multiple_of(8) { 8 } else { 1 };
-    let name = format!("channel_add_{}_v{vec}", type_name(T::DTYPE));
+    let name = format!("channel_add_{}_v{vec}", super::kernel_type_name(T::DTYPE));
     let func = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
     let rows = (n * c) as i64;
     let cfg = LaunchConfig {
@@ -328,8 +324,11 @@ fn launch_add<T: CudaDType + WithDType + DeviceRepr>(
     // SAFETY: the kernel writes every element.
     let out = unsafe { dev.alloc::<T>(n)? };
     let vec = if n.is_multiple_of(8) { 8 } else { 1 };
-    let func =
-        dev.get_or_load_custom_func(&format!("add_{}_v{vec}", type_name(T::DTYPE)), MODULE, PTX)?;
+    let func = dev.get_or_load_custom_func(
+        &format!("add_{}_v{vec}", super::kernel_type_name(T::DTYPE)),
+        MODULE,
+        PTX,
+    )?;
     let cfg = LaunchConfig {
         grid_dim: (grid((n / vec).div_ceil(256) as u64), 1, 1),
         block_dim: (256, 1, 1),

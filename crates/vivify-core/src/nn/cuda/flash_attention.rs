@@ -154,12 +154,10 @@ fn launch<T>(
 where
     T: CudaDType + WithDType + DeviceRepr,
 {
-    let type_name = if T::DTYPE == DType::F16 {
-        "f16"
-    } else {
-        "bf16"
-    };
-    let name = format!("{kernel}_{type_name}_d{d}_w{warps}");
+    let name = format!(
+        "{kernel}_{}_d{d}_w{warps}",
+        super::kernel_type_name(T::DTYPE)
+    );
     let func = dev.get_or_load_custom_func(&name, "vivify_flash_attn", PTX)?;
     let qs = q.as_cuda_slice::<T>()?.slice(ql.start_offset()..);
     let ks = k.as_cuda_slice::<T>()?.slice(kl.start_offset()..);

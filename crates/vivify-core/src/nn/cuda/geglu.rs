@@ -43,8 +43,8 @@ impl CustomOp1 for Geglu {
         *out_dims.last_mut().unwrap() = width / 2;
         let dev = h.device().clone();
         let y = match h.dtype() {
-            DType::F16 => launch::<half::f16>(&dev, h, hl, width, "f16")?,
-            DType::BF16 => launch::<half::bf16>(&dev, h, hl, width, "bf16")?,
+            DType::F16 => launch::<half::f16>(&dev, h, hl, width)?,
+            DType::BF16 => launch::<half::bf16>(&dev, h, hl, width)?,
             other => candle_core::bail!("geglu: unsupported dtype {other:?}"),
         };
         Ok((y, Shape::from(out_dims)))
@@ -56,7 +56,6 @@ fn launch<T: CudaDType + WithDType + DeviceRepr>(
     h: &CudaStorage,
     hl: &Layout,
     width: usize,
-    type_name: &str,
 ) -> Result<CudaStorage> {
     let rows = (hl.shape().elem_count() / width) as i64;
     let half_width = (width / 2) as i32;
@@ -64,7 +63,11 @@ fn launch<T: CudaDType + WithDType + DeviceRepr>(
     let hs = h.as_cuda_slice::<T>()?.slice(hl.start_offset()..);
     // SAFETY: the kernel writes every element.
     let out = unsafe { dev.alloc::<T>(n)? };
-    let func = dev.get_or_load_custom_func(&format!("geglu_{type_name}"), "vivify_geglu", PTX)?;
+    let func = dev.get_or_load_custom_func(
+        &format!("geglu_{}", super::kernel_type_name(T::DTYPE)),
+        "vivify_geglu",
+        PTX,
+    )?;
     // One block per row (the kernel loops past the grid).
     let cfg = LaunchConfig {
         grid_dim: (rows.clamp(1, 1 << 20) as u32, 1, 1),

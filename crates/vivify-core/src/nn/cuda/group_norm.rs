@@ -91,9 +91,9 @@ impl CustomOp3 for GroupNormOp {
         let dev = x.device().clone();
         let args = (x, xl, w, wl, b, bl, bf / self.frames, c, pixels);
         let y = match x.dtype() {
-            DType::F32 => self.launch::<f32>(&dev, args, "f32")?,
-            DType::F16 => self.launch::<half::f16>(&dev, args, "f16")?,
-            DType::BF16 => self.launch::<half::bf16>(&dev, args, "bf16")?,
+            DType::F32 => self.launch::<f32>(&dev, args)?,
+            DType::F16 => self.launch::<half::f16>(&dev, args)?,
+            DType::BF16 => self.launch::<half::bf16>(&dev, args)?,
             other => candle_core::bail!("group norm: unsupported dtype {other:?}"),
         };
         Ok((y, xl.shape().clone()))
@@ -117,11 +117,11 @@ impl GroupNormOp {
         &self,
         dev: &CudaDevice,
         (x, xl, w, wl, b, bl, videos, channels, pixels): Args,
-        type_name: &str,
     ) -> Result<CudaStorage> {
         let group_len = self.frames * (channels / self.groups) * pixels;
         let splits = group_len.div_ceil(SLICE).clamp(1, MAX_SPLITS);
         let blocks = videos * self.groups;
+        let type_name = super::kernel_type_name(T::DTYPE);
         let xs = x.as_cuda_slice::<T>()?.slice(xl.start_offset()..);
         let ws = w.as_cuda_slice::<T>()?.slice(wl.start_offset()..);
         let bs = b.as_cuda_slice::<T>()?.slice(bl.start_offset()..);

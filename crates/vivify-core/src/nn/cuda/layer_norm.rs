@@ -66,9 +66,9 @@ impl CustomOp3 for LayerNormOp {
         let dev = x.device().clone();
         let args = [(x, xl), (w, wl), (b, bl)];
         let y = match x.dtype() {
-            DType::F32 => self.launch::<f32>(&dev, args, dim, "f32")?,
-            DType::F16 => self.launch::<half::f16>(&dev, args, dim, "f16")?,
-            DType::BF16 => self.launch::<half::bf16>(&dev, args, dim, "bf16")?,
+            DType::F32 => self.launch::<f32>(&dev, args, dim)?,
+            DType::F16 => self.launch::<half::f16>(&dev, args, dim)?,
+            DType::BF16 => self.launch::<half::bf16>(&dev, args, dim)?,
             other => candle_core::bail!("layer norm: unsupported dtype {other:?}"),
         };
         Ok((y, xl.shape().clone()))
@@ -81,7 +81,6 @@ impl LayerNormOp {
         dev: &CudaDevice,
         [(x, xl), (w, wl), (b, bl)]: [(&CudaStorage, &Layout); 3],
         dim: usize,
-        type_name: &str,
     ) -> Result<CudaStorage> {
         let n = xl.shape().elem_count();
         let rows = (n / dim) as i64;
@@ -91,7 +90,7 @@ impl LayerNormOp {
         // SAFETY: every row is written by the kernel.
         let y = unsafe { dev.alloc::<T>(n)? };
         let func = dev.get_or_load_custom_func(
-            &format!("layer_norm_{type_name}"),
+            &format!("layer_norm_{}", super::kernel_type_name(T::DTYPE)),
             "vivify_layer_norm",
             PTX,
         )?;

@@ -14,6 +14,16 @@ pub mod layer_norm;
 pub mod linear;
 pub mod memory;
 
+/// The suffix of a kernel's entry point for `dtype` (`layer_norm_f16`, `geglu_bf16`, ...).
+pub(crate) fn kernel_type_name(dtype: candle_core::DType) -> &'static str {
+    use candle_core::DType;
+    match dtype {
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        _ => "f32",
+    }
+}
+
 /// Whether one of vivify's CUDA kernels may run: `VIVIFY_CUDA_DISABLE=attention,group_norm,...`
 /// (names: attention, attention_async, group_norm, layer_norm, geglu, linear, elementwise,
 /// frame_conv, cudnn_conv, conv1x1_gemm, or `all`) falls back to candle's ops, for A/B measurements and as a way around a

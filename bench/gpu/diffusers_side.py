@@ -81,19 +81,25 @@ def timed(fn, iters):
     return min(ts), sorted(ts)[len(ts) // 2]
 
 
-@torch.no_grad()
-def unet_step(pipe, w, h, f, iters):
-    unet = pipe.unet
+def unet_step_fn(unet, w, h, f, device=None):
+    """One UNet call on the guidance batch of 2 at w x h x f with random inputs, as a callable
+    (also used by torch_profile.py)."""
+    device = device or DEVICE
     dt = unet.dtype
     lh, lw = h // 8, w // 8
-    x = torch.randn(2, 4, f, lh, lw, device=DEVICE, dtype=dt)
-    img_lat = torch.randn(2, 4, f, lh, lw, device=DEVICE, dtype=dt)
-    ctx = torch.randn(2, 77, unet.config.cross_attention_dim, device=DEVICE, dtype=dt)
-    emb = torch.randn(2, unet.config.cross_attention_dim, device=DEVICE, dtype=dt)
-    fps = torch.tensor([16, 16], device=DEVICE)
-    t = torch.tensor(500, device=DEVICE)
-    step = lambda: unet(x, t, encoder_hidden_states=ctx, fps=fps, image_latents=img_lat,
+    x = torch.randn(2, 4, f, lh, lw, device=device, dtype=dt)
+    img_lat = torch.randn(2, 4, f, lh, lw, device=device, dtype=dt)
+    ctx = torch.randn(2, 77, unet.config.cross_attention_dim, device=device, dtype=dt)
+    emb = torch.randn(2, unet.config.cross_attention_dim, device=device, dtype=dt)
+    fps = torch.tensor([16, 16], device=device)
+    t = torch.tensor(500, device=device)
+    return lambda: unet(x, t, encoder_hidden_states=ctx, fps=fps, image_latents=img_lat,
                         image_embeddings=emb, return_dict=False)[0]
+
+
+@torch.no_grad()
+def unet_step(pipe, w, h, f, iters):
+    step = unet_step_fn(pipe.unet, w, h, f)
     reset_peak()
     tmin, tmed = timed(step, iters)
     emit(event="unet_step", w=w, h=h, frames=f, sec_min=round(tmin, 4), sec_med=round(tmed, 4),

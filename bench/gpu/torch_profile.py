@@ -14,6 +14,8 @@ import re
 import torch
 from diffusers import I2VGenXLUNet
 
+from diffusers_side import unet_step_fn  # the same step diffusers_side.py times
+
 CATEGORIES = [
     ("attention", r"flash|fmha|attention|sdpa"),
     ("conv", r"conv|fprop|implicit|winograd|nchwToNhwc|nhwcToNchw|cudnn"),
@@ -39,15 +41,7 @@ def main():
     a = ap.parse_args()
     w, h, f = map(int, a.case.split("x"))
     unet = I2VGenXLUNet.from_pretrained(a.unet, torch_dtype=torch.float16, variant="fp16").to("cuda")
-    dt = torch.float16
-    x = torch.randn(2, 4, f, h // 8, w // 8, device="cuda", dtype=dt)
-    img = torch.randn_like(x)
-    ctx = torch.randn(2, 77, unet.config.cross_attention_dim, device="cuda", dtype=dt)
-    emb = torch.randn(2, unet.config.cross_attention_dim, device="cuda", dtype=dt)
-    fps = torch.tensor([16, 16], device="cuda")
-    t = torch.tensor(500, device="cuda")
-    step = lambda: unet(x, t, encoder_hidden_states=ctx, fps=fps, image_latents=img,
-                        image_embeddings=emb, return_dict=False)[0]
+    step = unet_step_fn(unet, w, h, f, device="cuda")
     step()
     torch.cuda.synchronize()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:

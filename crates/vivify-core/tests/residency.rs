@@ -46,6 +46,27 @@ fn request(residency: Residency) -> GenerationRequest {
     }
 }
 
+/// The all-resident run every other residency must reproduce.
+fn baseline() -> Generation {
+    let models = tiny_models(DType::F32, &Device::Cpu).unwrap();
+    generate(
+        &models,
+        &request(Residency::AllResident),
+        &Device::Cpu,
+        |_| {},
+    )
+    .unwrap()
+}
+
+/// A run that takes its models from `store`, as the plan's residency says.
+fn from_store(
+    store: &ModelStore,
+    req: &GenerationRequest,
+    options: &GenerateOptions,
+) -> vivify_core::Result<Generation> {
+    generate_from(Components::Store(store), req, &Device::Cpu, options, |_| {})
+}
+
 /// The same latents (to `tol`, relative L2) and the same frames, value for value.
 fn assert_same(what: &str, ours: &Generation, baseline: &Generation, tol: f64) {
     let diff = (&ours.latents - &baseline.latents)
@@ -92,34 +113,24 @@ const RESIDENCIES: [Residency; 4] = [
 #[test]
 fn staged_and_streamed_runs_give_the_frames_of_an_all_resident_run() {
     let models = tiny_models(DType::F32, &Device::Cpu).unwrap();
-    let baseline = generate(
-        &models,
-        &request(Residency::AllResident),
-        &Device::Cpu,
-        |_| {},
-    )
-    .unwrap();
+    let baseline = baseline();
     let store = store();
     // The store rebuilds the tiny model's weights, so all resident from it is the same run.
-    let from_store = generate_from(
-        Components::Store(&store),
+    let all_from_store = from_store(
+        &store,
         &request(Residency::AllResident),
-        &Device::Cpu,
         &GenerateOptions::default(),
-        |_| {},
     )
     .unwrap();
-    assert_same("all resident from the store", &from_store, &baseline, 0.0);
+    assert_same(
+        "all resident from the store",
+        &all_from_store,
+        &baseline,
+        0.0,
+    );
     for residency in RESIDENCIES {
         let req = request(residency);
-        let out = generate_from(
-            Components::Store(&store),
-            &req,
-            &Device::Cpu,
-            &GenerateOptions::default(),
-            |_| {},
-        )
-        .unwrap();
+        let out = from_store(&store, &req, &GenerateOptions::default()).unwrap();
         assert_same(&format!("{residency:?}"), &out, &baseline, 0.0);
         // the residency is part of the plan the run records
         assert_eq!(out.final_plan().plan.residency, residency);
@@ -139,28 +150,14 @@ fn staged_and_streamed_runs_give_the_frames_of_an_all_resident_run() {
         };
         let resident =
             generate(&models, &with(Residency::AllResident), &Device::Cpu, |_| {}).unwrap();
-        let ours = generate_from(
-            Components::Store(&store),
-            &with(residency),
-            &Device::Cpu,
-            &GenerateOptions::default(),
-            |_| {},
-        )
-        .unwrap();
+        let ours = from_store(&store, &with(residency), &GenerateOptions::default()).unwrap();
         assert_same(&format!("{residency:?} chunked"), &ours, &resident, 0.0);
     }
 }
 
 #[test]
 fn staged_runs_step_down_and_resume() {
-    let models = tiny_models(DType::F32, &Device::Cpu).unwrap();
-    let baseline = generate(
-        &models,
-        &request(Residency::AllResident),
-        &Device::Cpu,
-        |_| {},
-    )
-    .unwrap();
+    let baseline = baseline();
     let store = store();
     for residency in [
         Residency::Staged,
@@ -169,15 +166,13 @@ fn staged_runs_step_down_and_resume() {
         let req = request(residency);
         // A failure in denoising steps down and goes on, with the model loaded per stage.
         let injector = FailAt::new(FaultPoint::DenoiseStep(1), 1);
-        let out = generate_from(
-            Components::Store(&store),
+        let out = from_store(
+            &store,
             &req,
-            &Device::Cpu,
             &GenerateOptions {
                 injector: Some(&injector),
                 ..Default::default()
             },
-            |_| {},
         )
         .unwrap();
         assert_eq!(injector.remaining(), 0);
@@ -192,16 +187,14 @@ fn staged_runs_step_down_and_resume() {
         // A failure no rung fixes saves a checkpoint that a staged resume finishes.
         let dir = tempfile::tempdir().unwrap();
         let always = FailAt::new(FaultPoint::DecodeChunk(0), usize::MAX);
-        let err = generate_from(
-            Components::Store(&store),
+        let err = from_store(
+            &store,
             &req,
-            &Device::Cpu,
             &GenerateOptions {
                 injector: Some(&always),
                 checkpoint_dir: Some(dir.path().to_path_buf()),
                 after_step: None,
             },
-            |_| {},
         )
         .unwrap_err();
         assert!(err.is_out_of_memory(), "{err}");
@@ -234,14 +227,7 @@ fn staged_runs_step_down_and_resume() {
 /// blocks (reloading it) and finishes with the same frames.
 #[test]
 fn a_staged_run_steps_down_to_streamed_weights() {
-    let models = tiny_models(DType::F32, &Device::Cpu).unwrap();
-    let baseline = generate(
-        &models,
-        &request(Residency::AllResident),
-        &Device::Cpu,
-        |_| {},
-    )
-    .unwrap();
+    let baseline = baseline();
     let req = request(Residency::Staged);
     // The guard lets denoising through only at the first streamed rung: the whole ladder less
     // its last rung.
@@ -258,15 +244,13 @@ fn a_staged_run_steps_down_to_streamed_weights() {
         Residency::StreamedUnet { resident_blocks: 2 }
     );
     let store = store();
-    let out = generate_from(
-        Components::Store(&store),
+    let out = from_store(
+        &store,
         &req,
-        &Device::Cpu,
         &GenerateOptions {
             injector: Some(&guard),
             ..Default::default()
         },
-        |_| {},
     )
     .unwrap();
     let last = out.step_downs.last().expect("stepped down");

@@ -87,7 +87,9 @@ def main():
         })
     torch_ops = {(r["op"], r["case"]): r for r in lines(os.path.join(args.out, "ops_torch.jsonl"))}
     for r in lines(os.path.join(args.out, "ops_vivify.jsonl")):
-        t = torch_ops.get((r["op"], r["case"]), {})
+        # A fused-attention variant ("spatial_self_4096/ldmatrix") against torch's same case.
+        t = (torch_ops.get(("attention", r["case"].split("/")[0]), {}) if r["op"] == "attention_variant"
+             else torch_ops.get((r["op"], r["case"]), {}))
         results["ops"].append({"op": r["op"], "case": r["case"], "vivify_ms": r["ms"], "torch_ms": t.get("ms"),
                                "vivify_tflops": r["extra"].get("tflops"),
                                "ratio": r["ms"] / t["ms"] if t.get("ms") else None})
@@ -98,6 +100,8 @@ def main():
                           "diffusers": prof_d[0] if prof_d else None}
     disabled = os.path.join(args.out, "disabled.txt")
     results["kernels_disabled_after_failed_tests"] = open(disabled).read().strip() if os.path.exists(disabled) else None
+    enabled = os.path.join(args.out, "enabled.txt")
+    results["kernels_enabled_after_passed_tests"] = open(enabled).read().strip() if os.path.exists(enabled) else None
     with open(os.path.join(args.out, "results.json"), "w") as fh:
         json.dump(results, fh, indent=1)
 
@@ -110,6 +114,8 @@ def main():
         print(f"{o['op']} | {o['case']} | {fmt(o['torch_ms'])} | {fmt(o['vivify_ms'])} | {fmt(o['ratio'], 2)}")
     if results["kernels_disabled_after_failed_tests"]:
         print(f"!! kernel tests failed, run with VIVIFY_CUDA_DISABLE={results['kernels_disabled_after_failed_tests']}")
+    if results["kernels_enabled_after_passed_tests"]:
+        print(f"kernel tests passed, run with VIVIFY_CUDA_ENABLE={results['kernels_enabled_after_passed_tests']}")
     if results["profile"]["vivify"]:
         print("\nvivify profile (ms/step, synchronized): " + ", ".join(
             f"{p['name']} {p['ms_per_step']:.1f}" for p in results["profile"]["vivify"]))

@@ -10,7 +10,8 @@
 #      PYTHON (default /opt/torch/.venv/bin/python), STEPS (end-to-end steps, default 10),
 #      CASES (default 512x512x16,1280x704x16,1024x1024x32), SKIP (space-separated phases to skip:
 #      ops unet profile diffusers vivify ablation), ABLATE (what the ablation changes: kernel names
-#      for VIVIFY_CUDA_DISABLE, or VAR=VALUE settings such as VIVIFY_CONV_LAYOUT=nchw).
+#      for VIVIFY_CUDA_DISABLE, or VAR=VALUE settings such as VIVIFY_CONV_LAYOUT=nchw, or
+#      VIVIFY_CUDA_ENABLE= for the step without the kernels the tests switched on).
 # Phases, each under its own time limit, each writing JSON lines to $OUT:
 #   ops        cuda_ops correctness tests; vivify bench-ops and torch_ops.py (conv, attention)
 #   diffusers  full-size random weights (tools/parity/full_size_check.py), then diffusers fp16:
@@ -73,6 +74,16 @@ if ! skip ops; then
   if [ -n "$OFF" ]; then
     echo "!! kernel tests failed: running with VIVIFY_CUDA_DISABLE=$OFF"; echo "$OFF" > "$OUT/disabled.txt"
     export VIVIFY_CUDA_DISABLE=$OFF
+  fi
+  # Kernels built but not yet verified on a device run (VIVIFY_CUDA_ENABLE) once their test has
+  # passed here; the ablation entry VIVIFY_CUDA_ENABLE= measures the step without them.
+  ON=""
+  for pair in flash_attention_ldmatrix:attention_ldmatrix; do
+    grep -qE "^test ${pair%%:*}[a-z_]* \.\.\. ok" "$OUT/cuda_ops.txt" && ON="$ON${ON:+,}${pair##*:}"
+  done
+  if [ -n "$ON" ]; then
+    echo "kernel tests passed: running with VIVIFY_CUDA_ENABLE=$ON"; echo "$ON" > "$OUT/enabled.txt"
+    export VIVIFY_CUDA_ENABLE=$ON
   fi
   phase "ops: vivify"
   VIVIFY_CONV_LOG=1 timeout "$(lim 60)" "$BIN" bench-ops --device cuda --dtype f16 > "$OUT/ops_vivify.jsonl" 2> "$OUT/ops_vivify.err"; echo "rc=$?"; tail -3 "$OUT/ops_vivify.err"

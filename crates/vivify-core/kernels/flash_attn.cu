@@ -1,6 +1,6 @@
 // Fused scaled-dot-product attention forward (FlashAttention-2 style) for vivify's CUDA build.
-// One warp owns 16 query rows; a block of WARPS warps walks the keys in tiles of 64, keeping the
-// running row max and sum (online softmax) so no score matrix ever reaches global memory.
+// One warp owns MT x 16 query rows; a block of WARPS warps walks the keys in tiles of 64, keeping
+// the running row max and sum (online softmax) so no score matrix ever reaches global memory.
 // Tensor-core math through mma.sync m16n8k16 (f16/bf16 in, f32 accumulate); P is rounded to the
 // input type before P·V, as in FlashAttention. Inputs: q (B, H, L, D), k and v (B, H, S, D) as
 // strided views (batch, head and row strides in elements, D contiguous, rows 16-byte aligned), so
@@ -48,6 +48,22 @@ __device__ __forceinline__ uint32_t pack_raw(T lo, T hi) {
   return (uint32_t)l | ((uint32_t)h << 16);
 }
 
+// Four 8x8 b16 matrices from shared memory; lanes 8i..8i+7 give the row addresses of matrix i.
+// Without .trans lane (g, t) receives row g, columns 2t and 2t+1 of each (a K tile's B fragment);
+// with .trans rows 2t and 2t+1 of column g (a V tile's B fragment).
+template <bool TRANS>
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* smem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  if (TRANS)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(s));
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(s));
+}
+
 __device__ __forceinline__ void mma(float c[4], const uint32_t a[4], const uint32_t b[2], __half) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -65,7 +81,10 @@ __device__ __forceinline__ void mma(float c[4], const uint32_t a[4], const uint3
 
 // ASYNC: K/V tiles through cp.async, double-buffered where two stages fit in 48 KiB of shared
 // memory (head dims 64 and 80), else single-buffered; otherwise loaded through registers.
-template <typename T, int D, int WARPS, bool ASYNC>
+// MT: 16-row query tiles per warp; with 2, each K/V fragment read from shared memory feeds two
+// MMAs (FlashAttention-2's 128-query blocks for head dim 64). LDM: fragments through ldmatrix
+// (one instruction per four 8x8 matrices) instead of 32- and 16-bit shared loads.
+template <typename T, int D, int WARPS, bool ASYNC, int MT, bool LDM>
 __device__ __forceinline__ void flash_fwd(const T* __restrict__ q, const T* __restrict__ k,
                                           const T* __restrict__ v, T* __restrict__ o, int H, int L,
                                           int S, Strides st, float scale_log2) {
@@ -80,7 +99,13 @@ __device__ __forceinline__ void flash_fwd(const T* __restrict__ q, const T* __re
   const int bh = blockIdx.x;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane >> 2, t = lane & 3;
-  const int r0 = blockIdx.y * (WARPS * 16) + warp * 16 + g, r1 = r0 + 8;
+  // Rows g and g + 8 of each of the warp's MT tiles.
+  int r0[MT], r1[MT];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    r0[mt] = blockIdx.y * (WARPS * 16 * MT) + (warp * MT + mt) * 16 + g;
+    r1[mt] = r0[mt] + 8;
+  }
   const long long bi = bh / H, hi = bh % H;
   const int qrow = st.q_row, krow = st.k_row, vrow = st.v_row;
   const T* qb = q + bi * st.q_batch + hi * st.q_head;
@@ -88,20 +113,30 @@ __device__ __forceinline__ void flash_fwd(const T* __restrict__ q, const T* __re
   const T* vb = v + bi * st.v_batch + hi * st.v_head;
 
   // Q as A fragments (row-major 16 x D), loaded once.
-  uint32_t qf[D / 16][4];
+  uint32_t qf[MT][D / 16][4];
 #pragma unroll
-  for (int kc = 0; kc < D / 16; ++kc) {
-    const int c = kc * 16 + 2 * t;
-    qf[kc][0] = r0 < L ? *reinterpret_cast<const uint32_t*>(qb + r0 * qrow + c) : 0u;
-    qf[kc][1] = r1 < L ? *reinterpret_cast<const uint32_t*>(qb + r1 * qrow + c) : 0u;
-    qf[kc][2] = r0 < L ? *reinterpret_cast<const uint32_t*>(qb + r0 * qrow + c + 8) : 0u;
-    qf[kc][3] = r1 < L ? *reinterpret_cast<const uint32_t*>(qb + r1 * qrow + c + 8) : 0u;
+  for (int mt = 0; mt < MT; ++mt) {
+    const int a = r0[mt], b = r1[mt];
+#pragma unroll
+    for (int kc = 0; kc < D / 16; ++kc) {
+      const int c = kc * 16 + 2 * t;
+      qf[mt][kc][0] = a < L ? *reinterpret_cast<const uint32_t*>(qb + a * qrow + c) : 0u;
+      qf[mt][kc][1] = b < L ? *reinterpret_cast<const uint32_t*>(qb + b * qrow + c) : 0u;
+      qf[mt][kc][2] = a < L ? *reinterpret_cast<const uint32_t*>(qb + a * qrow + c + 8) : 0u;
+      qf[mt][kc][3] = b < L ? *reinterpret_cast<const uint32_t*>(qb + b * qrow + c + 8) : 0u;
+    }
   }
 
-  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
-  float of[D / 8][4];
+  // Running max and sum of rows g (index 0) and g + 8 (index 1) of each tile.
+  float m[MT][2], l[MT][2];
+  float of[MT][D / 8][4];
 #pragma unroll
-  for (int dn = 0; dn < D / 8; ++dn) of[dn][0] = of[dn][1] = of[dn][2] = of[dn][3] = 0.f;
+  for (int mt = 0; mt < MT; ++mt) {
+    m[mt][0] = m[mt][1] = -INFINITY;
+    l[mt][0] = l[mt][1] = 0.f;
+#pragma unroll
+    for (int dn = 0; dn < D / 8; ++dn) of[mt][dn][0] = of[mt][dn][1] = of[mt][dn][2] = of[mt][dn][3] = 0.f;
+  }
 
   // One K/V tile (keys kt .. kt + BC) into shared-memory stage `stage`; rows past S are zeros.
   auto load_tile = [&](int stage, int kt) {
@@ -149,115 +184,174 @@ __device__ __forceinline__ void flash_fwd(const T* __restrict__ q, const T* __re
     const T* kst = ks + cur * BC * LDS;
     const T* vst = vs + cur * BC * LDS;
 
-    // S = Q Kᵀ for this warp's 16 rows and the tile's 64 keys.
-    float sf[BC / 8][4];
+    // S = Q Kᵀ for this warp's rows and the tile's 64 keys (each sum over kc in the same order
+    // whichever way the fragments are read).
+    float sf[MT][BC / 8][4];
 #pragma unroll
-    for (int n = 0; n < BC / 8; ++n) {
-      sf[n][0] = sf[n][1] = sf[n][2] = sf[n][3] = 0.f;
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-      for (int kc = 0; kc < D / 16; ++kc) {
-        const T* kr = kst + (n * 8 + g) * LDS + kc * 16 + 2 * t;
-        const uint32_t b[2] = {*reinterpret_cast<const uint32_t*>(kr),
-                               *reinterpret_cast<const uint32_t*>(kr + 8)};
-        mma(sf[n], qf[kc], b, T());
-      }
+      for (int n = 0; n < BC / 8; ++n) sf[mt][n][0] = sf[mt][n][1] = sf[mt][n][2] = sf[mt][n][3] = 0.f;
+    if (LDM) {
+      // Matrices: keys n·8.. and n·8+8.. (lanes 16-31), dims kc·16.. and kc·16+8.. (lanes 8-15,
+      // 24-31): B fragments of key tiles n and n + 1.
+      const T* kl = kst + ((lane & 7) + ((lane >> 4) << 3)) * LDS + ((lane >> 3) & 1) * 8;
+#pragma unroll
+      for (int kc = 0; kc < D / 16; ++kc)
+#pragma unroll
+        for (int n = 0; n < BC / 8; n += 2) {
+          uint32_t b[4];
+          ldmatrix_x4<false>(b, kl + n * 8 * LDS + kc * 16);
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            mma(sf[mt][n], qf[mt][kc], b, T());
+            mma(sf[mt][n + 1], qf[mt][kc], b + 2, T());
+          }
+        }
+    } else {
+#pragma unroll
+      for (int n = 0; n < BC / 8; ++n)
+#pragma unroll
+        for (int kc = 0; kc < D / 16; ++kc) {
+          const T* kr = kst + (n * 8 + g) * LDS + kc * 16 + 2 * t;
+          const uint32_t b[2] = {*reinterpret_cast<const uint32_t*>(kr),
+                                 *reinterpret_cast<const uint32_t*>(kr + 8)};
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) mma(sf[mt][n], qf[mt][kc], b, T());
+        }
     }
 
     // Online softmax in the log2 domain; e 0,1 belong to row g, e 2,3 to row g + 8.
-    float mx0 = m0, mx1 = m1;
 #pragma unroll
-    for (int n = 0; n < BC / 8; ++n) {
+    for (int mt = 0; mt < MT; ++mt) {
+      float mx0 = m[mt][0], mx1 = m[mt][1];
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int col = kt + n * 8 + 2 * t + (e & 1);
-        sf[n][e] = col < S ? sf[n][e] * scale_log2 : -INFINITY;
+      for (int n = 0; n < BC / 8; ++n) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int col = kt + n * 8 + 2 * t + (e & 1);
+          sf[mt][n][e] = col < S ? sf[mt][n][e] * scale_log2 : -INFINITY;
+        }
+        mx0 = fmaxf(mx0, fmaxf(sf[mt][n][0], sf[mt][n][1]));
+        mx1 = fmaxf(mx1, fmaxf(sf[mt][n][2], sf[mt][n][3]));
       }
-      mx0 = fmaxf(mx0, fmaxf(sf[n][0], sf[n][1]));
-      mx1 = fmaxf(mx1, fmaxf(sf[n][2], sf[n][3]));
-    }
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-    const float c0 = exp2f(m0 - mx0), c1 = exp2f(m1 - mx1);
-    m0 = mx0;
-    m1 = mx1;
-    float rs0 = 0.f, rs1 = 0.f;
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+      const float c0 = exp2f(m[mt][0] - mx0), c1 = exp2f(m[mt][1] - mx1);
+      m[mt][0] = mx0;
+      m[mt][1] = mx1;
+      float rs0 = 0.f, rs1 = 0.f;
 #pragma unroll
-    for (int n = 0; n < BC / 8; ++n) {
-      sf[n][0] = exp2f(sf[n][0] - mx0);
-      sf[n][1] = exp2f(sf[n][1] - mx0);
-      sf[n][2] = exp2f(sf[n][2] - mx1);
-      sf[n][3] = exp2f(sf[n][3] - mx1);
-      rs0 += sf[n][0] + sf[n][1];
-      rs1 += sf[n][2] + sf[n][3];
-    }
-    l0 = l0 * c0 + rs0;  // per-thread partial sums, reduced across the row's 4 threads at the end
-    l1 = l1 * c1 + rs1;
+      for (int n = 0; n < BC / 8; ++n) {
+        sf[mt][n][0] = exp2f(sf[mt][n][0] - mx0);
+        sf[mt][n][1] = exp2f(sf[mt][n][1] - mx0);
+        sf[mt][n][2] = exp2f(sf[mt][n][2] - mx1);
+        sf[mt][n][3] = exp2f(sf[mt][n][3] - mx1);
+        rs0 += sf[mt][n][0] + sf[mt][n][1];
+        rs1 += sf[mt][n][2] + sf[mt][n][3];
+      }
+      // Per-thread partial sums, reduced across the row's 4 threads at the end.
+      l[mt][0] = l[mt][0] * c0 + rs0;
+      l[mt][1] = l[mt][1] * c1 + rs1;
 #pragma unroll
-    for (int dn = 0; dn < D / 8; ++dn) {
-      of[dn][0] *= c0;
-      of[dn][1] *= c0;
-      of[dn][2] *= c1;
-      of[dn][3] *= c1;
+      for (int dn = 0; dn < D / 8; ++dn) {
+        of[mt][dn][0] *= c0;
+        of[mt][dn][1] *= c0;
+        of[mt][dn][2] *= c1;
+        of[mt][dn][3] *= c1;
+      }
     }
 
     // O += P V: the S accumulators are already in the A-fragment layout of P.
 #pragma unroll
     for (int kc = 0; kc < BC / 16; ++kc) {
-      const uint32_t a[4] = {pack_f32(sf[2 * kc][0], sf[2 * kc][1], T()),
-                             pack_f32(sf[2 * kc][2], sf[2 * kc][3], T()),
-                             pack_f32(sf[2 * kc + 1][0], sf[2 * kc + 1][1], T()),
-                             pack_f32(sf[2 * kc + 1][2], sf[2 * kc + 1][3], T())};
+      uint32_t a[MT][4];
 #pragma unroll
-      for (int dn = 0; dn < D / 8; ++dn) {
-        const T* vr = vst + (kc * 16 + 2 * t) * LDS + dn * 8 + g;
-        const uint32_t b[2] = {pack_raw(vr[0], vr[LDS]), pack_raw(vr[8 * LDS], vr[9 * LDS])};
-        mma(of[dn], a, b, T());
+      for (int mt = 0; mt < MT; ++mt) {
+        a[mt][0] = pack_f32(sf[mt][2 * kc][0], sf[mt][2 * kc][1], T());
+        a[mt][1] = pack_f32(sf[mt][2 * kc][2], sf[mt][2 * kc][3], T());
+        a[mt][2] = pack_f32(sf[mt][2 * kc + 1][0], sf[mt][2 * kc + 1][1], T());
+        a[mt][3] = pack_f32(sf[mt][2 * kc + 1][2], sf[mt][2 * kc + 1][3], T());
+      }
+      if (LDM) {
+        // Transposed matrices: keys kc·16.. and kc·16+8.. (lanes 8-15, 24-31), dims dn·8.. and
+        // dn·8+8.. (lanes 16-31): B fragments of output tiles dn and dn + 1.
+        const T* vl = vst + (kc * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LDS + (lane >> 4) * 8;
+#pragma unroll
+        for (int dn = 0; dn < D / 8; dn += 2) {
+          uint32_t b[4];
+          ldmatrix_x4<true>(b, vl + dn * 8);
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            mma(of[mt][dn], a[mt], b, T());
+            mma(of[mt][dn + 1], a[mt], b + 2, T());
+          }
+        }
+      } else {
+#pragma unroll
+        for (int dn = 0; dn < D / 8; ++dn) {
+          const T* vr = vst + (kc * 16 + 2 * t) * LDS + dn * 8 + g;
+          const uint32_t b[2] = {pack_raw(vr[0], vr[LDS]), pack_raw(vr[8 * LDS], vr[9 * LDS])};
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) mma(of[mt][dn], a[mt], b, T());
+        }
       }
     }
     if (STAGES == 2) __syncthreads();  // everyone is done with stage cur before it is refilled
   }
 
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-  const float inv0 = 1.f / l0, inv1 = 1.f / l1;
   const long long orow = (long long)H * D;
   T* ob = o + bi * L * orow + hi * D;
 #pragma unroll
-  for (int dn = 0; dn < D / 8; ++dn) {
-    const int col = dn * 8 + 2 * t;
-    if (r0 < L)
-      *reinterpret_cast<uint32_t*>(ob + r0 * orow + col) =
-          pack_f32(of[dn][0] * inv0, of[dn][1] * inv0, T());
-    if (r1 < L)
-      *reinterpret_cast<uint32_t*>(ob + r1 * orow + col) =
-          pack_f32(of[dn][2] * inv1, of[dn][3] * inv1, T());
+  for (int mt = 0; mt < MT; ++mt) {
+    float l0 = l[mt][0], l1 = l[mt][1];
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float inv0 = 1.f / l0, inv1 = 1.f / l1;
+#pragma unroll
+    for (int dn = 0; dn < D / 8; ++dn) {
+      const int col = dn * 8 + 2 * t;
+      if (r0[mt] < L)
+        *reinterpret_cast<uint32_t*>(ob + r0[mt] * orow + col) =
+            pack_f32(of[mt][dn][0] * inv0, of[mt][dn][1] * inv0, T());
+      if (r1[mt] < L)
+        *reinterpret_cast<uint32_t*>(ob + r1[mt] * orow + col) =
+            pack_f32(of[mt][dn][2] * inv1, of[mt][dn][3] * inv1, T());
+    }
   }
 }
 
 }  // namespace
 
-// Entry points: flash_attn_{f16,bf16}_d{D}_w{WARPS} (cp.async tiles) and flash_attn_sync_...
-// (tiles through registers, the first version, kept as the fallback). WARPS = 1 serves short
-// sequences (the temporal attention's 16-32 frames) without idle warps; 4 serves the spatial ones.
-#define FLASH_ENTRY(NAME, T, D, W, ASYNC)                                                     \
+// Entry points: flash_attn_{f16,bf16}_d{D}_w{WARPS} (cp.async tiles), flash_attn_sync_... (tiles
+// through registers, the first version, kept as the fallback) and flash_attn_ldm_... (cp.async
+// tiles, ldmatrix fragments; for head dim 64 two query tiles per warp, 128-query blocks: with
+// head dims 80 and 128 that would spill registers). WARPS = 1 serves short sequences (the
+// temporal attention's 16-32 frames) without idle warps; 4 serves the spatial ones.
+#define FLASH_ENTRY(NAME, T, D, W, ASYNC, MT, LDM)                                            \
   extern "C" __global__ void __launch_bounds__(W * 32)                                        \
       NAME(const T* q, const T* k, const T* v, T* o, int H, int L, int S, Strides st,         \
            float scale_log2) {                                                                \
-    flash_fwd<T, D, W, ASYNC>(q, k, v, o, H, L, S, st, scale_log2);                           \
+    flash_fwd<T, D, W, ASYNC, MT, LDM>(q, k, v, o, H, L, S, st, scale_log2);                  \
   }
-#define FLASH_DIMS(TN, T, W)                                         \
-  FLASH_ENTRY(flash_attn_##TN##_d64_w##W, T, 64, W, true)            \
-  FLASH_ENTRY(flash_attn_##TN##_d80_w##W, T, 80, W, true)            \
-  FLASH_ENTRY(flash_attn_##TN##_d128_w##W, T, 128, W, true)          \
-  FLASH_ENTRY(flash_attn_sync_##TN##_d64_w##W, T, 64, W, false)      \
-  FLASH_ENTRY(flash_attn_sync_##TN##_d80_w##W, T, 80, W, false)      \
-  FLASH_ENTRY(flash_attn_sync_##TN##_d128_w##W, T, 128, W, false)
+#define FLASH_DIMS(TN, T, W)                                                \
+  FLASH_ENTRY(flash_attn_##TN##_d64_w##W, T, 64, W, true, 1, false)         \
+  FLASH_ENTRY(flash_attn_##TN##_d80_w##W, T, 80, W, true, 1, false)         \
+  FLASH_ENTRY(flash_attn_##TN##_d128_w##W, T, 128, W, true, 1, false)       \
+  FLASH_ENTRY(flash_attn_sync_##TN##_d64_w##W, T, 64, W, false, 1, false)   \
+  FLASH_ENTRY(flash_attn_sync_##TN##_d80_w##W, T, 80, W, false, 1, false)   \
+  FLASH_ENTRY(flash_attn_sync_##TN##_d128_w##W, T, 128, W, false, 1, false)
+#define FLASH_LDM_DIMS(TN, T)                                           \
+  FLASH_ENTRY(flash_attn_ldm_##TN##_d64_w4, T, 64, 4, true, 2, true)    \
+  FLASH_ENTRY(flash_attn_ldm_##TN##_d80_w4, T, 80, 4, true, 1, true)    \
+  FLASH_ENTRY(flash_attn_ldm_##TN##_d128_w4, T, 128, 4, true, 1, true)
 
 FLASH_DIMS(f16, __half, 1)
 FLASH_DIMS(f16, __half, 4)
 FLASH_DIMS(bf16, __nv_bfloat16, 1)
 FLASH_DIMS(bf16, __nv_bfloat16, 4)
+FLASH_LDM_DIMS(f16, __half)
+FLASH_LDM_DIMS(bf16, __nv_bfloat16)

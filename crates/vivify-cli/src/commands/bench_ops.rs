@@ -171,13 +171,31 @@ pub fn run(args: &BenchOpsArgs) -> Result<ExitCode> {
         let k = random((1, c.batch_heads, c.keys, c.head_dim), dtype, &device)?;
         let v = random((1, c.batch_heads, c.keys, c.head_dim), dtype, &device)?;
         let ms = time_ms(&device, args.iters, || Ok(attend(&q, &k, &v, opts)?))?;
-        let macs = c.batch_heads * c.queries * c.keys * c.head_dim;
+        let tflops =
+            |ms: f64| 4.0 * (c.batch_heads * c.queries * c.keys * c.head_dim) as f64 / ms / 1e9;
         report(
             "attention",
             &c.case,
             ms,
-            serde_json::json!({"tflops": 4.0 * macs as f64 / ms / 1e9}),
+            serde_json::json!({"tflops": tflops(ms)}),
         );
+        // Each fused kernel variant on its own, whichever the environment selects for `attend`.
+        #[cfg(feature = "cuda")]
+        for tiles in vivify_core::nn::cuda::flash_attention::Tiles::ALL {
+            use vivify_core::nn::cuda::flash_attention::flash_attention_with;
+            if flash_attention_with(&q, &k, &v, tiles)?.is_none() {
+                break;
+            }
+            let ms = time_ms(&device, args.iters, || {
+                Ok(flash_attention_with(&q, &k, &v, tiles)?.expect("covered above"))
+            })?;
+            report(
+                "attention_variant",
+                &format!("{}/{}", c.case, tiles.name()),
+                ms,
+                serde_json::json!({"tflops": tflops(ms)}),
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -14,17 +14,63 @@ const HEAD_DIMS: [usize; 3] = [64, 80, 128];
 /// the fused kernel does not cover the case (CPU, f32, another head dim). The inputs may be strided
 /// views, such as heads split from a (N, L, H·D) projection, as long as D is contiguous.
 pub fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
-    flash_attention_with(q, k, v, super::enabled("attention_async"))
+    flash_attention_with(q, k, v, Tiles::from_env())
 }
 
-/// As `flash_attention`, choosing how the spatial (4-warp) kernels load K/V tiles: `async_tiles`
-/// through double-buffered cp.async copies, else through registers (the first kernel, kept as a
-/// fallback: `VIVIFY_CUDA_DISABLE=attention_async`).
+/// How the spatial (4-warp) kernels read K/V tiles. The temporal attention's one-warp blocks
+/// always load through registers: a second stage's shared memory would cost them occupancy, and
+/// their few keys fit one tile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tiles {
+    /// Single-buffered, through registers: the first kernel, kept as the fallback
+    /// (`VIVIFY_CUDA_DISABLE=attention_async`).
+    Registers,
+    /// Double-buffered cp.async copies: the default.
+    Async,
+    /// cp.async copies, fragments through ldmatrix, and 128-query blocks for head dim 64 (each
+    /// fragment feeds two MMAs). Not yet verified on a device: `VIVIFY_CUDA_ENABLE=attention_ldmatrix`.
+    Ldmatrix,
+}
+
+impl Tiles {
+    pub const ALL: [Tiles; 3] = [Tiles::Registers, Tiles::Async, Tiles::Ldmatrix];
+
+    /// The variant VIVIFY_CUDA_DISABLE / VIVIFY_CUDA_ENABLE select.
+    pub fn from_env() -> Self {
+        if !super::enabled("attention_async") {
+            Tiles::Registers
+        } else if super::opted_in("attention_ldmatrix") {
+            Tiles::Ldmatrix
+        } else {
+            Tiles::Async
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tiles::Registers => "registers",
+            Tiles::Async => "async",
+            Tiles::Ldmatrix => "ldmatrix",
+        }
+    }
+
+    /// The kernel family and query tiles (16 rows each) per warp for head dim `d`.
+    fn kernel(self, d: usize) -> (&'static str, usize) {
+        match self {
+            Tiles::Registers => ("flash_attn_sync", 1),
+            Tiles::Async => ("flash_attn", 1),
+            // Two tiles per warp need 244 registers at head dim 64; more would spill.
+            Tiles::Ldmatrix => ("flash_attn_ldm", if d == 64 { 2 } else { 1 }),
+        }
+    }
+}
+
+/// As `flash_attention`, with the spatial kernels' tile variant chosen by the caller.
 pub fn flash_attention_with(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
-    async_tiles: bool,
+    tiles: Tiles,
 ) -> Result<Option<Tensor>> {
     let d = q.dim(3)?;
     let supported = q.device().is_cuda()
@@ -38,7 +84,7 @@ pub fn flash_attention_with(
     }
     let op = FlashAttention {
         scale: 1.0 / (d as f32).sqrt(),
-        async_tiles,
+        tiles,
     };
     let (q, k, v) = (aligned(q)?, aligned(k)?, aligned(v)?);
     q.apply_op3_no_bwd(&k, &v, &op).map(Some)
@@ -73,7 +119,7 @@ unsafe impl DeviceRepr for Strides {}
 
 struct FlashAttention {
     scale: f32,
-    async_tiles: bool,
+    tiles: Tiles,
 }
 
 impl CustomOp3 for FlashAttention {
@@ -113,50 +159,57 @@ impl CustomOp3 for FlashAttention {
             );
         }
         let dev = q.device().clone();
-        // One warp per 16 queries; short sequences (temporal attention) get one-warp blocks.
-        let warps = if l <= 16 { 1 } else { 4 };
-        // Double-buffered tiles for the spatial kernels; one-warp blocks would lose occupancy to
-        // the second stage's shared memory (and their few keys fit one tile).
-        let kernel = if warps == 4 && self.async_tiles {
-            "flash_attn"
+        // Short sequences (temporal attention) get one-warp blocks, the rest four.
+        let kernel = if l <= 16 {
+            Kernel {
+                family: "flash_attn_sync",
+                warps: 1,
+                tiles_per_warp: 1,
+            }
         } else {
-            "flash_attn_sync"
+            let (family, tiles_per_warp) = self.tiles.kernel(d);
+            Kernel {
+                family,
+                warps: 4,
+                tiles_per_warp,
+            }
         };
         let dims = (n, h, l, s, d);
         let out = match q.dtype() {
-            DType::F16 => launch::<half::f16>(
-                &dev,
-                [(q, ql), (k, kl), (v, vl)],
-                self.scale,
-                (kernel, warps),
-                dims,
-            )?,
-            DType::BF16 => launch::<half::bf16>(
-                &dev,
-                [(q, ql), (k, kl), (v, vl)],
-                self.scale,
-                (kernel, warps),
-                dims,
-            )?,
+            DType::F16 => {
+                launch::<half::f16>(&dev, [(q, ql), (k, kl), (v, vl)], self.scale, kernel, dims)?
+            }
+            DType::BF16 => {
+                launch::<half::bf16>(&dev, [(q, ql), (k, kl), (v, vl)], self.scale, kernel, dims)?
+            }
             other => candle_core::bail!("flash attention: unsupported dtype {other:?}"),
         };
         Ok((out, Shape::from((n, l, h, d))))
     }
 }
 
+/// An entry point of kernels/flash_attn.cu and its block shape.
+struct Kernel {
+    family: &'static str,
+    warps: u32,
+    tiles_per_warp: usize,
+}
+
 fn launch<T>(
     dev: &candle_core::CudaDevice,
     [(q, ql), (k, kl), (v, vl)]: [(&CudaStorage, &Layout); 3],
     scale: f32,
-    (kernel, warps): (&str, u32),
+    kernel: Kernel,
     (n, h, l, s, d): (usize, usize, usize, usize, usize),
 ) -> Result<CudaStorage>
 where
     T: CudaDType + WithDType + DeviceRepr,
 {
     let name = format!(
-        "{kernel}_{}_d{d}_w{warps}",
-        super::kernel_type_name(T::DTYPE)
+        "{}_{}_d{d}_w{}",
+        kernel.family,
+        super::kernel_type_name(T::DTYPE),
+        kernel.warps
     );
     let func = dev.get_or_load_custom_func(&name, "vivify_flash_attn", PTX)?;
     let qs = q.as_cuda_slice::<T>()?.slice(ql.start_offset()..);
@@ -164,10 +217,10 @@ where
     let vs = v.as_cuda_slice::<T>()?.slice(vl.start_offset()..);
     // SAFETY: every element is written by the kernel.
     let out = unsafe { dev.alloc::<T>(n * h * l * d)? };
-    let rows_per_block = 16 * warps as usize;
+    let rows_per_block = 16 * kernel.tiles_per_warp * kernel.warps as usize;
     let cfg = LaunchConfig {
         grid_dim: ((n * h) as u32, l.div_ceil(rows_per_block) as u32, 1),
-        block_dim: (32 * warps, 1, 1),
+        block_dim: (32 * kernel.warps, 1, 1),
         shared_mem_bytes: 0,
     };
     let (h32, l32, s32) = (h as i32, l as i32, s as i32);

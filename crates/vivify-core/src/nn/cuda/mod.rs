@@ -14,6 +14,8 @@ pub mod layer_norm;
 pub mod linear;
 pub mod memory;
 
+use std::sync::OnceLock;
+
 /// The suffix of a kernel's entry point for `dtype` (`layer_norm_f16`, `geglu_bf16`, ...).
 pub(crate) fn kernel_type_name(dtype: candle_core::DType) -> &'static str {
     use candle_core::DType;
@@ -25,19 +27,31 @@ pub(crate) fn kernel_type_name(dtype: candle_core::DType) -> &'static str {
 }
 
 /// Whether one of vivify's CUDA kernels may run: `VIVIFY_CUDA_DISABLE=attention,group_norm,...`
-/// (names: attention, attention_async, group_norm, layer_norm, geglu, linear, elementwise,
-/// frame_conv, cudnn_conv, conv1x1_gemm, or `all`) falls back to candle's ops, for A/B measurements and as a way around a
-/// kernel problem on an untested card.
+/// (names: attention, attention_async, attention_ldmatrix, group_norm, layer_norm, geglu, linear,
+/// elementwise, frame_conv, cudnn_conv, conv1x1_gemm, or `all`) falls back to candle's ops, for
+/// A/B measurements and as a way around a kernel problem on an untested card.
 pub fn enabled(kernel: &str) -> bool {
-    use std::sync::OnceLock;
     static DISABLED: OnceLock<Vec<String>> = OnceLock::new();
-    let disabled = DISABLED.get_or_init(|| {
-        std::env::var("VIVIFY_CUDA_DISABLE")
-            .unwrap_or_default()
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect()
-    });
+    let disabled = DISABLED.get_or_init(|| names("VIVIFY_CUDA_DISABLE"));
     !disabled.iter().any(|d| d == kernel || d == "all")
+}
+
+/// Whether a kernel that is built but not yet verified on a device may run:
+/// `VIVIFY_CUDA_ENABLE=attention_ldmatrix` (the only such kernel now). bench/gpu/run.sh sets it
+/// when the kernel's test passes on the card; once its figures are in, it becomes the default.
+pub fn opted_in(kernel: &str) -> bool {
+    static ENABLED: OnceLock<Vec<String>> = OnceLock::new();
+    let opted = ENABLED.get_or_init(|| names("VIVIFY_CUDA_ENABLE"));
+    opted.iter().any(|e| e == kernel) && enabled(kernel)
+}
+
+/// The comma-separated names in an environment variable. Read once by each caller: the kernels
+/// ask on every call.
+fn names(var: &str) -> Vec<String> {
+    std::env::var(var)
+        .unwrap_or_default()
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }

@@ -220,34 +220,66 @@ __device__ __forceinline__ void flash_fwd(const T* __restrict__ q, const T* __re
         }
     }
 
-    // Online softmax in the log2 domain; e 0,1 belong to row g, e 2,3 to row g + 8.
+    // Online softmax in the log2 domain; e 0,1 belong to row g, e 2,3 to row g + 8. The LDM
+    // variant keeps raw scores (the scale goes into the exponent's FMA) and masks only in the
+    // last tile (a uniform branch): two instructions fewer per score.
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
       float mx0 = m[mt][0], mx1 = m[mt][1];
+      if (LDM) {
+        if (kt + BC > S) {
 #pragma unroll
-      for (int n = 0; n < BC / 8; ++n) {
+          for (int n = 0; n < BC / 8; ++n)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int col = kt + n * 8 + 2 * t + (e & 1);
-          sf[mt][n][e] = col < S ? sf[mt][n][e] * scale_log2 : -INFINITY;
+            for (int e = 0; e < 4; ++e)
+              if (kt + n * 8 + 2 * t + (e & 1) >= S) sf[mt][n][e] = -INFINITY;
         }
-        mx0 = fmaxf(mx0, fmaxf(sf[mt][n][0], sf[mt][n][1]));
-        mx1 = fmaxf(mx1, fmaxf(sf[mt][n][2], sf[mt][n][3]));
+        float raw0 = -INFINITY, raw1 = -INFINITY;
+#pragma unroll
+        for (int n = 0; n < BC / 8; ++n) {
+          raw0 = fmaxf(raw0, fmaxf(sf[mt][n][0], sf[mt][n][1]));
+          raw1 = fmaxf(raw1, fmaxf(sf[mt][n][2], sf[mt][n][3]));
+        }
+        raw0 = fmaxf(raw0, __shfl_xor_sync(0xffffffffu, raw0, 1));
+        raw0 = fmaxf(raw0, __shfl_xor_sync(0xffffffffu, raw0, 2));
+        raw1 = fmaxf(raw1, __shfl_xor_sync(0xffffffffu, raw1, 1));
+        raw1 = fmaxf(raw1, __shfl_xor_sync(0xffffffffu, raw1, 2));
+        // The scale is positive, so the largest raw score is the largest scaled one.
+        mx0 = fmaxf(mx0, raw0 * scale_log2);
+        mx1 = fmaxf(mx1, raw1 * scale_log2);
+      } else {
+#pragma unroll
+        for (int n = 0; n < BC / 8; ++n) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int col = kt + n * 8 + 2 * t + (e & 1);
+            sf[mt][n][e] = col < S ? sf[mt][n][e] * scale_log2 : -INFINITY;
+          }
+          mx0 = fmaxf(mx0, fmaxf(sf[mt][n][0], sf[mt][n][1]));
+          mx1 = fmaxf(mx1, fmaxf(sf[mt][n][2], sf[mt][n][3]));
+        }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
       }
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
       const float c0 = exp2f(m[mt][0] - mx0), c1 = exp2f(m[mt][1] - mx1);
       m[mt][0] = mx0;
       m[mt][1] = mx1;
       float rs0 = 0.f, rs1 = 0.f;
 #pragma unroll
       for (int n = 0; n < BC / 8; ++n) {
-        sf[mt][n][0] = exp2f(sf[mt][n][0] - mx0);
-        sf[mt][n][1] = exp2f(sf[mt][n][1] - mx0);
-        sf[mt][n][2] = exp2f(sf[mt][n][2] - mx1);
-        sf[mt][n][3] = exp2f(sf[mt][n][3] - mx1);
+        if (LDM) {
+          sf[mt][n][0] = exp2f(fmaf(sf[mt][n][0], scale_log2, -mx0));
+          sf[mt][n][1] = exp2f(fmaf(sf[mt][n][1], scale_log2, -mx0));
+          sf[mt][n][2] = exp2f(fmaf(sf[mt][n][2], scale_log2, -mx1));
+          sf[mt][n][3] = exp2f(fmaf(sf[mt][n][3], scale_log2, -mx1));
+        } else {
+          sf[mt][n][0] = exp2f(sf[mt][n][0] - mx0);
+          sf[mt][n][1] = exp2f(sf[mt][n][1] - mx0);
+          sf[mt][n][2] = exp2f(sf[mt][n][2] - mx1);
+          sf[mt][n][3] = exp2f(sf[mt][n][3] - mx1);
+        }
         rs0 += sf[mt][n][0] + sf[mt][n][1];
         rs1 += sf[mt][n][2] + sf[mt][n][3];
       }

@@ -124,6 +124,30 @@ fn flash_attention_variant_matches_the_matmul_path(tiles: Tiles) {
     assert!(flash_attention(&q, &q, &q).unwrap().is_none());
 }
 
+/// The temporal (3,1,1) convolution's GEMMs (nn/cuda/frame_conv.rs): edge frames, the batch of
+/// interior ones, and videos of one and two frames.
+#[test]
+fn frame_conv_matches_the_cpu() {
+    use vivify_core::nn::temporal_conv::conv_over_frames;
+    let dev = cuda();
+    for frames in [1, 2, 3, 16] {
+        let (b, c, c_out, pixels) = (2, 24, 40, 37);
+        let h = Tensor::randn(0f32, 1., (b, frames, c, pixels), &Device::Cpu).unwrap();
+        let w = Tensor::randn(0f32, 0.2, (c_out, c, 3, 1, 1), &Device::Cpu).unwrap();
+        let bias = Tensor::randn(0f32, 1., c_out, &Device::Cpu).unwrap();
+        let reference = conv_over_frames(&h, &w, &bias).unwrap();
+        for dtype in [DType::F16, DType::BF16] {
+            let on = |t: &Tensor| t.to_device(&dev).unwrap().to_dtype(dtype).unwrap();
+            let out = conv_over_frames(&on(&h), &on(&w), &on(&bias)).unwrap();
+            assert_eq!(out.dims(), reference.dims());
+            let err = rel_err(&out, &reference);
+            println!("frame conv {dtype:?} {frames} frames: rel err {err:.2e}");
+            let limit = if dtype == DType::F16 { 3e-3 } else { 2e-2 };
+            assert!(err < limit, "{dtype:?} {frames} frames: {err}");
+        }
+    }
+}
+
 /// Through `convolve`: cuDNN for 3x3 (with the `cudnn` feature), cuBLAS for 1x1.
 #[test]
 fn convolution_matches_the_cpu() {

@@ -59,18 +59,15 @@ impl Stage {
 pub fn conv_over_frames(h: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
     let _p = super::profile::scope("temporal conv (3,1,1)", h.device());
     let (b, f, c, hw) = h.dims4()?;
-    // Zero frame on each side: padding (1, 0, 0).
-    let zeros = Tensor::zeros((b, 1, c, hw), h.dtype(), h.device())?;
-    let padded = Tensor::cat(&[&zeros, h, &zeros], 1)?;
     #[cfg(feature = "cuda")]
     {
-        // (C_out, C, 3, 1, 1) -> (C_out, 3·C) as [tap][channel] for the one-GEMM path.
+        // (C_out, C, 3, 1, 1) -> (C_out, 3·C) as [tap][channel] for the GEMM path.
         let taps = weight
             .squeeze(4)?
             .squeeze(3)?
             .transpose(1, 2)?
             .reshape((weight.dim(0)?, 3 * c))?;
-        if let Some(out) = super::cuda::frame_conv::conv_over_padded_frames(&padded, &taps)? {
+        if let Some(out) = super::cuda::frame_conv::conv_over_frames(h, &taps)? {
             let (c_out, hw) = (out.dim(2)?, out.dim(3)?);
             return super::ops::add_per_channel(
                 &out.reshape((b * f, c_out, hw))?,
@@ -81,6 +78,9 @@ pub fn conv_over_frames(h: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Te
             .reshape((b, f, c_out, hw));
         }
     }
+    // Zero frame on each side: padding (1, 0, 0).
+    let zeros = Tensor::zeros((b, 1, c, hw), h.dtype(), h.device())?;
+    let padded = Tensor::cat(&[&zeros, h, &zeros], 1)?;
     let mut out: Option<Tensor> = None;
     for k in 0..3 {
         let w = weight.i((.., .., k, 0, 0))?.contiguous()?;

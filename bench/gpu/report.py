@@ -29,10 +29,11 @@ def lines(path):
     return out
 
 
-def parity(work, case):
+def parity(work, case, run=None):
+    """vivify's run `run` (default vivify_{case}) against diffusers' at the case."""
     from PIL import Image
     from safetensors.numpy import load_file
-    d, v = os.path.join(work, f"diffusers_{case}"), os.path.join(work, f"vivify_{case}")
+    d, v = os.path.join(work, f"diffusers_{case}"), os.path.join(work, run or f"vivify_{case}")
     try:
         ref = load_file(os.path.join(d, "final_latents.safetensors"))["latents"].astype(np.float64)
         got = load_file(os.path.join(v, "final_latents.safetensors"))["latents"].astype(np.float64)
@@ -49,6 +50,17 @@ def parity(work, case):
     psnr = float("inf") if m == 0 else 10 * math.log10(255 ** 2 / m)
     return {"latents_rel_l2": rel, "psnr_db": psnr, "frames": len(names),
             "pass": rel <= LATENTS_LIMIT and psnr >= PSNR_LIMIT}
+
+
+def sidecar(out, run):
+    """End-to-end seconds, peak device bytes and stage timings from a generate run's sidecar."""
+    path = os.path.join(out, f"{run}.sidecar.json")
+    if not os.path.exists(path):
+        return {}
+    side = json.load(open(path))
+    return {"sec": round(sum(t["seconds"] for t in side.get("timings", [])), 3),
+            "peak_bytes": side.get("plan", {}).get("peak_device_bytes"),
+            "timings": side.get("timings")}
 
 
 def main():
@@ -68,13 +80,7 @@ def main():
         d_step = next((r for r in dif if r.get("event") == "unet_step" and match(r)), {})
         d_e2e = next((r for r in dif if r.get("event") == "end_to_end" and match(r)), {})
         v_step = next((r for r in viv_unet if (r.get("width"), r.get("height"), r.get("frames")) == (w, h, f)), {})
-        side_path = os.path.join(args.out, f"vivify_{case}.sidecar.json")
-        v_e2e = {}
-        if os.path.exists(side_path):
-            side = json.load(open(side_path))
-            v_e2e = {"sec": round(sum(t["seconds"] for t in side.get("timings", [])), 3),
-                     "peak_bytes": side.get("plan", {}).get("peak_device_bytes"),
-                     "timings": side.get("timings")}
+        v_e2e = sidecar(args.out, f"vivify_{case}")
         results["cases"].append({
             "case": case,
             "diffusers": {"sec_per_step": d_step.get("sec_min"), "unet_peak_bytes": d_step.get("peak_bytes"),
@@ -94,6 +100,14 @@ def main():
                                "vivify_tflops": r["extra"].get("tflops"),
                                "ratio": r["ms"] / t["ms"] if t.get("ms") else None})
     results["ablation"] = lines(os.path.join(args.out, "ablation.jsonl"))
+    first = args.cases.split(",")[0]
+    results["residency"] = []
+    for r in ("all", "staged", "streamed-2"):
+        run = f"vivify_{first}" if r == "all" else f"vivify_{first}_{r}"
+        e2e = sidecar(args.out, run)
+        if e2e:
+            results["residency"].append({"case": first, "residency": r, **e2e,
+                                         "parity": parity(args.work, first, run)})
     prof_v = lines(os.path.join(args.out, "profile_vivify.jsonl"))
     prof_d = lines(os.path.join(args.out, "profile_diffusers.jsonl"))
     results["profile"] = {"vivify": prof_v[0].get("profile") if prof_v else None,
@@ -123,6 +137,10 @@ def main():
         print(f"diffusers kernels (ms/step): {results['profile']['diffusers'].get('by_category_ms')}")
     for a in results["ablation"]:
         print(f"ablation: without {a.get('disabled')}: {fmt(a.get('sec_min'))} s/step")
+    for r in results["residency"]:
+        p = r["parity"] or {}
+        print(f"residency {r['residency']} at {r['case']}: e2e {fmt(r['sec'], 2)} s, "
+              f"peak {fmt(gib(r['peak_bytes']), 2)} GiB, parity {'-' if not p else ('PASS' if p['pass'] else 'FAIL')}")
     print("\ncase | s/step diffusers | s/step vivify | ratio | e2e s diffusers | e2e s vivify | ratio | "
           "peak GiB diffusers | peak GiB vivify | latents rel err | PSNR dB | parity")
     for c in results["cases"]:

@@ -9,8 +9,8 @@
 #      DEADLINE (seconds for everything, default 540),
 #      PYTHON (default /opt/torch/.venv/bin/python), STEPS (end-to-end steps, default 10),
 #      CASES (default 512x512x16,1280x704x16,1024x1024x32), SKIP (space-separated phases to skip:
-#      ops unet profile diffusers vivify ablation), ABLATE (what the ablation changes: kernel names
-#      for VIVIFY_CUDA_DISABLE, or VAR=VALUE settings such as VIVIFY_CONV_LAYOUT=nchw, or
+#      ops unet profile diffusers vivify residency ablation), ABLATE (what the ablation changes:
+#      kernel names for VIVIFY_CUDA_DISABLE, or VAR=VALUE settings such as VIVIFY_CONV_LAYOUT=nchw, or
 #      VIVIFY_CUDA_ENABLE= for the step without the kernels the tests switched on).
 # Phases, each under its own time limit, each writing JSON lines to $OUT:
 #   ops        cuda_ops correctness tests; vivify bench-ops and torch_ops.py (conv, attention)
@@ -20,6 +20,7 @@
 #   profile    time per kind of operation in one UNet step at the first case: vivify
 #              (VIVIFY_PROFILE=1 bench-unet) and diffusers (torch_profile.py, torch.profiler)
 #   vivify     vivify generate per case on the same weights, image, prompt and latents
+#   residency  vivify generate at the first case with models loaded per stage, then streamed
 #   ablation   one UNet step at the first case with each of vivify's kernels switched off
 # Last: bench/gpu/report.py prints the table and writes $OUT/results.json.
 set -u
@@ -135,22 +136,38 @@ if ! skip profile; then
   echo "rc=$?"; tail -2 "$OUT/profile_diffusers.err"; head -c 600 "$OUT/profile_diffusers.jsonl"; echo
 fi
 
+# vivify generate on case $1 (WxHxF) with diffusers' inputs for it, into $WORK/$2, log and sidecar
+# to $OUT/$2.*; the rest of the arguments go to generate.
+vivify_generate() {
+  local c=$1 name=$2 W H F D; shift 2
+  IFS=x read -r W H F <<< "$c"
+  D=$WORK/diffusers_$c
+  [ -f "$D/latents.safetensors" ] || { echo "no diffusers inputs for $c"; return; }
+  rm -rf "${WORK:?}/$name"
+  timeout "$(lim 150)" "$BIN" generate --model "$WORK/model" --image "$D/input.png" \
+    --prompt "$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["prompt"])' "$D/case.json")" \
+    --negative-prompt "$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["negative_prompt"])' "$D/case.json")" \
+    --width "$W" --height "$H" --frames "$F" --steps "$STEPS" --guidance 9 --fps 16 --decode-chunk 1 \
+    --latents "$D/latents.safetensors" --output "$WORK/$name/frames" \
+    --output-latents "$WORK/$name/final_latents.safetensors" --device cuda --dtype f16 "$@" \
+    > "$OUT/$name.log" 2>&1
+  echo "rc=$?"; grep -vE "^\s+[0-9]+:|^\s+at " "$OUT/$name.log" | tail -4
+  cp "$WORK/$name"/frames/*.json "$OUT/$name.sidecar.json" 2>/dev/null
+}
+
 if ! skip vivify; then
   for c in "${CASE_LIST[@]}"; do
-    IFS=x read -r W H F <<< "$c"
-    D=$WORK/diffusers_$c
-    [ -f "$D/latents.safetensors" ] || { echo "no diffusers inputs for $c"; continue; }
     phase "vivify generate $c"
-    rm -rf "$WORK/vivify_$c"
-    timeout "$(lim 150)" "$BIN" generate --model "$WORK/model" --image "$D/input.png" \
-      --prompt "$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["prompt"])' "$D/case.json")" \
-      --negative-prompt "$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["negative_prompt"])' "$D/case.json")" \
-      --width "$W" --height "$H" --frames "$F" --steps "$STEPS" --guidance 9 --fps 16 --decode-chunk 1 \
-      --latents "$D/latents.safetensors" --output "$WORK/vivify_$c/frames" \
-      --output-latents "$WORK/vivify_$c/final_latents.safetensors" --device cuda --dtype f16 \
-      > "$OUT/vivify_$c.log" 2>&1
-    echo "rc=$?"; grep -vE "^\s+[0-9]+:|^\s+at " "$OUT/vivify_$c.log" | tail -4
-    cp "$WORK/vivify_$c"/frames/*.json "$OUT/vivify_$c.sidecar.json" 2>/dev/null
+    vivify_generate "$c" "vivify_$c"
+  done
+fi
+
+if ! skip residency; then
+  # Models loaded per stage, and UNet blocks streamed from host memory two at a time: peak memory
+  # and time at the first case, against the all-resident run above (report.py compares them).
+  for r in staged streamed:2; do
+    phase "vivify generate ${CASE_LIST[0]} residency=$r"
+    vivify_generate "${CASE_LIST[0]}" "vivify_${CASE_LIST[0]}_${r/:/-}" --plan "residency=$r"
   done
 fi
 

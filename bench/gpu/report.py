@@ -81,6 +81,13 @@ def main():
         d_e2e = next((r for r in dif if r.get("event") == "end_to_end" and match(r)), {})
         v_step = next((r for r in viv_unet if (r.get("width"), r.get("height"), r.get("frames")) == (w, h, f)), {})
         v_e2e = sidecar(args.out, f"vivify_{case}")
+        # How many cuDNN algorithm choices generate searched for, and how many it found in the
+        # run's cache (VIVIFY_CONV_LOG lines): its e2e time includes those searches only.
+        log_path = os.path.join(args.out, f"vivify_{case}.log")
+        convs = None
+        if os.path.exists(log_path):
+            log = open(log_path, errors="replace").read()
+            convs = {"searched": log.count("(from a search"), "cached": log.count("(from the cache)")}
         results["cases"].append({
             "case": case,
             "diffusers": {"sec_per_step": d_step.get("sec_min"), "unet_peak_bytes": d_step.get("peak_bytes"),
@@ -88,7 +95,7 @@ def main():
                           "steps": d_e2e.get("steps")},
             "vivify": {"sec_per_step": v_step.get("sec_min"), "unet_peak_bytes": v_step.get("peak_bytes"),
                        "e2e_sec": v_e2e.get("sec"), "e2e_peak_bytes": v_e2e.get("peak_bytes"),
-                       "timings": v_e2e.get("timings")},
+                       "timings": v_e2e.get("timings"), "conv_algorithms": convs},
             "parity": parity(args.work, case),
         })
     torch_ops = {(r["op"], r["case"]): r for r in lines(os.path.join(args.out, "ops_torch.jsonl"))}
@@ -151,6 +158,11 @@ def main():
               f"{fmt(gib(d['e2e_peak_bytes']), 2)} | {fmt(gib(v['e2e_peak_bytes']), 2)} | "
               f"{fmt(p.get('latents_rel_l2'), 5)} | {fmt(p.get('psnr_db'), 1)} | "
               f"{'-' if not p else ('PASS' if p['pass'] else 'FAIL')}")
+    for c in results["cases"]:
+        convs = c["vivify"]["conv_algorithms"]
+        if convs:
+            print(f"{c['case']}: vivify generate timed {convs['searched']} cuDNN algorithm searches and took "
+                  f"{convs['cached']} choices from the run's cache, filled by the phases before it")
 
 
 if __name__ == "__main__":

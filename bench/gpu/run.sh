@@ -19,7 +19,9 @@
 #   unet       vivify bench-unet per case (random weights at the same config)
 #   profile    time per kind of operation in one UNet step at the first case: vivify
 #              (VIVIFY_PROFILE=1 bench-unet) and diffusers (torch_profile.py, torch.profiler)
-#   vivify     vivify generate per case on the same weights, image, prompt and latents
+#   vivify     vivify generate per case on the same weights, image, prompt and latents (after
+#              bench-unet, so the UNet's cuDNN algorithms come from the run's cache: the report
+#              counts the searches each generate still ran)
 #   residency  vivify generate at the first case with models loaded per stage, then streamed
 #   ablation   one UNet step at the first case with each of vivify's kernels switched off
 # Last: bench/gpu/report.py prints the table and writes $OUT/results.json.
@@ -34,6 +36,9 @@ STEPS=${STEPS:-10}
 CASES=${CASES:-512x512x16,1280x704x16,1024x1024x32}
 SKIP=${SKIP:-}
 mkdir -p "$OUT" "$WORK"
+# cuDNN algorithm choices go to a file of this run's own, so no figure depends on a stale one.
+export VIVIFY_CONV_CACHE=$WORK/conv-algorithms.json
+rm -f "$VIVIFY_CONV_CACHE"
 . "$HERE/cuda_env.sh"
 export RUST_BACKTRACE=1
 START=$(date +%s)
@@ -144,14 +149,14 @@ vivify_generate() {
   D=$WORK/diffusers_$c
   [ -f "$D/latents.safetensors" ] || { echo "no diffusers inputs for $c"; return; }
   rm -rf "${WORK:?}/$name"
-  timeout "$(lim 150)" "$BIN" generate --model "$WORK/model" --image "$D/input.png" \
+  VIVIFY_CONV_LOG=1 timeout "$(lim 150)" "$BIN" generate --model "$WORK/model" --image "$D/input.png" \
     --prompt "$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["prompt"])' "$D/case.json")" \
     --negative-prompt "$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["negative_prompt"])' "$D/case.json")" \
     --width "$W" --height "$H" --frames "$F" --steps "$STEPS" --guidance 9 --fps 16 --decode-chunk 1 \
     --latents "$D/latents.safetensors" --output "$WORK/$name/frames" \
     --output-latents "$WORK/$name/final_latents.safetensors" --device cuda --dtype f16 "$@" \
     > "$OUT/$name.log" 2>&1
-  echo "rc=$?"; grep -vE "^\s+[0-9]+:|^\s+at " "$OUT/$name.log" | tail -4
+  echo "rc=$?"; grep -vE "^\s+[0-9]+:|^\s+at |^cudnn " "$OUT/$name.log" | tail -4
   cp "$WORK/$name"/frames/*.json "$OUT/$name.sidecar.json" 2>/dev/null
 }
 

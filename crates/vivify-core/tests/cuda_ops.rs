@@ -184,6 +184,69 @@ fn convolution_matches_the_cpu() {
     }
 }
 
+/// A searched cuDNN algorithm is written to the cache file and the next process finds it there
+/// instead of searching: the test runs itself twice as a child process with `VIVIFY_CONV_CACHE`
+/// at a fresh file.
+#[cfg(feature = "cudnn")]
+#[test]
+fn conv_algorithm_choice_is_kept_on_disk() {
+    use vivify_core::nn::conv::convolve;
+    use vivify_core::nn::conv_algorithms::{self, ConvAlgorithmCache};
+    const CHILD: &str = "VIVIFY_TEST_CONV_CACHE_CHILD";
+    // [n, c, h, w, k, kh, kw, stride, padding]: a shape no other test uses.
+    let s = [1, 24, 11, 13, 40, 3, 3, 1, 1];
+    let dev = cuda();
+    let key = vivify_core::nn::cuda::cudnn_conv::disk_key(
+        dev.as_cuda_device().unwrap(),
+        DType::F16,
+        true,
+        s,
+    )
+    .unwrap();
+    if std::env::var_os(CHILD).is_some() {
+        // Whether this process's cache knew the shape before convolving.
+        println!("cached before: {}", conv_algorithms::lookup(&key).is_some());
+        let x = Tensor::randn(0f32, 1., (s[0], s[1], s[2], s[3]), &Device::Cpu).unwrap();
+        let w = Tensor::randn(0f32, 0.2, (s[4], s[1], s[5], s[6]), &Device::Cpu).unwrap();
+        let reference = x.conv2d(&w, s[8], s[7], 1, 1).unwrap();
+        let half = |t: &Tensor| t.to_device(&dev).unwrap().to_dtype(DType::F16).unwrap();
+        let out = convolve(&half(&x), &half(&w), s[7], s[8]).unwrap();
+        let err = rel_err(&out, &reference);
+        assert!(err < 3e-3, "{err}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("conv-algorithms.json");
+    let child = || {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "conv_algorithm_choice_is_kept_on_disk",
+                "--exact",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .env("VIVIFY_CONV_CACHE", &file)
+            .env("VIVIFY_CONV_LAYOUT", "nhwc")
+            .env("VIVIFY_CONV_LOG", "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        println!("{text}");
+        assert!(out.status.success(), "{text}");
+        text
+    };
+    let first = child();
+    assert!(first.contains("cached before: false"), "{first}");
+    assert!(first.contains("(from a search"), "{first}");
+    let recorded = ConvAlgorithmCache::open(Some(file.clone())).get(&key);
+    println!("recorded for {key:?}: {recorded:?}");
+    assert!(recorded.is_some());
+    let second = child();
+    assert!(second.contains("cached before: true"), "{second}");
+    assert!(second.contains("(from the cache)"), "{second}");
+}
+
 #[test]
 fn group_norm_matches_the_cpu() {
     use candle_nn::VarBuilder;

@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod compute;
 pub mod conv;
+pub mod conv_algorithms;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod embeddings;

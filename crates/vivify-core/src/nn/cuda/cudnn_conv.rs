@@ -2,12 +2,14 @@
 //! tensor-core math allowed), with two differences: half types run channels last (NHWC, what the
 //! tensor-core kernels read natively; vivify transposes in and out at full bandwidth), and the
 //! algorithm is chosen by measurement (`FindConvolutionForwardAlgorithmEx` times each one on the
-//! real buffers, once per shape). candle's own cuDNN call accumulates f16 in f16 without
+//! real buffers, once per shape, and the choice is kept on disk for later processes: see
+//! `nn::conv_algorithms`). candle's own cuDNN call accumulates f16 in f16 without
 //! tensor-op math and ran 17-22x slower than PyTorch on the H100; the legacy heuristic's first
 //! pick on NCHW ran 2.5-3.5x slower. f32 keeps NCHW and FMA math so CUDA f32 stays comparable
 //! with the CPU. `VIVIFY_CONV_LAYOUT=nchw|nhwc` pins a layout; `VIVIFY_CONV_LOG=1` prints each
-//! algorithm chosen.
+//! algorithm chosen and whether it came from the disk cache or a search.
 
+use crate::nn::conv_algorithms::{self, Choice, ConvKey};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::cudnn::sys;
 use candle_core::cuda_backend::cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut};
@@ -21,12 +23,12 @@ use std::ffi::c_void;
 use std::rc::Rc;
 
 /// (device, dtype, channels last, [n, c, h, w, k, kh, kw, stride, padding]).
-type ConvKey = (DeviceId, DType, bool, [usize; 9]);
+type PlanKey = (DeviceId, DType, bool, [usize; 9]);
 
 thread_local! {
     // cuDNN handles are neither Send nor Sync: one per thread and device, as candle does.
     static HANDLES: RefCell<HashMap<DeviceId, Rc<Handle>>> = RefCell::new(HashMap::new());
-    static PLANS: RefCell<HashMap<ConvKey, Rc<ConvPlan>>> = RefCell::new(HashMap::new());
+    static PLANS: RefCell<HashMap<PlanKey, Rc<ConvPlan>>> = RefCell::new(HashMap::new());
 }
 
 /// Largest workspace an algorithm may ask for. The winners at the UNet's and VAE's shapes
@@ -175,22 +177,7 @@ impl CudnnConv2d {
     ) -> Result<CudaStorage> {
         let stream = dev.cuda_stream();
         let handle = handle(dev, &stream)?;
-        let key: ConvKey = (
-            dev.id(),
-            T::DTYPE,
-            self.nhwc,
-            [
-                xd.0,
-                xd.1,
-                xd.2,
-                xd.3,
-                wd.0,
-                wd.2,
-                wd.3,
-                self.stride,
-                self.padding,
-            ],
-        );
+        let key: PlanKey = (dev.id(), T::DTYPE, self.nhwc, self.shape(xd, wd));
         // SAFETY: cuDNN writes every element of the output (beta = 0).
         let mut y = unsafe { dev.alloc::<T>(yd.0 * yd.1 * yd.2 * yd.3)? };
         let xs = x.as_cuda_slice::<T>()?.slice(xl.start_offset()..);
@@ -206,15 +193,7 @@ impl CudnnConv2d {
         let plan = match PLANS.with(|p| p.borrow().get(&key).cloned()) {
             Some(plan) => plan,
             None => {
-                let plan = Rc::new(ConvPlan::find(
-                    &handle,
-                    &stream,
-                    data_type(T::DTYPE)?,
-                    self,
-                    (xd, wd, yd),
-                    ptrs,
-                    WORKSPACE_CAP,
-                )?);
+                let plan = Rc::new(self.plan(dev, &handle, T::DTYPE, (xd, wd, yd), ptrs)?);
                 PLANS.with(|p| p.borrow_mut().insert(key, plan.clone()));
                 plan
             }
@@ -223,6 +202,98 @@ impl CudnnConv2d {
         drop((_xg, _wg, _yg));
         Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
     }
+
+    /// [n, c, h, w, k, kh, kw, stride, padding] of logical (N, C, H, W) and (K, C, kh, kw).
+    fn shape(&self, xd: Dims4, wd: Dims4) -> [usize; 9] {
+        let (n, c, h, w) = xd;
+        let (k, _, kh, kw) = wd;
+        [n, c, h, w, k, kh, kw, self.stride, self.padding]
+    }
+
+    /// The plan for a shape this thread has not run yet: the algorithm recorded on disk, else
+    /// one searched for (and recorded).
+    fn plan(
+        &self,
+        dev: &CudaDevice,
+        handle: &Handle,
+        dtype: DType,
+        (xd, wd, yd): (Dims4, Dims4, Dims4),
+        bufs: Buffers,
+    ) -> Result<ConvPlan> {
+        let mut plan = ConvPlan::describe(data_type(dtype)?, self, (xd, wd, yd))?;
+        let key = disk_key(dev, dtype, self.nhwc, self.shape(xd, wd))?;
+        // A recorded choice that cuDNN no longer accepts for these descriptors is searched again.
+        let source = match conv_algorithms::lookup(&key) {
+            Some(choice) if plan.adopt(handle, choice).is_ok() => "the cache".to_string(),
+            _ => {
+                let choice = plan.search(handle, &dev.cuda_stream(), bufs, WORKSPACE_CAP)?;
+                conv_algorithms::record(key, choice);
+                format!("a search, {:.3} ms", choice.time_ms)
+            }
+        };
+        if log_enabled() {
+            eprintln!(
+                "cudnn {} x{xd:?} w{wd:?}: {:?} {:?}, workspace {} KiB (from {source})",
+                if self.nhwc { "nhwc" } else { "nchw" },
+                plan.algo,
+                plan.math,
+                plan.workspace >> 10
+            );
+        }
+        Ok(plan)
+    }
+}
+
+/// The key of this convolution's entry in the on-disk cache of algorithm choices.
+pub fn disk_key(
+    dev: &CudaDevice,
+    dtype: DType,
+    channels_last: bool,
+    shape: [usize; 9],
+) -> Result<ConvKey> {
+    let gpu = dev
+        .cuda_stream()
+        .context()
+        .name()
+        .map_err(candle_core::Error::wrap)?;
+    // SAFETY: a plain query of the loaded library.
+    let cudnn = unsafe { sys::cudnnGetVersion() } as u64;
+    Ok(ConvKey {
+        gpu,
+        cudnn,
+        dtype: dtype.as_str().into(),
+        layout: if channels_last { "nhwc" } else { "nchw" }.into(),
+        shape,
+    })
+}
+
+/// cuDNN's enum for a recorded value; `None` for one this binding does not know.
+fn fwd_algo(v: i32) -> Option<sys::cudnnConvolutionFwdAlgo_t> {
+    use sys::cudnnConvolutionFwdAlgo_t::*;
+    [
+        CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
+        CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM,
+        CUDNN_CONVOLUTION_FWD_ALGO_GEMM,
+        CUDNN_CONVOLUTION_FWD_ALGO_DIRECT,
+        CUDNN_CONVOLUTION_FWD_ALGO_FFT,
+        CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING,
+        CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD,
+        CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED,
+    ]
+    .into_iter()
+    .find(|a| *a as i32 == v)
+}
+
+fn math_type(v: i32) -> Option<sys::cudnnMathType_t> {
+    use sys::cudnnMathType_t::*;
+    [
+        CUDNN_DEFAULT_MATH,
+        CUDNN_TENSOR_OP_MATH,
+        CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION,
+        CUDNN_FMA_MATH,
+    ]
+    .into_iter()
+    .find(|m| *m as i32 == v)
 }
 
 #[derive(Clone, Copy)]
@@ -275,19 +346,20 @@ fn handle(dev: &CudaDevice, stream: &CudaStream) -> Result<Rc<Handle>> {
     })
 }
 
-/// Descriptors, algorithm and workspace size for one convolution shape.
+/// Descriptors, algorithm, math type and workspace size for one convolution shape.
 struct ConvPlan {
     x: sys::cudnnTensorDescriptor_t,
     w: sys::cudnnFilterDescriptor_t,
     y: sys::cudnnTensorDescriptor_t,
     conv: sys::cudnnConvolutionDescriptor_t,
     algo: sys::cudnnConvolutionFwdAlgo_t,
+    math: sys::cudnnMathType_t,
     workspace: usize,
 }
 
 impl Drop for ConvPlan {
     fn drop(&mut self) {
-        // SAFETY: each descriptor was created once by `find`.
+        // SAFETY: each descriptor was created once by `describe`.
         unsafe {
             sys::cudnnDestroyTensorDescriptor(self.x);
             sys::cudnnDestroyFilterDescriptor(self.w);
@@ -298,14 +370,11 @@ impl Drop for ConvPlan {
 }
 
 impl ConvPlan {
-    fn find(
-        handle: &Handle,
-        stream: &std::sync::Arc<CudaStream>,
+    /// The descriptors for one shape; the algorithm is chosen by `adopt` or `search`.
+    fn describe(
         dtype: sys::cudnnDataType_t,
         op: &CudnnConv2d,
         (xd, wd, yd): (Dims4, Dims4, Dims4),
-        bufs: Buffers,
-        workspace_cap: usize,
     ) -> Result<Self> {
         let i = |v: usize| v as i32;
         let format = if op.nhwc {
@@ -313,17 +382,23 @@ impl ConvPlan {
         } else {
             sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW
         };
-        let half = dtype != sys::cudnnDataType_t::CUDNN_DATA_FLOAT;
+        // The math type a search starts from: tensor cores for half types, FMA for f32.
+        let math = if dtype == sys::cudnnDataType_t::CUDNN_DATA_FLOAT {
+            sys::cudnnMathType_t::CUDNN_FMA_MATH
+        } else {
+            sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH
+        };
         let mut plan = ConvPlan {
             x: std::ptr::null_mut(),
             w: std::ptr::null_mut(),
             y: std::ptr::null_mut(),
             conv: std::ptr::null_mut(),
             algo: sys::cudnnConvolutionFwdAlgo_t::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
+            math,
             workspace: 0,
         };
         // SAFETY: descriptors are created into the plan (destroyed by its Drop) and described
-        // with the buffers' exact shapes; Find runs on those buffers.
+        // with the buffers' exact shapes.
         unsafe {
             check(sys::cudnnCreateTensorDescriptor(&mut plan.x))?;
             check(sys::cudnnCreateFilterDescriptor(&mut plan.w))?;
@@ -367,13 +442,44 @@ impl ConvPlan {
                 sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
                 sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
             ))?;
-            let math = if half {
-                sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH
-            } else {
-                sys::cudnnMathType_t::CUDNN_FMA_MATH
-            };
-            check(sys::cudnnSetConvolutionMathType(plan.conv, math))?;
         }
+        Ok(plan)
+    }
+
+    /// Takes a recorded choice without searching; cuDNN's workspace query doubles as the check
+    /// that the algorithm still runs these descriptors in that math type.
+    fn adopt(&mut self, handle: &Handle, choice: Choice) -> Result<()> {
+        let bad = || candle_core::Error::Msg(format!("cudnn conv2d: recorded {choice:?}"));
+        let algo = fwd_algo(choice.algo).ok_or_else(bad)?;
+        let math = math_type(choice.math_type).ok_or_else(bad)?;
+        let mut workspace = 0;
+        // SAFETY: descriptors this plan owns; the size is written into a local.
+        unsafe {
+            check(sys::cudnnSetConvolutionMathType(self.conv, math))?;
+            check(sys::cudnnGetConvolutionForwardWorkspaceSize(
+                handle.0,
+                self.x,
+                self.w,
+                self.conv,
+                self.y,
+                algo,
+                &mut workspace,
+            ))?;
+        }
+        (self.algo, self.math, self.workspace) = (algo, math, workspace);
+        Ok(())
+    }
+
+    /// Times every algorithm on the real buffers and takes the fastest that ran.
+    fn search(
+        &mut self,
+        handle: &Handle,
+        stream: &std::sync::Arc<CudaStream>,
+        bufs: Buffers,
+        workspace_cap: usize,
+    ) -> Result<Choice> {
+        // SAFETY: a descriptor this plan owns.
+        unsafe { check(sys::cudnnSetConvolutionMathType(self.conv, self.math))? };
         // The largest workspace the device can spare right now, up to the cap.
         let mut cap = workspace_cap;
         let scratch = loop {
@@ -393,12 +499,12 @@ impl ConvPlan {
             unsafe {
                 check(sys::cudnnFindConvolutionForwardAlgorithmEx(
                     handle.0,
-                    plan.x,
+                    self.x,
                     bufs.x,
-                    plan.w,
+                    self.w,
                     bufs.w,
-                    plan.conv,
-                    plan.y,
+                    self.conv,
+                    self.y,
                     bufs.y,
                     ALGOS as i32,
                     &mut returned,
@@ -414,21 +520,15 @@ impl ConvPlan {
             .iter()
             .find(|p| p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS && p.memory <= cap)
             .ok_or_else(|| candle_core::Error::Msg("cudnn conv2d: no algorithm ran".into()))?;
-        plan.algo = best.algo;
-        plan.workspace = best.memory;
+        (self.algo, self.math, self.workspace) = (best.algo, best.mathType, best.memory);
         // SAFETY: a descriptor this plan owns.
-        unsafe { check(sys::cudnnSetConvolutionMathType(plan.conv, best.mathType))? };
-        if log_enabled() {
-            eprintln!(
-                "cudnn {} x{xd:?} w{wd:?}: {:?} {:?} {:.3} ms, workspace {} KiB",
-                if op.nhwc { "nhwc" } else { "nchw" },
-                best.algo,
-                best.mathType,
-                best.time,
-                best.memory >> 10
-            );
-        }
-        Ok(plan)
+        unsafe { check(sys::cudnnSetConvolutionMathType(self.conv, best.mathType))? };
+        Ok(Choice {
+            algo: best.algo as i32,
+            math_type: best.mathType as i32,
+            workspace_bytes: best.memory as u64,
+            time_ms: best.time,
+        })
     }
 
     fn run(

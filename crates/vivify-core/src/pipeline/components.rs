@@ -93,7 +93,7 @@ pub(super) enum RunModels<'a> {
     },
 }
 
-impl<'a> RunModels<'a> {
+impl RunModels<'_> {
     /// The component `pick` chooses from resident models, or `load`s from the store.
     fn component<T>(
         &self,

@@ -187,6 +187,10 @@ pub struct GenerateArgs {
     /// Where a run that runs out of memory for good saves its latents (default: beside --output).
     #[arg(long, value_name = "DIR")]
     pub checkpoint_dir: Option<PathBuf>,
+    /// Testing aid: denoising runs out of memory until its plan is this many rungs down its
+    /// ladder (a simulated memory budget, for CPU runs).
+    #[arg(long, hide = true, value_name = "RUNGS")]
+    pub simulate_denoise_oom: Option<usize>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }

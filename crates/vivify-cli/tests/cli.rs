@@ -783,3 +783,67 @@ fn generate_runs_staged_and_streamed_with_the_same_frames() {
     );
     assert!(streamed == resident, "streamed frames differ");
 }
+
+/// An all-resident run that runs out of memory past every chunking rung frees its models and
+/// steps down to staged, then streamed weights, ending with the frames of an all-resident run
+/// at the same chunking.
+#[test]
+fn generate_steps_an_all_resident_run_down_to_streamed_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let chunked = [
+        "sequential-guidance=true",
+        "attention-query-chunk=1024",
+        "attention-head-chunk=1",
+        "ff-chunk=1024",
+        "frame-chunk=1",
+        "pixel-chunk=1024",
+        "conv-frame-chunk=1",
+    ];
+    let plan_args = |residency: &str| -> Vec<String> {
+        let mut args = vec!["--seed".into(), "3".into()];
+        for setting in chunked.iter().copied().chain([residency]) {
+            args.extend(["--plan".into(), setting.to_string()]);
+        }
+        args
+    };
+    let frames = |path: &Path| -> Vec<Vec<u8>> {
+        (0..3)
+            .map(|i| std::fs::read(path.join(format!("{i:04}.png"))).unwrap())
+            .collect()
+    };
+    let reference = dir.path().join("reference");
+    let args = plan_args("residency=all");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = generate_tiny(&reference, &args);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Far more rungs than the ladder has: denoising fits only at its bottom.
+    let stepped = dir.path().join("stepped");
+    let out = generate_tiny(
+        &stepped,
+        &[&args[..], &["--simulate-denoise-oom", "99"]].concat(),
+    );
+    let report = text(&out);
+    assert!(out.status.success(), "{report}");
+    for step_down in [
+        "denoise: out of memory, model weights all resident -> model weights staged",
+        "denoise: out of memory, UNet weights staged -> UNet weights streamed:2",
+        "denoise: out of memory, UNet weights streamed:2 -> UNet weights streamed:1",
+    ] {
+        assert!(report.contains(step_down), "{step_down}: {report}");
+    }
+    let meta = vivify_video::Metadata::read(&stepped.join("metadata.json")).unwrap();
+    assert_eq!(
+        meta.plan["execution_plan"]["plan"]["residency"]["streamed_unet"]["resident_blocks"], 1,
+        "{meta:?}"
+    );
+    assert_eq!(
+        meta.plan["step_downs"].as_array().unwrap().len(),
+        3,
+        "{meta:?}"
+    );
+    assert!(
+        frames(&stepped) == frames(&reference),
+        "stepped-down frames differ"
+    );
+}

@@ -126,7 +126,8 @@ fn classifier_recognises_allocation_failures() {
 #[test]
 fn ladders_step_down_to_their_bottom() {
     let start = StagePlan::of(&request());
-    // Denoise: sequential guidance, then two sizes of each of six chunkings.
+    // Denoise: sequential guidance, two sizes of each of six chunkings, then where the weights
+    // live: staged, then the UNet's blocks streamed, two on the device, then one.
     let mut plan = start;
     let mut changes = Vec::new();
     while let Some((next, change)) = step_down(&plan, Stage::Denoise) {
@@ -134,10 +135,22 @@ fn ladders_step_down_to_their_bottom() {
         changes.push(change);
         plan = next;
     }
-    assert_eq!(changes.len(), 13, "{changes:?}");
+    assert_eq!(changes.len(), 16, "{changes:?}");
     assert_eq!(changes[0], "sequential guidance: off -> on");
     assert_eq!(changes[1], "attention query chunk: all -> 4096");
     assert_eq!(changes[2], "attention query chunk: 4096 -> 1024");
+    assert_eq!(
+        changes[13..],
+        [
+            "model weights: all resident -> staged",
+            "UNet weights: staged -> streamed:2",
+            "UNet weights: streamed:2 -> streamed:1"
+        ]
+    );
+    assert_eq!(
+        plan.plan.residency,
+        Residency::StreamedUnet { resident_blocks: 1 }
+    );
     let c = plan.plan.compute;
     assert_eq!(
         (
@@ -157,26 +170,18 @@ fn ladders_step_down_to_their_bottom() {
             Some(1)
         )
     );
-    // A run that loads its models per stage has two rungs more: the UNet's blocks streamed, two
-    // on the device, then one.
-    let mut staged = plan;
+    // A run that starts staged steps down the same chunkings to the same tail, less its first
+    // rung.
+    let mut staged = start;
     staged.plan.residency = Residency::Staged;
-    let mut tail = Vec::new();
+    let mut staged_changes = Vec::new();
     while let Some((next, change)) = step_down(&staged, Stage::Denoise) {
-        tail.push(change);
+        staged_changes.push(change);
         staged = next;
     }
-    assert_eq!(
-        tail,
-        vec![
-            "UNet weights: staged -> streamed:2",
-            "UNet weights: streamed:2 -> streamed:1"
-        ]
-    );
-    assert_eq!(
-        staged.plan.residency,
-        Residency::StreamedUnet { resident_blocks: 1 }
-    );
+    assert_eq!(staged_changes[..13], changes[..13]);
+    assert_eq!(staged_changes[13..], changes[14..]);
+    assert_eq!(staged.plan.residency, plan.plan.residency);
 
     // A chunk already below a rung's size skips that rung.
     let mut small = start;

@@ -8,12 +8,12 @@ use vivify_core::models::unet::{BlockId, UNetInputs, UNetModel};
 use vivify_core::nn::compute::ComputeOptions;
 use vivify_core::pipeline::components::Components;
 use vivify_core::pipeline::generate::{
-    GenerateOptions, Generation, Stage, generate, generate_from, resume_from,
+    Event, GenerateOptions, Generation, Progress, Stage, generate, generate_from, resume_from,
 };
 use vivify_core::pipeline::pillow_resize::Rgb8;
 use vivify_core::pipeline::plan::{ExecutionPlan, Residency};
 use vivify_core::pipeline::recovery::{
-    BudgetGuard, Checkpoint, FailAt, FaultPoint, StagePlan, step_down,
+    BudgetGuard, Checkpoint, FailAt, FaultInjector, FaultPoint, StagePlan, step_down,
 };
 use vivify_core::pipeline::request::GenerationRequest;
 use vivify_core::pipeline::store::ModelStore;
@@ -260,6 +260,164 @@ fn a_staged_run_steps_down_to_streamed_weights() {
     );
     assert_eq!(out.final_plan().plan.residency, guard.needed.plan.residency);
     assert_same("staged, stepped down to streamed", &out, &baseline, 1e-5);
+}
+
+/// The number of denoising rungs from `start` down to the plan where the weights first leave
+/// `residency`.
+fn rungs_to_leave(start: StagePlan, residency: Residency) -> usize {
+    let mut rungs = 0;
+    let mut p = start;
+    while p.plan.residency == residency {
+        p = step_down(&p, Stage::Denoise).expect("a rung below").0;
+        rungs += 1;
+    }
+    rungs
+}
+
+/// An all-resident run from a store that runs out of memory with every chunking rung taken
+/// frees its encoders and VAE (staged weights) and finishes with the frames of an all-resident
+/// run at that plan.
+#[test]
+fn an_all_resident_run_steps_down_to_staged_weights() {
+    let req = request(Residency::AllResident);
+    let start = StagePlan::of(&req);
+    let guard = BudgetGuard::after_rungs(
+        Stage::Denoise,
+        start,
+        rungs_to_leave(start, Residency::AllResident),
+    );
+    assert_eq!(guard.needed.plan.residency, Residency::Staged);
+    let store = store();
+    let out = from_store(
+        &store,
+        &req,
+        &GenerateOptions {
+            injector: Some(&guard),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let last = out.step_downs.last().expect("stepped down");
+    assert_eq!(
+        (last.from.as_str(), last.to.as_str()),
+        ("model weights all resident", "model weights staged")
+    );
+    assert_eq!(out.final_plan().plan, guard.needed.plan);
+    // Every step ran at the guard's plan: the frames of an all-resident run at it, exactly.
+    let models = tiny_models(DType::F32, &Device::Cpu).unwrap();
+    let resident = GenerationRequest {
+        plan: ExecutionPlan {
+            residency: Residency::AllResident,
+            ..guard.needed.plan
+        },
+        ..request(Residency::AllResident)
+    };
+    let expected = generate(&models, &resident, &Device::Cpu, |_| {}).unwrap();
+    assert_same("all resident, stepped down to staged", &out, &expected, 0.0);
+}
+
+/// Runs out of memory from denoising step `from` on, until the plan is as low as `guard` needs.
+struct FromStep {
+    from: usize,
+    guard: BudgetGuard,
+}
+
+impl FaultInjector for FromStep {
+    fn check(&self, point: FaultPoint, plan: &StagePlan) -> candle_core::Result<()> {
+        match point {
+            FaultPoint::DenoiseStep(n) if n >= self.from => self.guard.check(point, plan),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The caller's warm models: a run that steps down past staged weights frees them, streams the
+/// UNet and goes on from its last finished step to the frames of an uninterrupted run.
+#[test]
+fn a_warm_run_frees_its_models_and_steps_down_to_streamed_weights() {
+    let baseline = baseline();
+    let req = request(Residency::AllResident);
+    let start = StagePlan::of(&req);
+    let to_streamed = rungs_to_leave(start, Residency::AllResident) + 1;
+    let injector = FromStep {
+        from: 1,
+        guard: BudgetGuard::after_rungs(Stage::Denoise, start, to_streamed),
+    };
+    assert_eq!(
+        injector.guard.needed.plan.residency,
+        Residency::StreamedUnet { resident_blocks: 2 }
+    );
+    let store = store();
+    let mut warm = Some(store.load_all().unwrap());
+    let mut events = Vec::new();
+    let out = generate_from(
+        Components::Warm {
+            models: &mut warm,
+            store: &store,
+        },
+        &req,
+        &Device::Cpu,
+        &GenerateOptions {
+            injector: Some(&injector),
+            ..Default::default()
+        },
+        |e| events.push(e),
+    )
+    .unwrap();
+    assert!(warm.is_none(), "the warm models were not freed");
+    let tos: Vec<&str> = out.step_downs.iter().map(|s| s.to.as_str()).collect();
+    assert_eq!(
+        tos[tos.len() - 2..],
+        ["model weights staged", "UNet weights streamed:2"]
+    );
+    assert_eq!(out.final_plan().plan, injector.guard.needed.plan);
+    // Each step ran once: the first all resident, the others after the step-downs.
+    let steps: Vec<usize> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Progress(Progress::Step(s)) => Some(s.step),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps, vec![1, 2, 3]);
+    assert_same("warm, stepped down to streamed", &out, &baseline, 1e-5);
+
+    // Without a step down the warm models stay.
+    let mut warm = Some(store.load_all().unwrap());
+    let components = Components::Warm {
+        models: &mut warm,
+        store: &store,
+    };
+    let out = generate_from(components, &req, &Device::Cpu, &Default::default(), |_| {}).unwrap();
+    assert!(warm.is_some(), "the warm models were freed");
+    assert_same("warm", &out, &baseline, 0.0);
+}
+
+/// Models the caller holds cannot be freed or reloaded: such a run stops at the bottom of the
+/// chunking rungs.
+#[test]
+fn a_run_on_the_callers_models_has_no_residency_rungs() {
+    let models = tiny_models(DType::F32, &Device::Cpu).unwrap();
+    let req = request(Residency::AllResident);
+    let start = StagePlan::of(&req);
+    let guard = BudgetGuard::after_rungs(
+        Stage::Denoise,
+        start,
+        rungs_to_leave(start, Residency::AllResident),
+    );
+    let err = generate_from(
+        Components::Resident(&models),
+        &req,
+        &Device::Cpu,
+        &GenerateOptions {
+            injector: Some(&guard),
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .unwrap_err();
+    assert!(err.is_out_of_memory(), "{err}");
+    assert!(!err.to_string().contains("weights"), "{err}");
 }
 
 fn unet_inputs_run(unet: &dyn UNetModel) -> Tensor {

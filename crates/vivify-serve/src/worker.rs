@@ -30,7 +30,9 @@ pub type ModelLoader = Arc<dyn Fn() -> Result<I2VGenXLModels> + Send + Sync>;
 pub struct WorkerConfig {
     pub loader: ModelLoader,
     /// Where a job whose plan loads models per stage (staged or streamed residency) takes
-    /// them from; without one every job runs on the warm, all-resident models.
+    /// them from, and where a job on the warm models goes on from when it steps down to staged
+    /// weights; without one every job runs on the warm, all-resident models, whose ladder ends
+    /// above staged weights.
     pub store: Option<ModelStore>,
     pub device: Device,
     pub dtype: DType,
@@ -243,9 +245,12 @@ impl Worker {
             }
             self.ensure_model()?;
         }
-        let components = match (&self.config.store, &self.models) {
+        // With a store, the warm models are lent to the run: a step down to staged weights
+        // frees them (the next all-resident job loads them again).
+        let components = match (&self.config.store, &mut self.models) {
             (Some(store), _) if staged => Components::Store(store),
-            (_, Some(models)) => Components::Resident(models),
+            (Some(store), models @ Some(_)) => Components::Warm { models, store },
+            (None, Some(models)) => Components::Resident(models),
             _ => anyhow::bail!("no model"),
         };
         let step_delay = self.config.step_delay;
@@ -308,6 +313,10 @@ impl Worker {
             ),
             None => generate_from(components, &request, device, &options, on_event),
         };
+        if self.models.is_none() && !staged {
+            self.shared.model_loaded.store(false, Ordering::SeqCst);
+            info!(job = %id, "warm model freed: the job stepped down to staged weights");
+        }
         let generation = match result {
             Ok(g) => g,
             Err(e) => {

@@ -15,7 +15,7 @@ use vivify_core::pipeline::generate::{
     Event, GenerateOptions, Generation, Progress, Stage, generate_from, resume_from,
 };
 use vivify_core::pipeline::preprocess::load_image;
-use vivify_core::pipeline::recovery::Checkpoint;
+use vivify_core::pipeline::recovery::{BudgetGuard, Checkpoint, FaultInjector, StagePlan};
 use vivify_core::pipeline::request::GenerationRequest;
 use vivify_video::metadata::OutputInfo;
 use vivify_video::{
@@ -82,23 +82,15 @@ pub fn run(args: &GenerateArgs) -> Result<ExitCode> {
         )?,
     };
     request.validate()?;
-    // All resident: every model loaded now, as before any stage runs; otherwise each stage
-    // loads its own from the store.
-    let models = match request.plan.residency.is_staged() {
-        false => Some(
-            store
-                .load_all()
-                .with_context(|| format!("--model {}", args.model.model))?,
-        ),
-        true => None,
-    };
-    let components = match &models {
-        Some(m) => Components::Resident(m),
-        None => Components::Store(&store),
-    };
+    // From the store: an all-resident plan loads every model before any stage runs (and frees
+    // them if it steps down to staged weights), other plans load each stage's own.
+    let components = Components::Store(&store);
 
+    let guard = args
+        .simulate_denoise_oom
+        .map(|rungs| BudgetGuard::after_rungs(Stage::Denoise, StagePlan::of(&request), rungs));
     let options = GenerateOptions {
-        injector: None,
+        injector: guard.as_ref().map(|g| g as &dyn FaultInjector),
         checkpoint_dir: Some(args.checkpoint_dir.clone().unwrap_or_else(|| {
             let parent = args.output.parent().unwrap_or(Path::new("."));
             if parent.as_os_str().is_empty() {

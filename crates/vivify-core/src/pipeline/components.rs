@@ -1,5 +1,6 @@
-//! What a run takes its models from: models the caller holds (all resident), or a store that
-//! loads each component when its stage starts and frees it when the stage ends.
+//! What a run takes its models from: models the caller holds, or a store that loads each
+//! component when its stage starts and frees it when the stage ends (or, for an all-resident
+//! plan, all of them up front, until a step down to staged weights frees them).
 
 use super::models::{I2VGenXLModels, check_compatible};
 use super::plan::Residency;
@@ -13,13 +14,54 @@ use crate::models::vae::AutoencoderKL;
 use crate::scheduler::DdimConfig;
 use std::ops::Deref;
 
-#[derive(Clone, Copy)]
 pub enum Components<'a> {
     /// Models the caller keeps loaded: every stage borrows them, whatever the plan's residency
-    /// (what the caller holds stays held).
+    /// (what the caller holds stays held, so the run has no rungs that change residency).
     Resident(&'a I2VGenXLModels),
-    /// Components loaded per stage, as the plan's residency says.
+    /// Components from a store: an all-resident plan loads them all when the run starts, other
+    /// plans load each stage's models as the plan's residency says.
     Store(&'a ModelStore),
+    /// The caller's warm, all-resident models (loaded from `store` if None) and the store they
+    /// came from: a plan that loads models per stage, from the start or after a step down,
+    /// frees them (leaving None) so the memory they held is there for the run.
+    Warm {
+        models: &'a mut Option<I2VGenXLModels>,
+        store: &'a ModelStore,
+    },
+}
+
+impl<'a> Components<'a> {
+    fn configs(&self) -> Result<ModelConfigs> {
+        match self {
+            Components::Resident(m) => Ok(m.configs()),
+            Components::Store(store) | Components::Warm { store, .. } => store.configs(),
+        }
+    }
+
+    /// Checks that the components fit together before any work.
+    pub(super) fn check_compatible(&self) -> Result<()> {
+        check_compatible(&self.configs()?)
+    }
+
+    /// The models a run of `residency` starts with: from a store, all four loaded (into `own`
+    /// unless the caller lent a slot) for an all-resident plan, none otherwise.
+    pub(super) fn open(
+        self,
+        residency: Residency,
+        own: &'a mut Option<I2VGenXLModels>,
+    ) -> Result<RunModels<'a>> {
+        let (store, resident) = match self {
+            Components::Resident(m) => return Ok(RunModels::Fixed(m)),
+            Components::Store(store) => (store, own),
+            Components::Warm { models, store } => (store, models),
+        };
+        if residency.is_staged() {
+            *resident = None;
+        } else if resident.is_none() {
+            *resident = Some(store.load_all()?);
+        }
+        Ok(RunModels::Store { store, resident })
+    }
 }
 
 /// A component for one stage: borrowed from resident models, or loaded for the stage and
@@ -39,61 +81,96 @@ impl<T: ?Sized> Deref for Held<'_, T> {
     }
 }
 
-impl<'a> Components<'a> {
-    pub fn configs(&self) -> Result<ModelConfigs> {
+/// The models of a run as it goes.
+pub(super) enum RunModels<'a> {
+    /// The caller's: every stage borrows them.
+    Fixed(&'a I2VGenXLModels),
+    /// From `store`: all four held in `resident` while the plan keeps them resident, otherwise
+    /// each stage loads its own.
+    Store {
+        store: &'a ModelStore,
+        resident: &'a mut Option<I2VGenXLModels>,
+    },
+}
+
+impl RunModels<'_> {
+    /// The component `pick` chooses from resident models, or `load`s from the store.
+    fn component<T>(
+        &self,
+        pick: impl FnOnce(&I2VGenXLModels) -> &T,
+        load: impl FnOnce(&ModelStore) -> Result<T>,
+    ) -> Result<Held<'_, T>> {
+        Ok(match self {
+            RunModels::Fixed(m) => Held::Borrowed(pick(m)),
+            RunModels::Store { resident, store } => match resident.as_ref() {
+                Some(m) => Held::Borrowed(pick(m)),
+                None => Held::Loaded(Box::new(load(store)?)),
+            },
+        })
+    }
+
+    /// Whether the run can change where its weights live: only models it can reload can be
+    /// freed or streamed.
+    pub(super) fn can_change_residency(&self) -> bool {
+        matches!(self, RunModels::Store { .. })
+    }
+
+    pub(super) fn scheduler(&self) -> Result<DdimConfig> {
         match self {
-            Components::Resident(m) => Ok(m.configs()),
-            Components::Store(s) => s.configs(),
+            RunModels::Fixed(m) => Ok(m.scheduler.clone()),
+            RunModels::Store { store, .. } => store.scheduler(),
         }
     }
 
-    /// Checks that the components fit together before any work.
-    pub fn check_compatible(&self) -> Result<()> {
-        check_compatible(&self.configs()?)
+    pub(super) fn tokenizer(&self) -> Result<Held<'_, ClipTokenizer>> {
+        self.component(|m| &m.tokenizer, ModelStore::tokenizer)
     }
 
-    pub fn scheduler(&self) -> Result<DdimConfig> {
-        match self {
-            Components::Resident(m) => Ok(m.scheduler.clone()),
-            Components::Store(s) => s.scheduler(),
+    pub(super) fn text_encoder(&self) -> Result<Held<'_, ClipTextModel>> {
+        self.component(|m| &m.text_encoder, ModelStore::text_encoder)
+    }
+
+    pub(super) fn image_encoder(&self) -> Result<Held<'_, ClipVisionModelWithProjection>> {
+        self.component(|m| &m.image_encoder, ModelStore::image_encoder)
+    }
+
+    pub(super) fn vae(&self) -> Result<Held<'_, AutoencoderKL>> {
+        self.component(|m| &m.vae, ModelStore::vae)
+    }
+
+    /// The UNet for a denoising step of `residency`. While the run holds its models, the
+    /// resident one; the first step of a staged (or lower) plan frees them and keeps their UNet
+    /// in `loaded`, where the store's UNet is reloaded whenever `residency` changes (the old one
+    /// dropped first, so the two are never on the device together).
+    pub(super) fn unet<'s>(
+        &'s mut self,
+        residency: Residency,
+        loaded: &'s mut LoadedUnet,
+    ) -> Result<&'s dyn UNetModel> {
+        let (store, resident) = match self {
+            RunModels::Fixed(m) => return Ok(&m.unet),
+            RunModels::Store { store, resident } => (*store, resident),
+        };
+        if residency.is_staged()
+            && let Some(models) = resident.take()
+        {
+            // A step down to staged weights: the encoders and the VAE go, the UNet stays.
+            *loaded = Some((Residency::Staged, Box::new(models.unet)));
         }
-    }
-
-    pub fn tokenizer(&self) -> Result<Held<'a, ClipTokenizer>> {
-        Ok(match self {
-            Components::Resident(m) => Held::Borrowed(&m.tokenizer),
-            Components::Store(s) => Held::Loaded(Box::new(s.tokenizer()?)),
-        })
-    }
-
-    pub fn text_encoder(&self) -> Result<Held<'a, ClipTextModel>> {
-        Ok(match self {
-            Components::Resident(m) => Held::Borrowed(&m.text_encoder),
-            Components::Store(s) => Held::Loaded(Box::new(s.text_encoder()?)),
-        })
-    }
-
-    pub fn image_encoder(&self) -> Result<Held<'a, ClipVisionModelWithProjection>> {
-        Ok(match self {
-            Components::Resident(m) => Held::Borrowed(&m.image_encoder),
-            Components::Store(s) => Held::Loaded(Box::new(s.image_encoder()?)),
-        })
-    }
-
-    pub fn vae(&self) -> Result<Held<'a, AutoencoderKL>> {
-        Ok(match self {
-            Components::Resident(m) => Held::Borrowed(&m.vae),
-            Components::Store(s) => Held::Loaded(Box::new(s.vae()?)),
-        })
-    }
-
-    /// The UNet for the denoising stage: whole, or streamed block by block when `residency`
-    /// asks for it and the components come from a store.
-    pub fn unet(&self, residency: Residency) -> Result<Held<'a, dyn UNetModel + 'a>> {
-        Ok(match (self, residency.streamed_blocks()) {
-            (Components::Resident(m), _) => Held::Borrowed(&m.unet),
-            (Components::Store(s), None) => Held::Loaded(Box::new(s.unet()?)),
-            (Components::Store(s), Some(n)) => Held::Loaded(Box::new(s.streamed_unet(n)?)),
-        })
+        if let Some(m) = resident.as_ref() {
+            return Ok(&m.unet);
+        }
+        if loaded.as_ref().map(|(r, _)| *r) != Some(residency) {
+            *loaded = None;
+            let unet: Box<dyn UNetModel> = match residency.streamed_blocks() {
+                None => Box::new(store.unet()?),
+                Some(n) => Box::new(store.streamed_unet(n)?),
+            };
+            *loaded = Some((residency, unet));
+        }
+        Ok(&*loaded.as_ref().expect("loaded above").1)
     }
 }
+
+/// The UNet a run loaded for denoising, and the residency it was loaded for.
+pub(super) type LoadedUnet = Option<(Residency, Box<dyn UNetModel>)>;

@@ -1,10 +1,9 @@
 //! Image + prompt -> frames: diffusers' `I2VGenXLPipeline.__call__`, stage by stage.
 
-use super::components::{Components, Held};
+use super::components::{Components, LoadedUnet};
 use super::denoise::{Conditioning, Denoiser, StepProgress, uses_guidance};
 use super::models::I2VGenXLModels;
 use super::pillow_resize::Rgb8;
-use super::plan::Residency;
 use super::preprocess::{clip_pixel_values, vae_pixel_values};
 use super::recovery::{
     CHECKPOINT_VERSION, Checkpoint, CheckpointMeta, FaultInjector, FaultPoint, StagePlan, StepDown,
@@ -13,7 +12,6 @@ use super::recovery::{
 use super::request::GenerationRequest;
 use crate::models::clip::{ClipTextModel, ClipVisionModelWithProjection};
 use crate::models::tokenizer::ClipTokenizer;
-use crate::models::unet::UNetModel;
 use crate::models::vae::AutoencoderKL;
 use crate::nn::compute::ComputeOptions;
 use crate::scheduler::{DdimScheduler, gaussian_noise};
@@ -131,6 +129,9 @@ struct Runner<'a, F: FnMut(Event)> {
     on_event: &'a mut F,
     injector: Option<&'a dyn FaultInjector>,
     plans: [StagePlan; 4],
+    /// Whether rungs that change where the weights live are open: only to a run that can
+    /// reload its models from a store.
+    residency_rungs: bool,
     step_downs: Vec<StepDown>,
     timings: Vec<(Stage, Duration)>,
 }
@@ -177,7 +178,10 @@ impl<F: FnMut(Event)> Runner<'_, F> {
                 .next()
                 .unwrap_or_default()
                 .to_string();
-            let Some((next, change)) = step_down(&plan, stage) else {
+            let next = step_down(&plan, stage).filter(|(next, _)| {
+                self.residency_rungs || next.plan.residency == plan.plan.residency
+            });
+            let Some((next, change)) = next else {
                 let tried: Vec<String> = self
                     .step_downs
                     .iter()
@@ -326,7 +330,8 @@ pub fn generate_with(
 
 /// [`generate_with`] taking the models from `components`: from a store, each stage loads the
 /// models it runs and frees them after, as `req.plan.residency` says (staged, or the UNet's
-/// blocks streamed); the frames are those of an all-resident run.
+/// blocks streamed), and an all-resident run (loaded from the store or lent warm) can step down
+/// to those; the frames are those of an all-resident run.
 pub fn generate_from(
     components: Components,
     req: &GenerationRequest,
@@ -383,7 +388,7 @@ pub fn resume_from(
 }
 
 fn run(
-    models: Components,
+    components: Components,
     req: &GenerationRequest,
     device: &Device,
     options: &GenerateOptions,
@@ -391,17 +396,10 @@ fn run(
     mut on_event: impl FnMut(Event),
 ) -> Result<Generation> {
     req.validate()?;
-    models.check_compatible()?;
-    let residency = req.plan.residency;
-    // An all-resident plan holds every model for the whole run, wherever they come from.
-    let all_loaded;
-    let models = match models {
-        Components::Store(store) if !residency.is_staged() => {
-            all_loaded = store.load_all()?;
-            Components::Resident(&all_loaded)
-        }
-        other => other,
-    };
+    components.check_compatible()?;
+    // An all-resident plan holds every model from the start, wherever they come from.
+    let mut own = None;
+    let mut models = components.open(req.plan.residency, &mut own)?;
     let mut scheduler = DdimScheduler::new(models.scheduler()?)?;
     scheduler.set_timesteps(req.steps)?;
     let total = scheduler.timesteps().len();
@@ -442,6 +440,7 @@ fn run(
         on_event: &mut on_event,
         injector: options.injector,
         plans: [StagePlan::of(req); 4],
+        residency_rungs: models.can_change_residency(),
         step_downs: Vec::new(),
         timings: Vec::new(),
     };
@@ -536,18 +535,14 @@ fn run(
         let mut latents = initial;
         let mut done = start;
         let denoised = runner.stage(Stage::Denoise, |r| {
-            // The UNet as the stage's plan has it; a step down to streamed weights reloads it.
-            let mut unet: Option<(Residency, Held<'_, dyn UNetModel + '_>)> = None;
+            // The UNet as the stage's plan has it: a step down to staged weights frees the
+            // other models, one to streamed weights reloads it.
+            let mut loaded: LoadedUnet = None;
             let started = Instant::now();
             while done < total {
                 latents = r.attempt(FaultPoint::DenoiseStep(done), |plan| {
-                    let wanted = plan.plan.residency;
-                    if unet.as_ref().map(|(held, _)| *held) != Some(wanted) {
-                        drop(unet.take()); // the old weights go before the new ones load
-                        unet = Some((wanted, models.unet(wanted)?));
-                    }
-                    let (_, current) = unet.as_ref().expect("loaded above");
-                    Denoiser::new(&**current, &scheduler, &cond, req.guidance, req.fps as f32)?
+                    let unet = models.unet(plan.plan.residency, &mut loaded)?;
+                    Denoiser::new(unet, &scheduler, &cond, req.guidance, req.fps as f32)?
                         .step(&latents, done, &plan.plan)
                 })?;
                 done += 1;

@@ -70,7 +70,9 @@ fn smaller(current: Option<usize>, sizes: &[usize]) -> Option<usize> {
 ///   its temporaries are released).
 /// - denoise: sequential guidance, attention query chunks 4096 then 1024, attention batch·head
 ///   slices 8 then 1, feed-forward chunks 4096 then 1024, spatial frame chunks 4 then 1,
-///   temporal pixel chunks 4096 then 1024.
+///   temporal pixel chunks 4096 then 1024, convolution frame chunks 4 then 1; then staged
+///   weights (from all resident) and the UNet streamed with 2, then 1 blocks on the device,
+///   rungs a run takes only when it can reload its models from a store.
 /// - decode: frames per decode call halved down to 1 (VAE tiling will be the last rung once the
 ///   decoder has it).
 pub fn step_down(current: &StagePlan, stage: Stage) -> Option<(StagePlan, String)> {
@@ -134,24 +136,30 @@ pub fn step_down(current: &StagePlan, stage: Stage) -> Option<(StagePlan, String
                     return Some((next, change));
                 }
             }
-            // Last, the UNet's weights, where the run already loads its models per stage: its
-            // blocks streamed from host memory, two on the device, then one. (An all-resident
-            // run holds the UNet whatever its plan says, so it has no such rung.)
-            let streamed = match p.residency {
-                Residency::Staged => Residency::StreamedUnet { resident_blocks: 2 },
-                Residency::StreamedUnet { resident_blocks } if resident_blocks > 1 => {
+            // Last, where the weights live (taken only by a run that can reload its models from
+            // a store): an all-resident run frees the encoders and the VAE while denoising
+            // (staged), then the UNet's blocks are streamed from host memory, two on the device,
+            // then one.
+            let (what, lower) = match p.residency {
+                Residency::AllResident => ("model weights", Residency::Staged),
+                Residency::Staged => (
+                    "UNet weights",
+                    Residency::StreamedUnet { resident_blocks: 2 },
+                ),
+                Residency::StreamedUnet { resident_blocks } if resident_blocks > 1 => (
+                    "UNet weights",
                     Residency::StreamedUnet {
                         resident_blocks: (resident_blocks - 1).min(2),
-                    }
-                }
+                    },
+                ),
                 _ => return None,
             };
             let change = format!(
-                "UNet weights: {} -> {}",
+                "{what}: {} -> {}",
                 residency_name(p.residency),
-                residency_name(streamed)
+                residency_name(lower)
             );
-            p.residency = streamed;
+            p.residency = lower;
             Some((next, change))
         }
         Stage::Decode => {

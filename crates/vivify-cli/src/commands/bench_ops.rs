@@ -106,7 +106,7 @@ pub fn run(args: &BenchOpsArgs) -> Result<ExitCode> {
             serde_json::json!({"tflops": tflops(ms)}),
         );
         // The 3x3 convolutions through cuDNN's legacy API and its graph API, each on its own,
-        // whichever the environment selects for `convolve`.
+        // whatever the environment selects for `convolve` above.
         #[cfg(feature = "cudnn")]
         if device.is_cuda() && c.kernel == 3 {
             use vivify_core::nn::cuda::{cudnn_conv, cudnn_graph_conv};

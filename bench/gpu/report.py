@@ -100,9 +100,10 @@ def main():
         })
     torch_ops = {(r["op"], r["case"]): r for r in lines(os.path.join(args.out, "ops_torch.jsonl"))}
     for r in lines(os.path.join(args.out, "ops_vivify.jsonl")):
-        # A fused-attention variant ("spatial_self_4096/ldmatrix") against torch's same case.
-        t = (torch_ops.get(("attention", r["case"].split("/")[0]), {}) if r["op"] == "attention_variant"
-             else torch_ops.get((r["op"], r["case"]), {}))
+        # A variant of an op ("attention_variant" "spatial_self_4096/ldmatrix", "conv2d_variant"
+        # "unet_3x3_320_64/graph") against torch's same case of the base op.
+        t = (torch_ops.get((r["op"][:-len("_variant")], r["case"].split("/")[0]), {})
+             if r["op"].endswith("_variant") else torch_ops.get((r["op"], r["case"]), {}))
         results["ops"].append({"op": r["op"], "case": r["case"], "vivify_ms": r["ms"], "torch_ms": t.get("ms"),
                                "vivify_tflops": r["extra"].get("tflops"),
                                "ratio": r["ms"] / t["ms"] if t.get("ms") else None})

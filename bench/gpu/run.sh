@@ -73,7 +73,7 @@ if ! skip ops; then
   # A kernel whose test failed is switched off for the rest of the run, so its numbers still mean
   # something (the report names what was off).
   OFF=""
-  for pair in flash_attention_matches:attention flash_attention_async:attention_async convolution:cudnn_conv \
+  for pair in flash_attention_matches:attention flash_attention_async:attention_async convolution_matches:cudnn_conv \
               group_norm:group_norm layer_norm:layer_norm linear:linear geglu:geglu elementwise:elementwise \
               frame_conv:frame_conv; do
     grep -qE "^test ${pair%%:*}[a-z_]* \.\.\. FAILED" "$OUT/cuda_ops.txt" && OFF="$OFF${OFF:+,}${pair##*:}"
@@ -85,7 +85,7 @@ if ! skip ops; then
   # Kernels built but not yet verified on a device run (VIVIFY_CUDA_ENABLE) once their test has
   # passed here; the ablation entry VIVIFY_CUDA_ENABLE= measures the step without them.
   ON=""
-  for pair in flash_attention_ldmatrix:attention_ldmatrix; do
+  for pair in flash_attention_ldmatrix:attention_ldmatrix convolution_graph:cudnn_graph; do
     grep -qE "^test ${pair%%:*}[a-z_]* \.\.\. ok" "$OUT/cuda_ops.txt" && ON="$ON${ON:+,}${pair##*:}"
   done
   if [ -n "$ON" ]; then

@@ -247,6 +247,44 @@ fn conv_algorithm_choice_is_kept_on_disk() {
     assert!(second.contains("(from the cache)"), "{second}");
 }
 
+/// The graph-API path (`VIVIFY_CUDA_ENABLE=cudnn_graph`) on the same cases, called directly so it
+/// runs whatever the environment selects: each case must find an engine and match the CPU.
+#[cfg(feature = "cudnn")]
+#[test]
+fn convolution_graph_matches_the_cpu() {
+    use vivify_core::nn::cuda::cudnn_graph_conv::conv2d;
+    let dev = cuda();
+    // (batch, c_in, h, w, c_out, kernel, stride, padding)
+    let cases = [
+        (2, 32, 17, 9, 48, 3, 1, 1),
+        (2, 16, 16, 16, 16, 3, 2, 1),
+        (1, 16, 9, 9, 16, 3, 2, 0),
+        (3, 24, 8, 8, 40, 1, 1, 0),
+    ];
+    for (n, c, h, w, k, ks, stride, pad) in cases {
+        let x = Tensor::randn(0f32, 1., (n, c, h, w), &Device::Cpu).unwrap();
+        let wt = Tensor::randn(0f32, 0.2, (k, c, ks, ks), &Device::Cpu).unwrap();
+        let reference = x.conv2d(&wt, pad, stride, 1, 1).unwrap();
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let xg = x.to_device(&dev).unwrap().to_dtype(dtype).unwrap();
+            let wg = wt.to_device(&dev).unwrap().to_dtype(dtype).unwrap();
+            let case = (n, c, h, w, k, ks, stride, pad);
+            let out = conv2d(&xg, &wg, stride, pad).unwrap().unwrap_or_else(|| {
+                panic!("{dtype:?} {case:?}: no cuDNN engine finalized (VIVIFY_CONV_LOG=1 says why)")
+            });
+            assert_eq!(out.dims(), reference.dims());
+            let err = rel_err(&out, &reference);
+            println!("conv graph {dtype:?} {case:?}: rel err {err:.2e}");
+            let limit = match dtype {
+                DType::F32 => 1e-5,
+                DType::F16 => 3e-3,
+                _ => 2e-2,
+            };
+            assert!(err < limit, "{dtype:?}: {err}");
+        }
+    }
+}
+
 #[test]
 fn group_norm_matches_the_cpu() {
     use candle_nn::VarBuilder;

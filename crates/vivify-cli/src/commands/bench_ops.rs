@@ -98,12 +98,38 @@ pub fn run(args: &BenchOpsArgs) -> Result<ExitCode> {
         })?;
         let macs =
             c.batch * c.c_out * c.c_in * c.kernel * c.kernel * (c.h / c.stride) * (c.w / c.stride);
+        let tflops = |ms: f64| 2.0 * macs as f64 / ms / 1e9;
         report(
             "conv2d",
             &c.case,
             ms,
-            serde_json::json!({"tflops": 2.0 * macs as f64 / ms / 1e9}),
+            serde_json::json!({"tflops": tflops(ms)}),
         );
+        // The 3x3 convolutions through cuDNN's legacy API and its graph API, each on its own,
+        // whatever the environment selects for `convolve` above.
+        #[cfg(feature = "cudnn")]
+        if device.is_cuda() && c.kernel == 3 {
+            use vivify_core::nn::cuda::{cudnn_conv, cudnn_graph_conv};
+            let legacy = time_ms(&device, args.iters, || {
+                Ok(cudnn_conv::legacy_conv2d(&x, &wt, c.stride, c.padding)?)
+            })?;
+            let mut rows = vec![("legacy", legacy)];
+            if cudnn_graph_conv::conv2d(&x, &wt, c.stride, c.padding)?.is_some() {
+                let graph = time_ms(&device, args.iters, || {
+                    Ok(cudnn_graph_conv::conv2d(&x, &wt, c.stride, c.padding)?
+                        .expect("covered above"))
+                })?;
+                rows.push(("graph", graph));
+            }
+            for (path, ms) in rows {
+                report(
+                    "conv2d_variant",
+                    &format!("{}/{path}", c.case),
+                    ms,
+                    serde_json::json!({"tflops": tflops(ms)}),
+                );
+            }
+        }
     }
     for c in &cases.conv3d_311 {
         let hw = c.h * c.w;

@@ -34,10 +34,22 @@ thread_local! {
 /// Largest workspace an algorithm may ask for. The winners at the UNet's and VAE's shapes
 /// (implicit GEMM, channels last) need none; the cap keeps the search from timing FFT variants
 /// that would want gigabytes.
-const WORKSPACE_CAP: usize = 64 << 20;
+pub(super) const WORKSPACE_CAP: usize = 64 << 20;
 
-/// Cross-correlation of x (N, C, H, W) with w (K, C, kh, kw), square stride and padding.
+/// Cross-correlation of x (N, C, H, W) with w (K, C, kh, kw), square stride and padding: through
+/// cuDNN's graph API where `VIVIFY_CUDA_ENABLE=cudnn_graph` and it has an engine for the shape
+/// (cudnn_graph_conv.rs), else through the legacy API.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    if super::opted_in("cudnn_graph")
+        && let Some(y) = super::cudnn_graph_conv::conv2d(x, w, stride, padding)?
+    {
+        return Ok(y);
+    }
+    legacy_conv2d(x, w, stride, padding)
+}
+
+/// The legacy API's path on its own (bench-ops times it against the graph path).
+pub fn legacy_conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
     let (x, w) = (x.contiguous()?, w.contiguous()?);
     if channels_last(&x) {
         conv2d_nhwc(&x, &w, stride, padding)
@@ -62,20 +74,26 @@ fn conv2d_nhwc(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<
         padding,
         nhwc: true,
     };
-    // (N, C, H·W) -> (N, H·W, C) through the full-bandwidth transpose; likewise the weight.
-    let channels_last = |t: &Tensor| -> Result<Tensor> {
-        let (n, c, h, w) = t.dims4()?;
-        crate::nn::ops::transpose_last2(&t.reshape((n, c, h * w))?)?.reshape((n, h, w, c))
-    };
-    let y = channels_last(x)?.apply_op2_no_bwd(&channels_last(w)?, &op)?;
-    let (n, oh, ow, k) = y.dims4()?;
-    crate::nn::ops::transpose_last2(&y.reshape((n, oh * ow, k))?)?.reshape((n, k, oh, ow))
+    let y = to_channels_last(x)?.apply_op2_no_bwd(&to_channels_last(w)?, &op)?;
+    from_channels_last(&y)
+}
+
+/// (N, C, H, W) -> (N, H, W, C): (N, C, H·W) -> (N, H·W, C) through the full-bandwidth transpose.
+pub(super) fn to_channels_last(t: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = t.dims4()?;
+    crate::nn::ops::transpose_last2(&t.reshape((n, c, h * w))?)?.reshape((n, h, w, c))
+}
+
+/// (N, H, W, C) -> (N, C, H, W).
+pub(super) fn from_channels_last(y: &Tensor) -> Result<Tensor> {
+    let (n, h, w, c) = y.dims4()?;
+    crate::nn::ops::transpose_last2(&y.reshape((n, h * w, c))?)?.reshape((n, c, h, w))
 }
 
 /// Whether this convolution runs channels last: half types do (the tensor-core kernels read NHWC
 /// natively; with NCHW a UNet step took 2.3x as long on the H200), f32 does not;
 /// VIVIFY_CONV_LAYOUT=nchw|nhwc pins either.
-fn channels_last(x: &Tensor) -> bool {
+pub(super) fn channels_last(x: &Tensor) -> bool {
     // Read once: this runs on every convolution.
     static PINNED: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
     let pinned = PINNED.get_or_init(|| match std::env::var("VIVIFY_CONV_LAYOUT").as_deref() {
@@ -86,7 +104,7 @@ fn channels_last(x: &Tensor) -> bool {
     pinned.unwrap_or(x.dtype() != DType::F32)
 }
 
-fn log_enabled() -> bool {
+pub(super) fn log_enabled() -> bool {
     std::env::var_os("VIVIFY_CONV_LOG").is_some_and(|v| v != "0")
 }
 
@@ -303,7 +321,7 @@ struct Buffers {
     y: *mut c_void,
 }
 
-fn data_type(dtype: DType) -> Result<sys::cudnnDataType_t> {
+pub(super) fn data_type(dtype: DType) -> Result<sys::cudnnDataType_t> {
     Ok(match dtype {
         DType::F16 => sys::cudnnDataType_t::CUDNN_DATA_HALF,
         DType::BF16 => sys::cudnnDataType_t::CUDNN_DATA_BFLOAT16,
@@ -317,7 +335,7 @@ fn check(status: sys::cudnnStatus_t) -> Result<()> {
 }
 
 /// A cuDNN handle bound to candle's stream.
-struct Handle(sys::cudnnHandle_t);
+pub(super) struct Handle(pub(super) sys::cudnnHandle_t);
 
 impl Drop for Handle {
     fn drop(&mut self) {
@@ -326,7 +344,7 @@ impl Drop for Handle {
     }
 }
 
-fn handle(dev: &CudaDevice, stream: &CudaStream) -> Result<Rc<Handle>> {
+pub(super) fn handle(dev: &CudaDevice, stream: &CudaStream) -> Result<Rc<Handle>> {
     HANDLES.with(|h| {
         if let Some(c) = h.borrow().get(&dev.id()) {
             return Ok(c.clone());

@@ -1,10 +1,12 @@
 //! vivify's own CUDA paths (feature `cuda`): fused attention, fused GroupNorm(+SiLU), LayerNorm
 //! and GEGLU, linear layers with the bias in the GEMM's epilogue, the temporal convolution as one
-//! GEMM, cuDNN convolution with tensor-core math and measured algorithm choice (feature `cudnn`),
-//! and the device memory pool's counters.
+//! GEMM, cuDNN convolution with tensor-core math and measured algorithm choice (feature `cudnn`;
+//! through the graph API with heuristics instead, opt-in), and the device memory pool's counters.
 
 #[cfg(feature = "cudnn")]
 pub mod cudnn_conv;
+#[cfg(feature = "cudnn")]
+pub mod cudnn_graph_conv;
 pub mod elementwise;
 pub mod flash_attention;
 pub mod frame_conv;
@@ -37,8 +39,9 @@ pub fn enabled(kernel: &str) -> bool {
 }
 
 /// Whether a kernel that is built but not yet verified on a device may run:
-/// `VIVIFY_CUDA_ENABLE=attention_ldmatrix` (the only such kernel now). bench/gpu/run.sh sets it
-/// when the kernel's test passes on the card; once its figures are in, it becomes the default.
+/// `VIVIFY_CUDA_ENABLE=attention_ldmatrix,cudnn_graph` (the only such paths now).
+/// bench/gpu/run.sh sets it when the kernel's test passes on the card; once its figures are in,
+/// it becomes the default.
 pub fn opted_in(kernel: &str) -> bool {
     static ENABLED: OnceLock<Vec<String>> = OnceLock::new();
     let opted = ENABLED.get_or_init(|| names("VIVIFY_CUDA_ENABLE"));

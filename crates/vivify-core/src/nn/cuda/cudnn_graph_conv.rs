@@ -1,0 +1,638 @@
+//! 2-D convolution through cuDNN's backend (graph) API, built the way cudnn-frontend and PyTorch
+//! build it: tensor, convolution and operation descriptors in one operation graph, engine configs
+//! ranked by heuristics mode A (no timing), and the first that finalizes as an execution plan.
+//! The legacy API's algorithms ran 1.3-2.5x slower than PyTorch's at the UNet's and VAE's 3x3
+//! shapes on the H200, and its measured search cost 1-7.5 s in every run's first step; the graph
+//! API offers other engines and chooses without running them. Same layouts as cudnn_conv.rs: half
+//! types channels last, f32 NCHW without tensor cores (TF32 engines are skipped). Not yet verified
+//! on a device: `VIVIFY_CUDA_ENABLE=cudnn_graph`; `VIVIFY_CONV_LOG=1` prints each shape's engine.
+
+use super::cudnn_conv::{
+    Handle, WORKSPACE_CAP, channels_last, data_type, from_channels_last, handle, log_enabled,
+    to_channels_last,
+};
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::cudnn::sys;
+use candle_core::cuda_backend::cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
+use candle_core::cuda_backend::{CudaDType, DeviceId};
+use candle_core::{CudaDevice, CudaStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use sys::cudnnBackendAttributeName_t as Attr;
+use sys::cudnnBackendAttributeType_t as Type;
+use sys::cudnnBackendDescriptorType_t as Kind;
+
+/// (device, dtype, channels last, [n, c, h, w, k, kh, kw, stride, padding], byte alignment).
+type GraphKey = (DeviceId, DType, bool, [usize; 9], usize);
+
+thread_local! {
+    // None: no engine finalized for the shape, which stays on the legacy path.
+    static PLANS: RefCell<HashMap<GraphKey, Option<Rc<GraphPlan>>>> = RefCell::new(HashMap::new());
+}
+
+/// The tensors' unique ids in the operation graph and the variant pack.
+const X_UID: i64 = 1;
+const W_UID: i64 = 2;
+const Y_UID: i64 = 3;
+
+/// Cross-correlation of x (N, C, H, W) with w (K, C, kh, kw), square stride and padding, through
+/// the graph API; None when no engine finalizes for the shape (the caller takes the legacy path).
+pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Option<Tensor>> {
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    let nhwc = channels_last(&x);
+    let (n, c, h, wd) = x.dims4()?;
+    let (k, wc, kh, kw) = w.dims4()?;
+    if wc != c || w.dtype() != x.dtype() || h + 2 * padding < kh || wd + 2 * padding < kw {
+        candle_core::bail!(
+            "cudnn graph conv: input {:?} {:?} and weight {:?} {:?}",
+            x.shape(),
+            x.dtype(),
+            w.shape(),
+            w.dtype()
+        );
+    }
+    let dev = x.device().as_cuda_device()?;
+    // Channels-last copies are fresh buffers; NCHW operands keep their offsets.
+    let align = if nhwc {
+        16
+    } else {
+        alignment(&x).min(alignment(&w))
+    };
+    let conv = Conv {
+        x: [n, c, h, wd],
+        w: [k, c, kh, kw],
+        y: [
+            n,
+            k,
+            (h + 2 * padding - kh) / stride + 1,
+            (wd + 2 * padding - kw) / stride + 1,
+        ],
+        stride,
+        padding,
+        nhwc,
+    };
+    let key: GraphKey = (
+        dev.id(),
+        x.dtype(),
+        nhwc,
+        [n, c, h, wd, k, kh, kw, stride, padding],
+        align,
+    );
+    let Some(plan) = cached_plan(dev, key, &conv)? else {
+        return Ok(None);
+    };
+    let [_, _, oh, ow] = conv.y;
+    let op = GraphConv2d {
+        plan,
+        out: if nhwc {
+            Shape::from((n, oh, ow, k))
+        } else {
+            Shape::from((n, k, oh, ow))
+        },
+    };
+    let y = if nhwc {
+        let y = to_channels_last(&x)?.apply_op2_no_bwd(&to_channels_last(&w)?, &op)?;
+        from_channels_last(&y)?
+    } else {
+        x.apply_op2_no_bwd(&w, &op)?
+    };
+    Ok(Some(y))
+}
+
+/// The byte alignment (up to 16) of a contiguous tensor's first element, given that candle's
+/// allocations are at least 256-byte aligned (checked again on the pointers before each run).
+fn alignment(t: &Tensor) -> usize {
+    let bytes = t.layout().start_offset() * t.dtype().size_in_bytes();
+    if bytes == 0 {
+        16
+    } else {
+        (1usize << bytes.trailing_zeros()).min(16)
+    }
+}
+
+/// The cached plan for a shape, built on first use.
+fn cached_plan(dev: &CudaDevice, key: GraphKey, conv: &Conv) -> Result<Option<Rc<GraphPlan>>> {
+    if let Some(cached) = PLANS.with(|p| p.borrow().get(&key).cloned()) {
+        return Ok(cached);
+    }
+    let stream = dev.cuda_stream();
+    let (dtype, align) = (key.1, key.4);
+    let built = match GraphPlan::build(handle(dev, &stream)?, data_type(dtype)?, conv, align) {
+        Ok(plan) => {
+            if log_enabled() {
+                eprintln!(
+                    "cudnn graph {} {:?} x{:?} w{:?} stride {} pad {}: engine {} (config {} of {}), \
+                     workspace {} KiB",
+                    layout_name(conv.nhwc),
+                    dtype,
+                    conv.x,
+                    conv.w,
+                    conv.stride,
+                    conv.padding,
+                    plan.engine,
+                    plan.rank + 1,
+                    plan.configs,
+                    plan.workspace >> 10
+                );
+            }
+            Some(Rc::new(plan))
+        }
+        Err(f) if f.unsupported() => {
+            if log_enabled() {
+                eprintln!(
+                    "cudnn graph {} {:?} x{:?} w{:?} stride {} pad {}: no engine ({f}); legacy path",
+                    layout_name(conv.nhwc),
+                    dtype,
+                    conv.x,
+                    conv.w,
+                    conv.stride,
+                    conv.padding
+                );
+            }
+            None
+        }
+        Err(f) => return Err(candle_core::Error::Msg(format!("cudnn graph conv: {f}"))),
+    };
+    PLANS.with(|p| p.borrow_mut().insert(key, built.clone()));
+    Ok(built)
+}
+
+fn layout_name(nhwc: bool) -> &'static str {
+    if nhwc { "nhwc" } else { "nchw" }
+}
+
+/// Logical [N, C, H, W] / [K, C, kh, kw] / [N, K, OH, OW] dims and the convolution's geometry.
+struct Conv {
+    x: [usize; 4],
+    w: [usize; 4],
+    y: [usize; 4],
+    stride: usize,
+    padding: usize,
+    nhwc: bool,
+}
+
+/// Strides of logical [N, C, H, W] dims, stored NHWC (C fastest) or NCHW.
+fn strides([_, c, h, w]: [usize; 4], nhwc: bool) -> [i64; 4] {
+    let s = if nhwc {
+        [h * w * c, 1, w * c, c]
+    } else {
+        [c * h * w, h * w, w, 1]
+    };
+    s.map(|v| v as i64)
+}
+
+/// A failed cuDNN call: the step, its status, and cuDNN's own last message.
+struct Failure {
+    step: String,
+    status: sys::cudnnStatus_t,
+    detail: String,
+}
+
+impl Failure {
+    /// CUDNN_STATUS_NOT_SUPPORTED and its sub-codes (3000-3999): this engine or graph does not
+    /// cover the case, which is no bug; other statuses (BAD_PARAM, ...) mean a malformed call.
+    fn unsupported(&self) -> bool {
+        (3000..4000).contains(&(self.status as u32))
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {:?}", self.step, self.status)?;
+        if !self.detail.is_empty() {
+            write!(f, " ({})", self.detail)?;
+        }
+        Ok(())
+    }
+}
+
+type Step<T> = std::result::Result<T, Failure>;
+
+fn check(status: sys::cudnnStatus_t, step: impl FnOnce() -> String) -> Step<()> {
+    if status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS {
+        return Ok(());
+    }
+    let mut buf = [0 as std::ffi::c_char; 512];
+    // SAFETY: cuDNN writes a NUL-terminated message of at most `buf.len()` bytes.
+    let detail = unsafe {
+        sys::cudnnGetLastErrorString(buf.as_mut_ptr(), buf.len());
+        std::ffi::CStr::from_ptr(buf.as_ptr())
+    };
+    Err(Failure {
+        step: step(),
+        status,
+        detail: detail.to_string_lossy().trim().to_string(),
+    })
+}
+
+/// One backend descriptor, destroyed with its owner. The setters take the C type each attribute
+/// type names (cudnn_graph_v9.h / the backend API reference), so type and pointer always agree.
+struct Desc(sys::cudnnBackendDescriptor_t);
+
+impl Drop for Desc {
+    fn drop(&mut self) {
+        // SAFETY: created by cudnnBackendCreateDescriptor, destroyed once.
+        unsafe { sys::cudnnBackendDestroyDescriptor(self.0) };
+    }
+}
+
+impl Desc {
+    fn new(kind: Kind) -> Step<Self> {
+        let mut raw = std::ptr::null_mut();
+        // SAFETY: out-pointer to a fresh descriptor, owned from here on.
+        check(
+            unsafe { sys::cudnnBackendCreateDescriptor(kind, &mut raw) },
+            || format!("create {kind:?}"),
+        )?;
+        Ok(Desc(raw))
+    }
+
+    /// Sets `name` to `values`.
+    ///
+    /// SAFETY: `T` is the C type that `ty` names.
+    unsafe fn set<T>(&self, name: Attr, ty: Type, values: &[T]) -> Step<()> {
+        let (count, ptr) = (values.len() as i64, values.as_ptr().cast());
+        // SAFETY: `count` elements of the type `ty` names, as the caller guarantees.
+        let status = unsafe { sys::cudnnBackendSetAttribute(self.0, name, ty, count, ptr) };
+        check(status, || format!("set {name:?}"))
+    }
+
+    fn set_i64s(&self, name: Attr, values: &[i64]) -> Step<()> {
+        // SAFETY: CUDNN_TYPE_INT64 elements are int64_t.
+        unsafe { self.set(name, Type::CUDNN_TYPE_INT64, values) }
+    }
+
+    fn set_data_type(&self, name: Attr, value: sys::cudnnDataType_t) -> Step<()> {
+        // SAFETY: a CUDNN_TYPE_DATA_TYPE element is a cudnnDataType_t.
+        unsafe { self.set(name, Type::CUDNN_TYPE_DATA_TYPE, &[value]) }
+    }
+
+    fn set_f32(&self, name: Attr, value: f32) -> Step<()> {
+        // SAFETY: a CUDNN_TYPE_FLOAT element is a float.
+        unsafe { self.set(name, Type::CUDNN_TYPE_FLOAT, &[value]) }
+    }
+
+    fn set_handle(&self, name: Attr, handle: &Handle) -> Step<()> {
+        // SAFETY: a CUDNN_TYPE_HANDLE element is a cudnnHandle_t.
+        unsafe { self.set(name, Type::CUDNN_TYPE_HANDLE, &[handle.0]) }
+    }
+
+    fn set_descs(&self, name: Attr, values: &[&Desc]) -> Step<()> {
+        let raw: Vec<sys::cudnnBackendDescriptor_t> = values.iter().map(|d| d.0).collect();
+        // SAFETY: CUDNN_TYPE_BACKEND_DESCRIPTOR elements are cudnnBackendDescriptor_t.
+        unsafe { self.set(name, Type::CUDNN_TYPE_BACKEND_DESCRIPTOR, &raw) }
+    }
+
+    fn set_ptrs(&self, name: Attr, values: &[*mut c_void]) -> Step<()> {
+        // SAFETY: CUDNN_TYPE_VOID_PTR elements are void*.
+        unsafe { self.set(name, Type::CUDNN_TYPE_VOID_PTR, values) }
+    }
+
+    fn finalize(&self, step: impl FnOnce() -> String) -> Step<()> {
+        // SAFETY: a live descriptor.
+        check(unsafe { sys::cudnnBackendFinalize(self.0) }, step)
+    }
+
+    /// Reads up to `out.len()` elements of the C type `ty` into `out`; returns how many cuDNN
+    /// wrote.
+    ///
+    /// SAFETY: `T` is the C type `ty` names.
+    unsafe fn get_raw<T>(&self, name: Attr, ty: Type, out: &mut [T]) -> Step<usize> {
+        let mut count = 0i64;
+        // SAFETY: cuDNN writes at most `out.len()` elements of `T`, as the caller guarantees.
+        let status = unsafe {
+            sys::cudnnBackendGetAttribute(
+                self.0,
+                name,
+                ty,
+                out.len() as i64,
+                &mut count,
+                out.as_mut_ptr().cast(),
+            )
+        };
+        check(status, || format!("get {name:?}"))?;
+        Ok(count.clamp(0, out.len() as i64) as usize)
+    }
+
+    fn get_i64(&self, name: Attr) -> Step<i64> {
+        let mut v = [0i64];
+        // SAFETY: CUDNN_TYPE_INT64 elements are int64_t.
+        unsafe { self.get_raw(name, Type::CUDNN_TYPE_INT64, &mut v)? };
+        Ok(v[0])
+    }
+
+    /// How many descriptors `name` holds (a query with no room for any).
+    fn count_descs(&self, name: Attr) -> Step<usize> {
+        let mut count = 0i64;
+        // SAFETY: a count query: cuDNN writes only the count.
+        let status = unsafe {
+            sys::cudnnBackendGetAttribute(
+                self.0,
+                name,
+                Type::CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                0,
+                &mut count,
+                std::ptr::null_mut(),
+            )
+        };
+        check(status, || format!("count {name:?}"))?;
+        Ok(count.max(0) as usize)
+    }
+
+    /// Copies `name`'s descriptors into `out`, created beforehand with the right kind (cuDNN
+    /// fills caller-owned descriptors); returns how many it filled.
+    fn get_descs(&self, name: Attr, out: &[Desc]) -> Step<usize> {
+        let mut raw: Vec<sys::cudnnBackendDescriptor_t> = out.iter().map(|d| d.0).collect();
+        // SAFETY: CUDNN_TYPE_BACKEND_DESCRIPTOR elements are cudnnBackendDescriptor_t; cuDNN
+        // fills the descriptors they name, which stay owned by `out`.
+        unsafe { self.get_raw(name, Type::CUDNN_TYPE_BACKEND_DESCRIPTOR, &mut raw) }
+    }
+}
+
+/// A finalized execution plan for one convolution shape, with everything it was built from kept
+/// alive as long as it (cudnn-frontend's plans hold their engine config the same way).
+struct GraphPlan {
+    plan: Desc,
+    /// The chosen config, then the heuristics, graph, operation, convolution and tensors, in the
+    /// order they can be destroyed.
+    _sources: Vec<Desc>,
+    handle: Rc<Handle>,
+    workspace: usize,
+    /// The byte alignment the tensors were described with; the pointers are checked against it.
+    align: usize,
+    /// The engine's global index, its config's rank among the heuristics' results, and their
+    /// number (for VIVIFY_CONV_LOG).
+    engine: i64,
+    rank: usize,
+    configs: usize,
+}
+
+impl GraphPlan {
+    fn build(
+        handle: Rc<Handle>,
+        dtype: sys::cudnnDataType_t,
+        conv: &Conv,
+        align: usize,
+    ) -> Step<Self> {
+        let tensor = |uid: i64, dims: [usize; 4]| -> Step<Desc> {
+            let t = Desc::new(Kind::CUDNN_BACKEND_TENSOR_DESCRIPTOR)?;
+            t.set_data_type(Attr::CUDNN_ATTR_TENSOR_DATA_TYPE, dtype)?;
+            t.set_i64s(Attr::CUDNN_ATTR_TENSOR_DIMENSIONS, &dims.map(|v| v as i64))?;
+            t.set_i64s(Attr::CUDNN_ATTR_TENSOR_STRIDES, &strides(dims, conv.nhwc))?;
+            t.set_i64s(Attr::CUDNN_ATTR_TENSOR_UNIQUE_ID, &[uid])?;
+            t.set_i64s(Attr::CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, &[align as i64])?;
+            t.finalize(|| format!("finalize tensor {uid} {dims:?}"))?;
+            Ok(t)
+        };
+        let (x, w, y) = (
+            tensor(X_UID, conv.x)?,
+            tensor(W_UID, conv.w)?,
+            tensor(Y_UID, conv.y)?,
+        );
+
+        let desc = Desc::new(Kind::CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR)?;
+        let (s, p) = (conv.stride as i64, conv.padding as i64);
+        desc.set_i64s(Attr::CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, &[2])?;
+        // f32 accumulation for every dtype, as the legacy path and PyTorch do.
+        desc.set_data_type(
+            Attr::CUDNN_ATTR_CONVOLUTION_COMP_TYPE,
+            sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+        )?;
+        // SAFETY: a CUDNN_TYPE_CONVOLUTION_MODE element is a cudnnConvolutionMode_t.
+        unsafe {
+            desc.set(
+                Attr::CUDNN_ATTR_CONVOLUTION_CONV_MODE,
+                Type::CUDNN_TYPE_CONVOLUTION_MODE,
+                &[sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION],
+            )?
+        };
+        desc.set_i64s(Attr::CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, &[p, p])?;
+        desc.set_i64s(Attr::CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, &[p, p])?;
+        desc.set_i64s(Attr::CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, &[s, s])?;
+        desc.set_i64s(Attr::CUDNN_ATTR_CONVOLUTION_DILATIONS, &[1, 1])?;
+        desc.finalize(|| "finalize convolution descriptor".into())?;
+
+        let op = Desc::new(Kind::CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR)?;
+        op.set_descs(Attr::CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, &[&x])?;
+        op.set_descs(Attr::CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, &[&w])?;
+        op.set_descs(Attr::CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, &[&y])?;
+        op.set_descs(
+            Attr::CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC,
+            &[&desc],
+        )?;
+        // Float scalars with a float compute type (double only for double compute).
+        op.set_f32(Attr::CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, 1.0)?;
+        op.set_f32(Attr::CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, 0.0)?;
+        op.finalize(|| "finalize convolution forward operation".into())?;
+
+        let graph = Desc::new(Kind::CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR)?;
+        graph.set_handle(Attr::CUDNN_ATTR_OPERATIONGRAPH_HANDLE, &handle)?;
+        graph.set_descs(Attr::CUDNN_ATTR_OPERATIONGRAPH_OPS, &[&op])?;
+        graph.finalize(|| "finalize operation graph".into())?;
+
+        let heur = Desc::new(Kind::CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR)?;
+        heur.set_descs(Attr::CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, &[&graph])?;
+        // SAFETY: a CUDNN_TYPE_HEUR_MODE element is a cudnnBackendHeurMode_t.
+        unsafe {
+            heur.set(
+                Attr::CUDNN_ATTR_ENGINEHEUR_MODE,
+                Type::CUDNN_TYPE_HEUR_MODE,
+                &[sys::cudnnBackendHeurMode_t::CUDNN_HEUR_MODE_A],
+            )?
+        };
+        heur.finalize(|| "finalize engine heuristics (mode A)".into())?;
+        let count = heur.count_descs(Attr::CUDNN_ATTR_ENGINEHEUR_RESULTS)?;
+        let mut configs = (0..count)
+            .map(|_| Desc::new(Kind::CUDNN_BACKEND_ENGINECFG_DESCRIPTOR))
+            .collect::<Step<Vec<_>>>()?;
+        let filled = heur.get_descs(Attr::CUDNN_ATTR_ENGINEHEUR_RESULTS, &configs)?;
+        configs.truncate(filled);
+        let total = configs.len();
+
+        // Ranked best first: the first config that passes the filters and finalizes, as
+        // cudnn-frontend's and PyTorch's heuristics modes take it.
+        let f32_math = dtype == sys::cudnnDataType_t::CUDNN_DATA_FLOAT;
+        let mut skipped = Vec::new();
+        let mut malformed = None;
+        for (rank, cfg) in configs.iter().enumerate() {
+            let engine = Desc::new(Kind::CUDNN_BACKEND_ENGINE_DESCRIPTOR)?;
+            cfg.get_descs(
+                Attr::CUDNN_ATTR_ENGINECFG_ENGINE,
+                std::slice::from_ref(&engine),
+            )?;
+            let index = engine.get_i64(Attr::CUDNN_ATTR_ENGINE_GLOBAL_INDEX)?;
+            if let Some(note) = excluded_note(&engine, f32_math)? {
+                skipped.push(format!("engine {index}: {note}"));
+                continue;
+            }
+            let plan = Desc::new(Kind::CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR)?;
+            plan.set_handle(Attr::CUDNN_ATTR_EXECUTION_PLAN_HANDLE, &handle)?;
+            plan.set_descs(Attr::CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, &[cfg])?;
+            if let Err(f) = plan.finalize(|| format!("finalize execution plan for engine {index}"))
+            {
+                skipped.push(format!("engine {index}: {:?}", f.status));
+                // Keep the first real error: if no engine finalizes it is reported, not hidden.
+                if !f.unsupported() && malformed.is_none() {
+                    malformed = Some(f);
+                }
+                continue;
+            }
+            let workspace = plan.get_i64(Attr::CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE)?;
+            let workspace = usize::try_from(workspace).unwrap_or(usize::MAX);
+            if workspace > WORKSPACE_CAP {
+                skipped.push(format!("engine {index}: workspace {} MiB", workspace >> 20));
+                continue;
+            }
+            let chosen = configs.swap_remove(rank);
+            return Ok(GraphPlan {
+                plan,
+                _sources: vec![chosen, heur, graph, op, desc, x, w, y],
+                handle,
+                workspace,
+                align,
+                engine: index,
+                rank,
+                configs: total,
+            });
+        }
+        Err(malformed.unwrap_or(Failure {
+            step: format!(
+                "none of {total} engine configs finalized [{}]",
+                skipped.join(", ")
+            ),
+            status: sys::cudnnStatus_t::CUDNN_STATUS_NOT_SUPPORTED,
+            detail: String::new(),
+        }))
+    }
+
+    fn run(&self, stream: &Arc<CudaStream>, ptrs: [*mut c_void; 3]) -> Result<()> {
+        for (p, name) in ptrs.iter().zip(["x", "w", "y"]) {
+            if p.addr() % self.align != 0 {
+                candle_core::bail!(
+                    "cudnn graph conv: {name} at {p:?} is not {}-byte aligned as planned",
+                    self.align
+                );
+            }
+        }
+        let workspace = if self.workspace > 0 {
+            // SAFETY: scratch space only.
+            Some(unsafe { stream.alloc::<u8>(self.workspace) }.map_err(candle_core::Error::wrap)?)
+        } else {
+            None
+        };
+        let guard = workspace.as_ref().map(|ws| ws.device_ptr(stream));
+        let ws_ptr = guard
+            .as_ref()
+            .map_or(std::ptr::null_mut(), |(p, _)| *p as *mut c_void);
+        let execute = || -> Step<()> {
+            let pack = Desc::new(Kind::CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR)?;
+            pack.set_ptrs(Attr::CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, &ptrs)?;
+            pack.set_i64s(
+                Attr::CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS,
+                &[X_UID, W_UID, Y_UID],
+            )?;
+            pack.set_ptrs(Attr::CUDNN_ATTR_VARIANT_PACK_WORKSPACE, &[ws_ptr])?;
+            pack.finalize(|| "finalize variant pack".into())?;
+            // SAFETY: the plan describes these buffers (shapes, strides, alignment checked
+            // above); the workspace holds what the plan asked for.
+            let status = unsafe { sys::cudnnBackendExecute(self.handle.0, self.plan.0, pack.0) };
+            check(status, || format!("execute engine {}", self.engine))
+        };
+        execute().map_err(|f| candle_core::Error::Msg(format!("cudnn graph conv: {f}")))
+    }
+}
+
+/// The numerical note that rules an engine out, as PyTorch filters them: inputs down-converted
+/// (always) and tensor cores for f32 (as PyTorch with TF32 off: TF32 would break f32's agreement
+/// with the CPU, which the legacy path's FMA math keeps).
+fn excluded_note(engine: &Desc, f32_math: bool) -> Step<Option<&'static str>> {
+    use sys::cudnnBackendNumericalNote_t as Note;
+    // Read as plain integers: a newer cuDNN may report notes this binding's enum lacks.
+    let mut notes = [0u32; 32];
+    // SAFETY: CUDNN_TYPE_NUMERICAL_NOTE elements are cudnnBackendNumericalNote_t, a C enum
+    // (32 bits).
+    let n = unsafe {
+        engine.get_raw(
+            Attr::CUDNN_ATTR_ENGINE_NUMERICAL_NOTE,
+            Type::CUDNN_TYPE_NUMERICAL_NOTE,
+            &mut notes,
+        )?
+    };
+    let has = |note: Note| notes[..n].contains(&(note as u32));
+    Ok(if has(Note::CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS) {
+        Some("down-converts inputs")
+    } else if f32_math && has(Note::CUDNN_NUMERICAL_NOTE_TENSOR_CORE) {
+        Some("tensor cores (TF32) for f32")
+    } else {
+        None
+    })
+}
+
+/// Runs a plan on (x, w), channels last or NCHW as the plan was built, into a fresh y.
+struct GraphConv2d {
+    plan: Rc<GraphPlan>,
+    out: Shape,
+}
+
+impl CustomOp2 for GraphConv2d {
+    fn name(&self) -> &'static str {
+        "vivify-cudnn-graph-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        candle_core::bail!("vivify-cudnn-graph-conv2d runs on CUDA only")
+    }
+
+    fn cuda_fwd(
+        &self,
+        x: &CudaStorage,
+        xl: &Layout,
+        w: &CudaStorage,
+        wl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        if !xl.is_contiguous() || !wl.is_contiguous() {
+            candle_core::bail!("cudnn graph conv: operands must be contiguous");
+        }
+        let y = match x.dtype() {
+            DType::F16 => self.launch::<half::f16>((x, xl), (w, wl))?,
+            DType::BF16 => self.launch::<half::bf16>((x, xl), (w, wl))?,
+            DType::F32 => self.launch::<f32>((x, xl), (w, wl))?,
+            other => candle_core::bail!("cudnn graph conv: unsupported dtype {other:?}"),
+        };
+        Ok((y, self.out.clone()))
+    }
+}
+
+impl GraphConv2d {
+    fn launch<T: CudaDType + DeviceRepr>(
+        &self,
+        (x, xl): (&CudaStorage, &Layout),
+        (w, wl): (&CudaStorage, &Layout),
+    ) -> Result<CudaStorage> {
+        let dev = x.device().clone();
+        let stream = dev.cuda_stream();
+        // SAFETY: the plan writes every element of the output (beta = 0).
+        let mut y = unsafe { dev.alloc::<T>(self.out.elem_count())? };
+        let xs = x.as_cuda_slice::<T>()?.slice(xl.start_offset()..);
+        let ws = w.as_cuda_slice::<T>()?.slice(wl.start_offset()..);
+        let (xp, _xg) = xs.device_ptr(&stream);
+        let (wp, _wg) = ws.device_ptr(&stream);
+        let (yp, _yg) = y.device_ptr_mut(&stream);
+        self.plan.run(
+            &stream,
+            [xp as *mut c_void, wp as *mut c_void, yp as *mut c_void],
+        )?;
+        drop((_xg, _wg, _yg));
+        Ok(CudaStorage::wrap_cuda_slice(y, dev))
+    }
+}

@@ -34,6 +34,16 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
+// Max / sum over the four threads (t = 0..3) that hold parts of one MMA row.
+__device__ __forceinline__ float row_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+__device__ __forceinline__ float row_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
 __device__ __forceinline__ uint32_t pack_f32(float a, float b, __half) {
   __half2 h = __floats2half2_rn(a, b);
   return *reinterpret_cast<uint32_t*>(&h);
@@ -240,10 +250,8 @@ __device__ __forceinline__ void flash_fwd(const T* __restrict__ q, const T* __re
           raw0 = fmaxf(raw0, fmaxf(sf[mt][n][0], sf[mt][n][1]));
           raw1 = fmaxf(raw1, fmaxf(sf[mt][n][2], sf[mt][n][3]));
         }
-        raw0 = fmaxf(raw0, __shfl_xor_sync(0xffffffffu, raw0, 1));
-        raw0 = fmaxf(raw0, __shfl_xor_sync(0xffffffffu, raw0, 2));
-        raw1 = fmaxf(raw1, __shfl_xor_sync(0xffffffffu, raw1, 1));
-        raw1 = fmaxf(raw1, __shfl_xor_sync(0xffffffffu, raw1, 2));
+        raw0 = row_max(raw0);
+        raw1 = row_max(raw1);
         // The scale is positive, so the largest raw score is the largest scaled one.
         mx0 = fmaxf(mx0, raw0 * scale_log2);
         mx1 = fmaxf(mx1, raw1 * scale_log2);
@@ -258,10 +266,8 @@ __device__ __forceinline__ void flash_fwd(const T* __restrict__ q, const T* __re
           mx0 = fmaxf(mx0, fmaxf(sf[mt][n][0], sf[mt][n][1]));
           mx1 = fmaxf(mx1, fmaxf(sf[mt][n][2], sf[mt][n][3]));
         }
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        mx0 = row_max(mx0);
+        mx1 = row_max(mx1);
       }
       const float c0 = exp2f(m[mt][0] - mx0), c1 = exp2f(m[mt][1] - mx1);
       m[mt][0] = mx0;
@@ -338,10 +344,8 @@ __device__ __forceinline__ void flash_fwd(const T* __restrict__ q, const T* __re
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
     float l0 = l[mt][0], l1 = l[mt][1];
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    l0 = row_sum(l0);
+    l1 = row_sum(l1);
     const float inv0 = 1.f / l0, inv1 = 1.f / l1;
 #pragma unroll
     for (int dn = 0; dn < D / 8; ++dn) {

@@ -229,16 +229,13 @@ fn staged_runs_step_down_and_resume() {
 fn a_staged_run_steps_down_to_streamed_weights() {
     let baseline = baseline();
     let req = request(Residency::Staged);
-    // The guard lets denoising through only at the first streamed rung: the whole ladder less
-    // its last rung.
+    // The guard lets denoising through only at the first streamed rung.
     let start = StagePlan::of(&req);
-    let mut rungs = 0;
-    let mut p = start;
-    while let Some((next, _)) = step_down(&p, Stage::Denoise) {
-        p = next;
-        rungs += 1;
-    }
-    let guard = BudgetGuard::after_rungs(Stage::Denoise, start, rungs - 1);
+    let guard = BudgetGuard::after_rungs(
+        Stage::Denoise,
+        start,
+        rungs_to_leave(start, Residency::Staged),
+    );
     assert_eq!(
         guard.needed.plan.residency,
         Residency::StreamedUnet { resident_blocks: 2 }

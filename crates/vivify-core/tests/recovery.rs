@@ -130,7 +130,7 @@ fn ladders_step_down_to_their_bottom() {
     // live: staged, then the UNet's blocks streamed, two on the device, then one.
     let mut plan = start;
     let mut changes = Vec::new();
-    while let Some((next, change)) = step_down(&plan, Stage::Denoise) {
+    while let Some((next, change)) = step_down(&plan, Stage::Denoise, true) {
         assert_ne!(next, plan, "{change}");
         changes.push(change);
         plan = next;
@@ -175,7 +175,7 @@ fn ladders_step_down_to_their_bottom() {
     let mut staged = start;
     staged.plan.residency = Residency::Staged;
     let mut staged_changes = Vec::new();
-    while let Some((next, change)) = step_down(&staged, Stage::Denoise) {
+    while let Some((next, change)) = step_down(&staged, Stage::Denoise, true) {
         staged_changes.push(change);
         staged = next;
     }
@@ -187,27 +187,77 @@ fn ladders_step_down_to_their_bottom() {
     let mut small = start;
     small.plan.sequential_guidance = true;
     small.plan.compute.attention_query_chunk = Some(512);
-    let (next, change) = step_down(&small, Stage::Denoise).unwrap();
+    let (next, change) = step_down(&small, Stage::Denoise, true).unwrap();
     assert_eq!(change, "attention head slice: all -> 8");
     assert_eq!(next.plan.compute.attention_query_chunk, Some(512));
 
-    // Decode: the chunk halves down to one frame.
-    let mut decode = StagePlan {
+    // A run on models it cannot reload has the chunkings alone.
+    let mut fixed = start;
+    let mut fixed_changes = Vec::new();
+    while let Some((next, change)) = step_down(&fixed, Stage::Denoise, false) {
+        fixed_changes.push(change);
+        fixed = next;
+    }
+    assert_eq!(fixed_changes[..], changes[..13]);
+    assert_eq!(fixed.plan.residency, Residency::AllResident);
+
+    // Decode: the chunk halves down to one frame, then row bands of 128 and 32 rows; an
+    // all-resident run that can reload its models first frees all but the VAE.
+    let decode = StagePlan {
         decode_chunk: 8,
         ..start
     };
-    let mut chunks = vec![8];
-    while let Some((next, _)) = step_down(&decode, Stage::Decode) {
-        decode = next;
-        chunks.push(decode.decode_chunk);
-    }
-    assert_eq!(chunks, vec![8, 4, 2, 1, 1, 1]);
-    assert_eq!(decode.plan.compute.vae_row_band, Some(32));
+    let ladder = |reloadable| {
+        let mut plan = decode;
+        let mut steps = vec![(plan.decode_chunk, plan.plan.compute.vae_row_band, None)];
+        while let Some((next, change)) = step_down(&plan, Stage::Decode, reloadable) {
+            assert_ne!(next, plan, "{change}");
+            plan = next;
+            steps.push((
+                plan.decode_chunk,
+                plan.plan.compute.vae_row_band,
+                Some(change),
+            ));
+        }
+        (steps, plan.plan.residency)
+    };
+    let (fixed_steps, residency) = ladder(false);
+    let chunks_and_bands: Vec<_> = fixed_steps.iter().map(|(c, b, _)| (*c, *b)).collect();
+    assert_eq!(
+        chunks_and_bands,
+        [
+            (8, None),
+            (4, None),
+            (2, None),
+            (1, None),
+            (1, Some(128)),
+            (1, Some(32))
+        ]
+    );
+    assert_eq!(residency, Residency::AllResident);
+    let (steps, residency) = ladder(true);
+    assert_eq!(
+        steps[1],
+        (
+            8,
+            None,
+            Some("model weights: all resident -> staged".to_string())
+        )
+    );
+    assert_eq!(steps[0], fixed_steps[0]);
+    assert_eq!(steps[2..], fixed_steps[1..]);
+    assert_eq!(residency, Residency::Staged);
+    // A decoder that already runs staged has no such rung.
+    let mut staged_decode = decode;
+    staged_decode.plan.residency = Residency::Staged;
+    let (next, change) = step_down(&staged_decode, Stage::Decode, true).unwrap();
+    assert_eq!(change, "frames per decode call: 8 -> 4");
+    assert_eq!(next.plan.residency, Residency::Staged);
 
     // Encode stages: one retry with sequential rows.
     for stage in [Stage::EncodeText, Stage::EncodeImage] {
-        let (next, _) = step_down(&start, stage).unwrap();
-        assert!(step_down(&next, stage).is_none());
+        let (next, _) = step_down(&start, stage, true).unwrap();
+        assert!(step_down(&next, stage, true).is_none());
     }
 }
 
@@ -300,7 +350,7 @@ fn a_budget_guard_is_met_after_enough_rungs() {
     let models = models();
     let req = request();
     let baseline = generate(&models, &req, &Device::Cpu, |_| {}).unwrap();
-    let guard = BudgetGuard::after_rungs(Stage::Denoise, StagePlan::of(&req), 3);
+    let guard = BudgetGuard::after_rungs(Stage::Denoise, StagePlan::of(&req), 3, false);
     let options = GenerateOptions {
         injector: Some(&guard),
         ..Default::default()

@@ -235,6 +235,7 @@ fn a_staged_run_steps_down_to_streamed_weights() {
         Stage::Denoise,
         start,
         rungs_to_leave(start, Residency::Staged),
+        true,
     );
     assert_eq!(
         guard.needed.plan.residency,
@@ -265,7 +266,7 @@ fn rungs_to_leave(start: StagePlan, residency: Residency) -> usize {
     let mut rungs = 0;
     let mut p = start;
     while p.plan.residency == residency {
-        p = step_down(&p, Stage::Denoise).expect("a rung below").0;
+        p = step_down(&p, Stage::Denoise, true).expect("a rung below").0;
         rungs += 1;
     }
     rungs
@@ -282,6 +283,7 @@ fn an_all_resident_run_steps_down_to_staged_weights() {
         Stage::Denoise,
         start,
         rungs_to_leave(start, Residency::AllResident),
+        true,
     );
     assert_eq!(guard.needed.plan.residency, Residency::Staged);
     let store = store();
@@ -338,7 +340,7 @@ fn a_warm_run_frees_its_models_and_steps_down_to_streamed_weights() {
     let to_streamed = rungs_to_leave(start, Residency::AllResident) + 1;
     let injector = FromStep {
         from: 1,
-        guard: BudgetGuard::after_rungs(Stage::Denoise, start, to_streamed),
+        guard: BudgetGuard::after_rungs(Stage::Denoise, start, to_streamed, true),
     };
     assert_eq!(
         injector.guard.needed.plan.residency,
@@ -390,6 +392,108 @@ fn a_warm_run_frees_its_models_and_steps_down_to_streamed_weights() {
     assert_same("warm", &out, &baseline, 0.0);
 }
 
+/// Two injectors at once: a point fails when either fails it.
+struct Both<'a> {
+    first: &'a dyn FaultInjector,
+    second: &'a dyn FaultInjector,
+}
+
+impl FaultInjector for Both<'_> {
+    fn check(&self, point: FaultPoint, plan: &StagePlan) -> candle_core::Result<()> {
+        self.first.check(point, plan)?;
+        self.second.check(point, plan)
+    }
+}
+
+/// An all-resident run that runs out of memory while decoding first frees the UNet and the
+/// encoders (the VAE stays) and goes on from its last decoded chunk; a run whose denoising had
+/// already stepped down to staged weights starts decoding staged, so its first decode rung is a
+/// smaller chunk.
+#[test]
+fn an_all_resident_decoder_frees_the_other_models_first() {
+    let baseline = baseline();
+    let req = request(Residency::AllResident);
+    let store = store();
+    let mut warm = Some(store.load_all().unwrap());
+    // the second decode call (frames 2..3) fails once
+    let fail = FailAt::new(FaultPoint::DecodeChunk(1), 1);
+    let mut decoded = Vec::new();
+    let out = generate_from(
+        Components::Warm {
+            models: &mut warm,
+            store: &store,
+        },
+        &req,
+        &Device::Cpu,
+        &GenerateOptions {
+            injector: Some(&fail),
+            ..Default::default()
+        },
+        |e| {
+            if let Event::Progress(Progress::Decoded { frames, .. }) = e {
+                decoded.push(frames)
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(fail.remaining(), 0);
+    assert!(warm.is_none(), "the warm models were not freed");
+    let steps: Vec<_> = out
+        .step_downs
+        .iter()
+        .map(|s| (s.stage, s.from.as_str(), s.to.as_str()))
+        .collect();
+    assert_eq!(
+        steps,
+        [(
+            Stage::Decode,
+            "model weights all resident",
+            "model weights staged"
+        )]
+    );
+    assert_eq!(decoded, [2, 3], "a decoded chunk was lost or redone");
+    let decode_plan = out
+        .stage_plans
+        .iter()
+        .find(|(s, _)| *s == Stage::Decode)
+        .unwrap()
+        .1;
+    assert_eq!(decode_plan.plan.residency, Residency::Staged);
+    assert_eq!(decode_plan.decode_chunk, req.decode_chunk);
+    assert_same("decoder stepped down to staged", &out, &baseline, 0.0);
+
+    // Denoising stepped down to staged weights: decoding starts staged.
+    let start = StagePlan::of(&req);
+    let guard = BudgetGuard::after_rungs(
+        Stage::Denoise,
+        start,
+        rungs_to_leave(start, Residency::AllResident),
+        true,
+    );
+    let fail = FailAt::new(FaultPoint::DecodeChunk(0), 1);
+    let out = from_store(
+        &store,
+        &req,
+        &GenerateOptions {
+            injector: Some(&Both {
+                first: &guard,
+                second: &fail,
+            }),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let last = out.step_downs.last().unwrap();
+    assert_eq!(
+        (last.stage, last.from.as_str(), last.to.as_str()),
+        (
+            Stage::Decode,
+            "frames per decode call 2",
+            "frames per decode call 1"
+        )
+    );
+}
+
 /// Models the caller holds cannot be freed or reloaded: such a run stops at the bottom of the
 /// chunking rungs.
 #[test]
@@ -401,6 +505,7 @@ fn a_run_on_the_callers_models_has_no_residency_rungs() {
         Stage::Denoise,
         start,
         rungs_to_leave(start, Residency::AllResident),
+        true,
     );
     let err = generate_from(
         Components::Resident(&models),

@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 use vivify_core::pipeline::components::Components;
 use vivify_core::pipeline::generate::{
-    Event, GenerateOptions, Progress, generate_from, resume_from,
+    Event, GenerateOptions, Progress, Stage, generate_from, resume_from,
 };
 use vivify_core::pipeline::models::I2VGenXLModels;
 use vivify_core::pipeline::plan::Residency;
 use vivify_core::pipeline::preprocess::load_image;
-use vivify_core::pipeline::recovery::Checkpoint;
+use vivify_core::pipeline::recovery::{BudgetGuard, Checkpoint, FaultInjector, StagePlan};
 use vivify_core::pipeline::request::GenerationRequest;
 use vivify_core::pipeline::store::ModelStore;
 
@@ -40,6 +40,10 @@ pub struct WorkerConfig {
     pub unload_after: Option<Duration>,
     /// Testing aid: a pause after each denoising step, so tests can act mid-job.
     pub step_delay: Duration,
+    /// Testing aid: every job's denoising runs out of memory until its plan is this many rungs
+    /// down its ladder (a simulated memory budget for CPU runs, as `vivify generate
+    /// --simulate-denoise-oom`).
+    pub simulate_denoise_oom: Option<usize>,
 }
 
 pub fn spawn(shared: Arc<Shared>, config: WorkerConfig) -> std::thread::JoinHandle<()> {
@@ -269,8 +273,12 @@ impl Worker {
             }
             Err(vivify_core::Error::Stopped(format!("job {id}")))
         };
+        let reloadable = matches!(components, Components::Store(_) | Components::Warm { .. });
+        let guard = self.config.simulate_denoise_oom.map(|rungs| {
+            BudgetGuard::after_rungs(Stage::Denoise, StagePlan::of(&request), rungs, reloadable)
+        });
         let options = GenerateOptions {
-            injector: None,
+            injector: guard.as_ref().map(|g| g as &dyn FaultInjector),
             checkpoint_dir: None,
             after_step: Some(&after_step),
         };

@@ -66,6 +66,7 @@ fn config(dir: &Path, limits: Limits, step_delay_ms: u64, loader: ModelLoader) -
             dtype: candle_core::DType::F32,
             unload_after: None,
             step_delay: Duration::from_millis(step_delay_ms),
+            simulate_denoise_oom: None,
         },
     }
 }
@@ -339,5 +340,36 @@ fn a_tight_budget_runs_jobs_with_models_loaded_per_stage() {
         false,
         "the warm model is freed for a staged job"
     );
+    s.shutdown();
+}
+
+/// A job on the warm models that runs out of memory while denoising, with every chunking rung
+/// taken, steps down to staged weights: the warm models are freed and the job finishes; the
+/// next job loads them again (a job on no models would fail) and steps down the same way.
+#[test]
+fn a_job_that_steps_down_frees_the_warm_model_and_the_next_reloads_it() {
+    use vivify_core::pipeline::store::ModelStore;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), Limits::DEV, 200, tiny_loader());
+    cfg.worker.store =
+        Some(ModelStore::tiny(candle_core::DType::F32, &candle_core::Device::Cpu).unwrap());
+    // sequential guidance and the twelve chunking rungs, then staged weights
+    cfg.worker.simulate_denoise_oom = Some(14);
+    let s = start_with(cfg).unwrap();
+    for job in 0..2 {
+        let id = s.http.queue(&png(64, 64), &tiny_params(2));
+        s.http.wait_job(&id, "a step-down to staged weights", |j| {
+            j["progress"]["step_downs"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|s| s == "denoise: model weights staged"))
+        });
+        let done = s.http.wait_state(&id, "done");
+        assert!(done["error"].is_null(), "job {job}: {done}");
+        assert_eq!(
+            s.http.get("/api/health").json()["model_loaded"],
+            false,
+            "job {job}: the warm model is freed"
+        );
+    }
     s.shutdown();
 }

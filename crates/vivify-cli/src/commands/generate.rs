@@ -86,9 +86,9 @@ pub fn run(args: &GenerateArgs) -> Result<ExitCode> {
     // them if it steps down to staged weights), other plans load each stage's own.
     let components = Components::Store(&store);
 
-    let guard = args
-        .simulate_denoise_oom
-        .map(|rungs| BudgetGuard::after_rungs(Stage::Denoise, StagePlan::of(&request), rungs));
+    let guard = args.simulate_denoise_oom.map(|rungs| {
+        BudgetGuard::after_rungs(Stage::Denoise, StagePlan::of(&request), rungs, true)
+    });
     let options = GenerateOptions {
         injector: guard.as_ref().map(|g| g as &dyn FaultInjector),
         checkpoint_dir: Some(args.checkpoint_dir.clone().unwrap_or_else(|| {

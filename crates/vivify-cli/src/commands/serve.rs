@@ -138,6 +138,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
             dtype,
             unload_after,
             step_delay: Duration::from_millis(args.step_delay_ms),
+            simulate_denoise_oom: None,
         },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -138,6 +138,33 @@ impl RunModels<'_> {
         self.component(|m| &m.vae, ModelStore::vae)
     }
 
+    /// The VAE for a decode call of `residency`. While the run holds its models, the resident
+    /// one; a staged (or lower) plan frees the others and keeps their VAE in `loaded`, or loads
+    /// it from the store when the run holds none.
+    pub(super) fn decoder<'s>(
+        &'s mut self,
+        residency: Residency,
+        loaded: &'s mut Option<AutoencoderKL>,
+    ) -> Result<&'s AutoencoderKL> {
+        let (store, resident) = match self {
+            RunModels::Fixed(m) => return Ok(&m.vae),
+            RunModels::Store { store, resident } => (*store, resident),
+        };
+        if residency.is_staged()
+            && let Some(models) = resident.take()
+        {
+            // A step down to staged weights: the UNet and the encoders go, the VAE stays.
+            *loaded = Some(models.vae);
+        }
+        if let Some(m) = resident.as_ref() {
+            return Ok(&m.vae);
+        }
+        if loaded.is_none() {
+            *loaded = Some(store.vae()?);
+        }
+        Ok(loaded.as_ref().expect("loaded above"))
+    }
+
     /// The UNet for a denoising step of `residency`. While the run holds its models, the
     /// resident one; the first step of a staged (or lower) plan frees them and keeps their UNet
     /// in `loaded`, where the store's UNet is reloaded whenever `residency` changes (the old one

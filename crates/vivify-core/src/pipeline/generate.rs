@@ -178,10 +178,7 @@ impl<F: FnMut(Event)> Runner<'_, F> {
                 .next()
                 .unwrap_or_default()
                 .to_string();
-            let next = step_down(&plan, stage).filter(|(next, _)| {
-                self.residency_rungs || next.plan.residency == plan.plan.residency
-            });
-            let Some((next, change)) = next else {
+            let Some((next, change)) = step_down(&plan, stage, self.residency_rungs) else {
                 let tried: Vec<String> = self
                     .step_downs
                     .iter()
@@ -569,20 +566,26 @@ fn run(
         initial
     };
 
-    // Under a staged plan the UNet is gone by now: decoding holds the VAE alone.
+    // Decoding starts where denoising left the weights: under a staged plan (from the start or
+    // after a step-down) the UNet is gone and the decoder holds the VAE alone.
+    let denoise_residency = runner.plans[stage_index(Stage::Denoise)].plan.residency;
+    runner.plans[stage_index(Stage::Decode)].plan.residency = denoise_residency;
     let decoded = runner.stage(Stage::Decode, |r| {
-        let vae = models.vae()?;
-        let z = (latents.to_dtype(vae.dtype())? / vae.config.scaling_factor)?;
-        let (_, c, f, h, w) = z.dims5()?;
-        let z = z.permute((0, 2, 1, 3, 4))?.reshape((f, c, h, w))?;
+        // The decoder as the stage's plan has it: a step down to staged weights frees the
+        // resident UNet and encoders and keeps their VAE.
+        let mut loaded = None;
+        let (_, c, f, h, w) = latents.dims5()?;
+        let z = latents.permute((0, 2, 1, 3, 4))?.reshape((f, c, h, w))?;
         // Decoded chunks are kept: after a step-down, decoding goes on from the first frame
         // not yet decoded.
         let mut decoded = Vec::new();
         let mut done = 0;
         while done < f {
             let part = r.attempt(FaultPoint::DecodeChunk(decoded.len()), |plan| {
+                let vae = models.decoder(plan.plan.residency, &mut loaded)?;
                 let n = plan.decode_chunk.max(1).min(f - done);
-                Ok(vae.decode_with(&z.narrow(0, done, n)?, plan.plan.compute)?)
+                let z = (z.narrow(0, done, n)?.to_dtype(vae.dtype())? / vae.config.scaling_factor)?;
+                Ok(vae.decode_with(&z, plan.plan.compute)?)
             })?;
             done += part.dim(0)?;
             decoded.push(part);

@@ -71,11 +71,18 @@ fn smaller(current: Option<usize>, sizes: &[usize]) -> Option<usize> {
 /// - denoise: sequential guidance, attention query chunks 4096 then 1024, attention batch·head
 ///   slices 8 then 1, feed-forward chunks 4096 then 1024, spatial frame chunks 4 then 1,
 ///   temporal pixel chunks 4096 then 1024, convolution frame chunks 4 then 1; then staged
-///   weights (from all resident) and the UNet streamed with 2, then 1 blocks on the device,
-///   rungs a run takes only when it can reload its models from a store.
-/// - decode: frames per decode call halved down to 1 (VAE tiling will be the last rung once the
-///   decoder has it).
-pub fn step_down(current: &StagePlan, stage: Stage) -> Option<(StagePlan, String)> {
+///   weights (from all resident) and the UNet streamed with 2, then 1 blocks on the device.
+/// - decode: first, for an all-resident run, staged weights (the UNet and the encoders are freed,
+///   which costs the decoding nothing); then frames per decode call halved down to 1, then the
+///   decoder's full-size layers in row bands of 128, then 32 rows.
+///
+/// The rungs that change where the weights live are on a ladder only when `reloadable`: the run
+/// can reload its models from a store (models a caller lends by reference cannot be freed).
+pub fn step_down(
+    current: &StagePlan,
+    stage: Stage,
+    reloadable: bool,
+) -> Option<(StagePlan, String)> {
     let mut next = *current;
     match stage {
         Stage::EncodeText | Stage::EncodeImage => {
@@ -136,10 +143,12 @@ pub fn step_down(current: &StagePlan, stage: Stage) -> Option<(StagePlan, String
                     return Some((next, change));
                 }
             }
-            // Last, where the weights live (taken only by a run that can reload its models from
-            // a store): an all-resident run frees the encoders and the VAE while denoising
-            // (staged), then the UNet's blocks are streamed from host memory, two on the device,
-            // then one.
+            // Last, where the weights live: an all-resident run frees the encoders and the VAE
+            // while denoising (staged), then the UNet's blocks are streamed from host memory, two
+            // on the device, then one.
+            if !reloadable {
+                return None;
+            }
             let (what, lower) = match p.residency {
                 Residency::AllResident => ("model weights", Residency::Staged),
                 Residency::Staged => (
@@ -163,6 +172,10 @@ pub fn step_down(current: &StagePlan, stage: Stage) -> Option<(StagePlan, String
             Some((next, change))
         }
         Stage::Decode => {
+            if reloadable && current.plan.residency == Residency::AllResident {
+                next.plan.residency = Residency::Staged;
+                return Some((next, "model weights: all resident -> staged".into()));
+            }
             if current.decode_chunk <= 1 {
                 // then the decoder's full-size layers in row bands
                 let band = &mut next.plan.compute.vae_row_band;
@@ -259,23 +272,29 @@ impl FaultInjector for FailAt {
 }
 
 /// A CPU stand-in for a memory budget: `stage` runs out of memory unless its plan is at least
-/// as low as `needed` on the ladder (reached after that many step-downs from the default plan).
+/// as low as `needed` on the ladder (reached after that many step-downs from the default plan)
+/// of a run that can (`reloadable`) or cannot reload its models.
 #[derive(Debug, Clone, Copy)]
 pub struct BudgetGuard {
     pub stage: Stage,
     pub needed: StagePlan,
+    pub reloadable: bool,
 }
 
 impl BudgetGuard {
     /// The guard that lets `stage` through only after `rungs` step-downs from `start`.
-    pub fn after_rungs(stage: Stage, start: StagePlan, rungs: usize) -> Self {
+    pub fn after_rungs(stage: Stage, start: StagePlan, rungs: usize, reloadable: bool) -> Self {
         let mut needed = start;
         for _ in 0..rungs {
-            if let Some((next, _)) = step_down(&needed, stage) {
+            if let Some((next, _)) = step_down(&needed, stage, reloadable) {
                 needed = next;
             }
         }
-        Self { stage, needed }
+        Self {
+            stage,
+            needed,
+            reloadable,
+        }
     }
 }
 
@@ -291,7 +310,7 @@ impl FaultInjector for BudgetGuard {
             if p == *plan {
                 return Ok(());
             }
-            match step_down(&p, self.stage) {
+            match step_down(&p, self.stage, self.reloadable) {
                 Some((next, _)) => p = next,
                 None => return Err(injected_oom(point)),
             }

@@ -5,6 +5,7 @@
 #   vivify.xz   the CLI (stripped, xz: a device call carries at most 64 MiB)
 #   cuda_ops.xz the CUDA kernel tests (crates/vivify-core/tests/cuda_ops.rs), run there
 #   diffusers-0.42.1-py3-none-any.whl   for bench/gpu on the device (which lacks diffusers)
+# and runs the CUDA-build tests that need no GPU (cuDNN descriptors checked on the host).
 # Usage: bash scripts/build-cuda.sh        (first build about 7 minutes on 2 cores, then incremental)
 # Env: VIVIFY_CUDA_PREFIX (toolchain, default ~/.cache/vivify-cuda), SHARED (default ../shared).
 set -euo pipefail
@@ -25,6 +26,13 @@ for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "cuda_ops":
         print(m["executable"])')
+# The cuDNN checks that need no device (descriptors finalized on the host), run here with the
+# link-time stub standing in for the driver library.
+STUB=$(mktemp -d)
+trap 'rm -rf "$STUB"' EXIT
+cp "$PREFIX/stub/libcuda.so" "$STUB/libcuda.so.1"
+LD_LIBRARY_PATH="$STUB:$CUDA_HOME/lib64" cargo test --release --locked --features cuda,cudnn \
+  -p vivify-core --lib --target-dir "$TARGET" -- --quiet nn::cuda::cudnn_graph_conv::tests
 mkdir -p gpu-carry
 strip -o "$TARGET/vivify.stripped" "$TARGET/release/vivify"
 strip -o "$TARGET/cuda_ops.stripped" "$TEST_BIN"

@@ -166,6 +166,7 @@ fn layout_name(nhwc: bool) -> &'static str {
 }
 
 /// Logical [N, C, H, W] / [K, C, kh, kw] / [N, K, OH, OW] dims and the convolution's geometry.
+#[derive(Clone, Copy)]
 struct Conv {
     x: [usize; 4],
     w: [usize; 4],
@@ -371,13 +372,19 @@ struct GraphPlan {
     configs: usize,
 }
 
-impl GraphPlan {
-    fn build(
-        handle: Rc<Handle>,
-        dtype: sys::cudnnDataType_t,
-        conv: &Conv,
-        align: usize,
-    ) -> Step<Self> {
+/// The finalized convolution forward operation and the descriptors it refers to.
+struct Operation {
+    op: Desc,
+    conv: Desc,
+    x: Desc,
+    w: Desc,
+    y: Desc,
+}
+
+impl Operation {
+    /// Describes `conv` on tensors of `dtype` aligned to `align` bytes. Needs no handle and no
+    /// device: only the operation graph and what follows it do.
+    fn describe(dtype: sys::cudnnDataType_t, conv: &Conv, align: usize) -> Step<Self> {
         let tensor = |uid: i64, dims: [usize; 4]| -> Step<Desc> {
             let t = Desc::new(Kind::CUDNN_BACKEND_TENSOR_DESCRIPTOR)?;
             t.set_data_type(Attr::CUDNN_ATTR_TENSOR_DATA_TYPE, dtype)?;
@@ -428,7 +435,24 @@ impl GraphPlan {
         op.set_f32(Attr::CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, 1.0)?;
         op.set_f32(Attr::CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, 0.0)?;
         op.finalize(|| "finalize convolution forward operation".into())?;
+        Ok(Operation {
+            op,
+            conv: desc,
+            x,
+            w,
+            y,
+        })
+    }
+}
 
+impl GraphPlan {
+    fn build(
+        handle: Rc<Handle>,
+        dtype: sys::cudnnDataType_t,
+        conv: &Conv,
+        align: usize,
+    ) -> Step<Self> {
+        let Operation { op, conv, x, w, y } = Operation::describe(dtype, conv, align)?;
         let graph = Desc::new(Kind::CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR)?;
         graph.set_handle(Attr::CUDNN_ATTR_OPERATIONGRAPH_HANDLE, &handle)?;
         graph.set_descs(Attr::CUDNN_ATTR_OPERATIONGRAPH_OPS, &[&op])?;
@@ -490,7 +514,7 @@ impl GraphPlan {
             let chosen = configs.swap_remove(rank);
             return Ok(GraphPlan {
                 plan,
-                _sources: vec![chosen, heur, graph, op, desc, x, w, y],
+                _sources: vec![chosen, heur, graph, op, conv, x, w, y],
                 handle,
                 workspace,
                 align,
@@ -634,5 +658,74 @@ impl GraphConv2d {
         )?;
         drop((_xg, _wg, _yg));
         Ok(CudaStorage::wrap_cuda_slice(y, dev))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sys::cudnnDataType_t as D;
+
+    fn conv(x: [usize; 4], k: usize, kernel: usize, stride: usize, padding: usize) -> Conv {
+        let [n, c, h, w] = x;
+        let out = |v: usize| (v + 2 * padding - kernel) / stride + 1;
+        Conv {
+            x,
+            w: [k, c, kernel, kernel],
+            y: [n, k, out(h), out(w)],
+            stride,
+            padding,
+            nhwc: true,
+        }
+    }
+
+    /// The descriptors up to the convolution operation are finalized on the host, where cuDNN
+    /// checks each attribute's type and count and that the shapes agree: this checks the FFI
+    /// (cudarc's enum values against the loaded library, the attribute types, float scalars)
+    /// without a device. The operation graph onward needs a handle (cuda_ops covers it).
+    /// scripts/build-cuda.sh runs this after the build.
+    #[test]
+    fn the_convolution_operation_finalizes_on_the_host() {
+        let cases = [
+            conv([2, 320, 64, 64], 320, 3, 1, 1),
+            conv([2, 320, 64, 64], 640, 1, 1, 0),
+            conv([2, 640, 64, 64], 640, 3, 2, 1),
+            conv([1, 4, 16, 16], 320, 3, 1, 1),
+        ];
+        for dtype in [
+            D::CUDNN_DATA_HALF,
+            D::CUDNN_DATA_BFLOAT16,
+            D::CUDNN_DATA_FLOAT,
+        ] {
+            for mut case in cases {
+                for nhwc in [true, false] {
+                    case.nhwc = nhwc;
+                    let op = Operation::describe(dtype, &case, 16)
+                        .unwrap_or_else(|f| panic!("{dtype:?} {:?} nhwc {nhwc}: {f}", case.x));
+                    let mut dims = [0i64; 8];
+                    // SAFETY: CUDNN_TYPE_INT64 elements are int64_t.
+                    let n = unsafe {
+                        op.y.get_raw(
+                            Attr::CUDNN_ATTR_TENSOR_DIMENSIONS,
+                            Type::CUDNN_TYPE_INT64,
+                            &mut dims,
+                        )
+                    }
+                    .unwrap_or_else(|f| panic!("{f}"));
+                    assert_eq!(dims[..n], case.y.map(|v| v as i64));
+                }
+            }
+        }
+    }
+
+    /// cuDNN does check: an output shape that disagrees with the convolution fails to finalize.
+    #[test]
+    fn a_wrong_output_shape_fails_to_finalize() {
+        let mut case = conv([2, 320, 64, 64], 320, 3, 1, 1);
+        case.y[2] += 1;
+        let err = Operation::describe(D::CUDNN_DATA_HALF, &case, 16)
+            .err()
+            .expect("a malformed operation finalized");
+        assert!(err.step.contains("operation"), "{err}");
     }
 }

@@ -23,7 +23,9 @@ fn chromium_generates_a_video_from_the_page() {
     let chromium = require("chromium");
     let chromedriver = require("chromedriver");
     let dir = tempfile::tempdir().unwrap();
-    let serve = Serve::start(dir.path(), &[]);
+    // Each job runs out of memory once (a simulated budget) and steps down one rung, which the
+    // history shows.
+    let serve = Serve::start(dir.path(), &["--simulate-denoise-oom", "1"]);
     let image = dir.path().join("upload.png");
     std::fs::write(&image, common::png(160, 120)).unwrap();
 
@@ -130,6 +132,13 @@ fn chromium_generates_a_video_from_the_page() {
             .as_str()
             .unwrap()
             .contains("64×64, 4 frames, 3 steps"),
+        "{result}"
+    );
+    assert!(
+        result["history"]
+            .as_str()
+            .unwrap()
+            .contains("low memory, retried with: denoise: sequential guidance on"),
         "{result}"
     );
     assert!(

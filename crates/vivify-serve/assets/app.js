@@ -242,6 +242,12 @@ async function refresh() {
     text.innerHTML = `<div class="prompt"></div><div class="muted">${p.width}×${p.height}, ${p.frames} frames, ${p.steps} steps, guidance ${p.guidance}, ${p.fps} fps, seed ${p.seed}</div><div class="state-${j.state}">${j.state}</div>`;
     text.querySelector('.prompt').textContent = p.prompt;
     if (j.error) { const e = document.createElement('div'); e.className = 'error'; e.textContent = j.error; text.append(e); }
+    if (j.step_downs) {
+      const low = document.createElement('div');
+      low.className = 'muted';
+      low.textContent = 'low memory, retried with: ' + j.step_downs.join('; ');
+      text.append(low);
+    }
     const actions = document.createElement('div');
     actions.className = 'actions';
     const again = document.createElement('button');

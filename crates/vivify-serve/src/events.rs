@@ -74,6 +74,11 @@ impl JobEvent {
     }
 }
 
+/// How job JSON lists a step down: `stage: setting now`, e.g. `decode: model weights staged`.
+pub fn step_down_summary(stage: &str, to: &str) -> String {
+    format!("{stage}: {to}")
+}
+
 /// The running job's latest stage and step, for job JSON.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LiveProgress {
@@ -134,7 +139,7 @@ impl Events {
                         p.eta_seconds = Some(*eta_seconds);
                     }
                     JobEvent::StepDown { stage, to, .. } => {
-                        p.step_downs.push(format!("{stage}: {to}"))
+                        p.step_downs.push(step_down_summary(stage, to))
                     }
                     _ => {}
                 }

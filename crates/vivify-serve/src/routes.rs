@@ -345,6 +345,7 @@ async fn create_job(
         started_at: None,
         finished_at: None,
         resumed: 0,
+        step_downs: Vec::new(),
     };
     s.store.insert(&job)?;
     tracing::info!(job = %id, "queued: {:?}", job.params);

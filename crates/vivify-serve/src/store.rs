@@ -64,6 +64,10 @@ pub struct Job {
     pub finished_at: Option<f64>,
     /// How many times the job was picked up again after the server stopped mid-run.
     pub resumed: u32,
+    /// Each step down the memory ladder the job took (out of memory, retried with a
+    /// lower-memory setting), as `stage: setting`, kept after the job ends.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub step_downs: Vec<String>,
 }
 
 pub fn now() -> f64 {
@@ -76,14 +80,22 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
-const COLUMNS: &str =
-    "id, state, params, image_file, error, created_at, started_at, finished_at, resumed";
+const COLUMNS: &str = "id, state, params, image_file, error, created_at, started_at, finished_at, \
+    resumed, step_downs";
+
+/// Column `i` of `row`, JSON text.
+fn json_column<T: serde::de::DeserializeOwned>(
+    row: &rusqlite::Row,
+    i: usize,
+) -> rusqlite::Result<T> {
+    let text: String = row.get(i)?;
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
 
 fn row_to_job(row: &rusqlite::Row) -> rusqlite::Result<Job> {
-    let params: String = row.get(2)?;
-    let params = serde_json::from_str(&params).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e))
-    })?;
+    let params = json_column(row, 2)?;
     Ok(Job {
         id: row.get(0)?,
         state: JobState::parse(&row.get::<_, String>(1)?),
@@ -94,6 +106,7 @@ fn row_to_job(row: &rusqlite::Row) -> rusqlite::Result<Job> {
         started_at: row.get(6)?,
         finished_at: row.get(7)?,
         resumed: row.get(8)?,
+        step_downs: json_column(row, 9)?,
     })
 }
 
@@ -115,10 +128,23 @@ impl Store {
                 created_at REAL NOT NULL,
                 started_at REAL,
                 finished_at REAL,
-                resumed INTEGER NOT NULL DEFAULT 0
+                resumed INTEGER NOT NULL DEFAULT 0,
+                step_downs TEXT NOT NULL DEFAULT '[]'
             );
             CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);",
         )?;
+        // A data directory from before step-downs were kept.
+        let has_step_downs: bool = conn.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = 'step_downs'",
+            [],
+            |r| r.get::<_, i64>(0).map(|n| n > 0),
+        )?;
+        if !has_step_downs {
+            conn.execute(
+                "ALTER TABLE jobs ADD COLUMN step_downs TEXT NOT NULL DEFAULT '[]'",
+                [],
+            )?;
+        }
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -201,6 +227,22 @@ impl Store {
         Ok(())
     }
 
+    /// Adds a step down to the job's record.
+    pub fn record_step_down(&self, id: &str, step_down: &str) -> Result<()> {
+        let conn = self.conn();
+        let recorded: String =
+            conn.query_row("SELECT step_downs FROM jobs WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })?;
+        let mut list: Vec<String> = serde_json::from_str(&recorded)?;
+        list.push(step_down.to_string());
+        conn.execute(
+            "UPDATE jobs SET step_downs = ?2 WHERE id = ?1",
+            params![id, serde_json::to_string(&list)?],
+        )?;
+        Ok(())
+    }
+
     /// Start-up: jobs left running by a process that died go back to the front of the queue
     /// (their `seq` is older than anything queued after them). Returns their ids.
     pub fn requeue_interrupted(&self) -> Result<Vec<String>> {
@@ -232,5 +274,68 @@ impl Store {
             [id],
         )?;
         Ok(n == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A data directory written before step-downs were kept opens, its jobs read with none, and
+    /// step-downs recorded from then on are kept in order.
+    #[test]
+    fn an_older_data_directory_gains_the_step_downs_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite");
+        let params = r#"{"prompt":"a","negative_prompt":"","width":64,"height":64,"frames":4,"steps":2,"guidance":7.5,"fps":8,"seed":1}"#;
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE jobs (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    id TEXT NOT NULL UNIQUE,
+                    state TEXT NOT NULL,
+                    params TEXT NOT NULL,
+                    image_file TEXT NOT NULL,
+                    error TEXT,
+                    created_at REAL NOT NULL,
+                    started_at REAL,
+                    finished_at REAL,
+                    resumed INTEGER NOT NULL DEFAULT 0
+                );",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO jobs (id, state, params, image_file, created_at) \
+                 VALUES ('old', 'done', ?1, 'old.png', 1.0)",
+                [params],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let old = store.get("old").unwrap().unwrap();
+        assert!(old.step_downs.is_empty());
+        assert!(
+            serde_json::to_value(&old)
+                .unwrap()
+                .get("step_downs")
+                .is_none()
+        );
+        store
+            .record_step_down("old", "denoise: sequential guidance on")
+            .unwrap();
+        store
+            .record_step_down("old", "decode: model weights staged")
+            .unwrap();
+        drop(store);
+        // and again, now that the column exists
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.get("old").unwrap().unwrap().step_downs,
+            [
+                "denoise: sequential guidance on",
+                "decode: model weights staged"
+            ]
+        );
     }
 }

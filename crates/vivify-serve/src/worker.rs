@@ -2,7 +2,7 @@
 //! its progress callback, saves the latents after every step (so a crash or a shutdown resumes
 //! from there) and writes the MP4 and a thumbnail.
 
-use crate::events::JobEvent;
+use crate::events::{JobEvent, step_down_summary};
 use crate::plan::plan_for;
 use crate::state::Shared;
 use crate::store::{Job, JobState};
@@ -285,12 +285,19 @@ impl Worker {
         // The step count this process started denoising from (a resumed run starts mid-way).
         let mut base_step: Option<usize> = None;
         let on_event = |event: Event| match event {
-            Event::StepDown(s) => publish(JobEvent::StepDown {
-                stage: s.stage.name().into(),
-                from: s.from,
-                to: s.to,
-                reason: s.reason,
-            }),
+            Event::StepDown(s) => {
+                // Recorded first, so a client that hears of it finds it in the job.
+                let summary = step_down_summary(s.stage.name(), &s.to);
+                if let Err(e) = shared.store.record_step_down(id, &summary) {
+                    warn!(job = %id, "recording the step down `{summary}`: {e:#}");
+                }
+                publish(JobEvent::StepDown {
+                    stage: s.stage.name().into(),
+                    from: s.from,
+                    to: s.to,
+                    reason: s.reason,
+                })
+            }
             Event::Progress(Progress::StageStarted(stage)) => publish(JobEvent::Stage {
                 stage: stage.name().into(),
             }),

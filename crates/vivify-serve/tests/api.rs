@@ -365,6 +365,13 @@ fn a_job_that_steps_down_frees_the_warm_model_and_the_next_reloads_it() {
         });
         let done = s.http.wait_state(&id, "done");
         assert!(done["error"].is_null(), "job {job}: {done}");
+        // the record keeps the step-downs after the job ends
+        let kept = done["step_downs"].as_array().expect("step_downs kept");
+        assert_eq!(
+            kept.last().unwrap(),
+            "denoise: model weights staged",
+            "job {job}: {done}"
+        );
         assert_eq!(
             s.http.get("/api/health").json()["model_loaded"],
             false,

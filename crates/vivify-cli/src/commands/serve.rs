@@ -45,6 +45,10 @@ pub struct ServeArgs {
     /// Testing aid: pause this long after each denoising step.
     #[arg(long, hide = true, default_value_t = 0)]
     pub step_delay_ms: u64,
+    /// Testing aid: every job's denoising runs out of memory until its plan is this many rungs
+    /// down its ladder (as `generate --simulate-denoise-oom`).
+    #[arg(long, hide = true, value_name = "RUNGS")]
+    pub simulate_denoise_oom: Option<usize>,
 }
 
 /// "30s", "10m", "1h", "500ms" or plain seconds.
@@ -138,7 +142,7 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
             dtype,
             unload_after,
             step_delay: Duration::from_millis(args.step_delay_ms),
-            simulate_denoise_oom: None,
+            simulate_denoise_oom: args.simulate_denoise_oom,
         },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

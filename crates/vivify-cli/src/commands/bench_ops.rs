@@ -115,8 +115,12 @@ pub fn run(args: &BenchOpsArgs) -> Result<ExitCode> {
             })?;
             let mut rows = vec![("legacy", legacy)];
             // The graph path is not yet verified on a device: a failure costs its row, not the
-            // rest of the benchmark.
-            match cudnn_graph_conv::conv2d(&x, &wt, c.stride, c.padding) {
+            // rest of the benchmark, and one switched off (its tests failed) is not run.
+            let graph = match vivify_core::nn::cuda::enabled("cudnn_graph") {
+                true => cudnn_graph_conv::conv2d(&x, &wt, c.stride, c.padding),
+                false => Ok(None),
+            };
+            match graph {
                 Ok(Some(_)) => {
                     let graph = time_ms(&device, args.iters, || {
                         Ok(cudnn_graph_conv::conv2d(&x, &wt, c.stride, c.padding)?
@@ -215,6 +219,10 @@ pub fn run(args: &BenchOpsArgs) -> Result<ExitCode> {
         #[cfg(feature = "cuda")]
         for tiles in vivify_core::nn::cuda::flash_attention::Tiles::ALL {
             use vivify_core::nn::cuda::flash_attention::flash_attention_with;
+            // A variant switched off (its tests failed) is not run: a fault would end the run.
+            if !vivify_core::nn::cuda::enabled(tiles.switch()) {
+                continue;
+            }
             // A variant not yet verified on a device may fail: that costs its row only.
             match flash_attention_with(&q, &k, &v, tiles) {
                 Ok(Some(_)) => {}

@@ -46,6 +46,15 @@ impl Tiles {
         }
     }
 
+    /// The name VIVIFY_CUDA_DISABLE / VIVIFY_CUDA_ENABLE know the variant by.
+    pub fn switch(self) -> &'static str {
+        match self {
+            Tiles::Registers => "attention",
+            Tiles::Async => "attention_async",
+            Tiles::Ldmatrix => "attention_ldmatrix",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Tiles::Registers => "registers",

@@ -6,9 +6,14 @@
 // strided views (batch, head and row strides in elements, D contiguous, rows 16-byte aligned), so
 // the heads are read straight from the projections' (B, L, H·D) output; output o (B, L, H, D)
 // contiguous, which is the out-projection's input as it stands.
+#ifdef VIVIFY_KERNEL_EMULATION
+// The CPU build of kernels/emulation/: the CUDA types and the PTX helpers below emulated.
+#include "emulation/cuda_emulation.h"
+#else
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 #include <stdint.h>
+#endif
 
 namespace {
 
@@ -22,6 +27,7 @@ struct Strides {
   int q_row, k_row, v_row;
 };
 
+#ifndef VIVIFY_KERNEL_EMULATION
 // Asynchronous 16-byte global -> shared copies (sm_80+): the next K/V tile loads while this one
 // is multiplied.
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
@@ -33,6 +39,7 @@ template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
+#endif  // VIVIFY_KERNEL_EMULATION
 
 // Max / sum over the four threads (t = 0..3) that hold parts of one MMA row.
 __device__ __forceinline__ float row_max(float x) {
@@ -58,6 +65,7 @@ __device__ __forceinline__ uint32_t pack_raw(T lo, T hi) {
   return (uint32_t)l | ((uint32_t)h << 16);
 }
 
+#ifndef VIVIFY_KERNEL_EMULATION
 // Four 8x8 b16 matrices from shared memory; lanes 8i..8i+7 give the row addresses of matrix i.
 // Without .trans lane (g, t) receives row g, columns 2t and 2t+1 of each (a K tile's B fragment);
 // with .trans rows 2t and 2t+1 of column g (a V tile's B fragment).
@@ -88,6 +96,7 @@ __device__ __forceinline__ void mma(float c[4], const uint32_t a[4], const uint3
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
+#endif  // VIVIFY_KERNEL_EMULATION
 
 // ASYNC: K/V tiles through cp.async, double-buffered where two stages fit in 48 KiB of shared
 // memory (head dims 64 and 80), else single-buffered; otherwise loaded through registers.

@@ -82,6 +82,15 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* smem) {
                  : "r"(s));
 }
 
+// 2^x as one MUFU.EX2 (ex2.approx.ftz, as FlashAttention gets exp2f under --use_fast_math);
+// exp2f adds a range check and two scalings per call for subnormal results, which the softmax
+// weights never need: they are rounded to the input type before P·V.
+__device__ __forceinline__ float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 __device__ __forceinline__ void mma(float c[4], const uint32_t a[4], const uint32_t b[2], __half) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -240,8 +249,8 @@ __device__ __forceinline__ void flash_fwd(const T* __restrict__ q, const T* __re
     }
 
     // Online softmax in the log2 domain; e 0,1 belong to row g, e 2,3 to row g + 8. The LDM
-    // variant keeps raw scores (the scale goes into the exponent's FMA) and masks only in the
-    // last tile (a uniform branch): two instructions fewer per score.
+    // variant keeps raw scores (the scale goes into the exponent's FMA), masks only in the last
+    // tile (a uniform branch) and takes 2^x as one MUFU.EX2: five instructions fewer per score.
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
       float mx0 = m[mt][0], mx1 = m[mt][1];
@@ -278,17 +287,18 @@ __device__ __forceinline__ void flash_fwd(const T* __restrict__ q, const T* __re
         mx0 = row_max(mx0);
         mx1 = row_max(mx1);
       }
-      const float c0 = exp2f(m[mt][0] - mx0), c1 = exp2f(m[mt][1] - mx1);
+      const float c0 = LDM ? exp2_approx(m[mt][0] - mx0) : exp2f(m[mt][0] - mx0);
+      const float c1 = LDM ? exp2_approx(m[mt][1] - mx1) : exp2f(m[mt][1] - mx1);
       m[mt][0] = mx0;
       m[mt][1] = mx1;
       float rs0 = 0.f, rs1 = 0.f;
 #pragma unroll
       for (int n = 0; n < BC / 8; ++n) {
         if (LDM) {
-          sf[mt][n][0] = exp2f(fmaf(sf[mt][n][0], scale_log2, -mx0));
-          sf[mt][n][1] = exp2f(fmaf(sf[mt][n][1], scale_log2, -mx0));
-          sf[mt][n][2] = exp2f(fmaf(sf[mt][n][2], scale_log2, -mx1));
-          sf[mt][n][3] = exp2f(fmaf(sf[mt][n][3], scale_log2, -mx1));
+          sf[mt][n][0] = exp2_approx(fmaf(sf[mt][n][0], scale_log2, -mx0));
+          sf[mt][n][1] = exp2_approx(fmaf(sf[mt][n][1], scale_log2, -mx0));
+          sf[mt][n][2] = exp2_approx(fmaf(sf[mt][n][2], scale_log2, -mx1));
+          sf[mt][n][3] = exp2_approx(fmaf(sf[mt][n][3], scale_log2, -mx1));
         } else {
           sf[mt][n][0] = exp2f(sf[mt][n][0] - mx0);
           sf[mt][n][1] = exp2f(sf[mt][n][1] - mx0);

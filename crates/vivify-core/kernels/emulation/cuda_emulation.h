@@ -203,6 +203,9 @@ inline void cp_async_wait() {
   }
 }
 
+// ex2.approx.ftz.f32: 2^x (the hardware's approximation is within 2 ulp; subnormals flush).
+inline float exp2_approx(float x) { return exp2f(x); }
+
 // ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: lanes 8i..8i+7 address the rows of matrix i;
 // lane L receives, of each matrix i, row L/4, columns 2(L%4) and 2(L%4)+1 (with .trans: rows
 // 2(L%4) and 2(L%4)+1 of column L/4), the lower-numbered element in the low half.

@@ -6,9 +6,13 @@
 //                    the time embedding and the residual in one pass;
 //   add_{f16,bf16}: out = a + b, same shapes.
 // Sums run in f32 with one rounding at the end.
+#ifdef VIVIFY_KERNEL_EMULATION
+#include "emulation/cuda_emulation.h"  // the CPU build (tests/kernel_emulation.rs)
+#else
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 #include <stdint.h>
+#endif
 
 namespace {
 

@@ -2,8 +2,12 @@
 // output h (rows, 2H), in one pass (candle took four: narrow copies, GELU, product). One block per
 // row, two elements per access when H is even. Rounded as PyTorch does it on half types: GELU
 // (exact, erf) in f32 rounded to T, then the product in f32 rounded to T.
+#ifdef VIVIFY_KERNEL_EMULATION
+#include "emulation/cuda_emulation.h"  // the CPU build (tests/kernel_emulation.rs)
+#else
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
+#endif
 
 namespace {
 

@@ -8,9 +8,13 @@
 // Each group is split into `splits` slices; a slice's block computes its mean and M2 (two
 // passes over its slice, the second from L2), then the apply kernel merges the slices (Chan et
 // al.) and normalises its slice.
+#ifdef VIVIFY_KERNEL_EMULATION
+#include "emulation/cuda_emulation.h"  // the CPU build (tests/kernel_emulation.rs)
+#else
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 #include <stdint.h>
+#endif
 
 namespace {
 

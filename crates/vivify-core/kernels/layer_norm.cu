@@ -1,8 +1,12 @@
 // LayerNorm over the last dimension with affine, for vivify's CUDA build: one warp per row, f32
 // statistics in two passes (mean, then the spread about it) as PyTorch computes them, one
 // rounding at the end. candle ops took ten passes over an f32 copy.
+#ifdef VIVIFY_KERNEL_EMULATION
+#include "emulation/cuda_emulation.h"  // the CPU build (tests/kernel_emulation.rs)
+#else
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
+#endif
 
 namespace {
 

@@ -2,29 +2,35 @@
 // and run on a machine without a GPU (tests/kernel_emulation.rs): the kernels' logic (indexing,
 // fragment layouts, online softmax, barriers) is checked in CI, not only on a lent device.
 //
-// The model: a block's threads are OS threads that run the kernel function concurrently, blocks
-// one after another (so `__shared__` arrays become function statics, one per instantiation).
-// Warp-collective instructions (shfl, ldmatrix, mma.sync) exchange every lane's operands through
-// a per-warp slot array between two warp barriers, and compute what the PTX ISA specifies for
-// each lane. cp.async copies run either at issue (`CpAsync::AtIssue`) or as late as
-// cp.async.wait_group allows (`CpAsync::AtWait`): a kernel correct under both neither reads a
-// tile before its wait nor overwrites one another warp still reads.
+// The model: blocks run one after another (so `__shared__` arrays become function statics, one
+// per instantiation); a block's threads are fibers (ucontext) on one OS thread, with warps formed
+// from consecutive thread indices (x fastest) as on the device. A thread runs until it waits at a
+// barrier: __syncthreads, or the two warp barriers around each warp-collective instruction
+// (shfl, ldmatrix, mma.sync), which exchange every lane's operands through a per-warp slot array
+// and compute what the PTX ISA specifies for each lane. Which ready thread runs next is
+// `Schedule` (lowest-numbered first lets warp 0 run as far ahead as the barriers allow);
+// cp.async copies land at issue (`CpAsync::AtIssue`) or as late as cp.async.wait_group allows
+// (`CpAsync::AtWait`). A kernel that matches its reference under every order and both copy
+// timings neither reads a tile before its wait nor overwrites one another warp still reads; a
+// barrier some threads never reach aborts as a deadlock. Runs are deterministic.
 //
 // Not modelled: timing, bank conflicts, the tensor cores' internal accumulation order (products
-// are summed in f32 in k order), fast-math approximations of exp2f.
+// are summed in f32 in k order), the hardware's approximations of exp2.
 #pragma once
 
+#include <stdint.h>
+#include <ucontext.h>
+
+#include <algorithm>
 #include <array>
-#include <barrier>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
-#include <memory>
-#include <thread>
+#include <functional>
 #include <vector>
-#include <stdint.h>
 
 #define __device__
 #define __global__
@@ -37,7 +43,10 @@
 struct Dim3 {
   unsigned x, y, z;
 };
-inline thread_local Dim3 threadIdx, blockIdx;
+// The running thread's and block's indices (set by the scheduler before it resumes a thread).
+inline Dim3 threadIdx, blockIdx;
+// The launch's grid and block shapes, the same for every thread.
+inline Dim3 gridDim, blockDim;
 
 struct uint4 {
   unsigned x, y, z, w;
@@ -110,38 +119,12 @@ inline float to_float(__nv_bfloat16 h) { return __bfloat162float(h); }
 
 namespace emulation {
 
-// The running block: its barrier and each warp's barrier and operand slots.
-struct Block {
-  explicit Block(int warps) : all(warps * 32), slots(warps) {
-    for (int w = 0; w < warps; ++w) warp.push_back(std::make_unique<std::barrier<>>(32));
-  }
-  std::barrier<> all;
-  std::vector<std::unique_ptr<std::barrier<>>> warp;
-  struct alignas(16) Slot {
-    unsigned char bytes[64];
-  };
-  std::vector<std::array<Slot, 32>> slots;
-};
-inline Block* block = nullptr;
-
-// Every lane of the calling warp passes `mine`; each gets `f(lane, operand_of)`, where
-// operand_of(j) is lane j's `mine`.
-template <typename In, typename F>
-auto warp_collective(const In& mine, F f) {
-  static_assert(sizeof(In) <= sizeof(Block::Slot), "operand too large for a slot");
-  const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
-  auto& slots = block->slots[w];
-  std::memcpy(slots[lane].bytes, &mine, sizeof(In));
-  block->warp[w]->arrive_and_wait();
-  auto operand_of = [&](int j) {
-    In v;
-    std::memcpy(&v, slots[j].bytes, sizeof(In));
-    return v;
-  };
-  auto out = f(lane, operand_of);
-  block->warp[w]->arrive_and_wait();  // every lane has read before the slots are reused
-  return out;
-}
+// Which waiting thread runs next when the running one blocks: the lowest-numbered ready thread
+// (warp 0 runs as far ahead of the others as the barriers let it), the highest-numbered, or the
+// next in turn. Kernels are run under several orders, so a missing barrier or a read before a
+// copy's wait changes the result under at least one of them.
+enum class Schedule { LowestFirst, HighestFirst, RoundRobin };
+inline Schedule schedule = Schedule::LowestFirst;
 
 enum class CpAsync { AtIssue, AtWait };
 inline CpAsync cp_async_mode = CpAsync::AtIssue;
@@ -150,28 +133,200 @@ struct Copy {
   void* dst;
   const void* src;
 };
-inline thread_local std::vector<Copy> uncommitted;
-inline thread_local std::deque<std::vector<Copy>> in_flight;
 
-// Runs `kernel()` on a grid of (gx, gy) blocks of `warps` warps each.
-template <typename K>
-void launch(unsigned gx, unsigned gy, int warps, K kernel) {
-  for (unsigned by = 0; by < gy; ++by)
-    for (unsigned bx = 0; bx < gx; ++bx) {
-      Block b(warps);
-      block = &b;
-      std::vector<std::thread> threads;
-      for (int tid = 0; tid < warps * 32; ++tid)
-        threads.emplace_back([&, tid] {
-          threadIdx = {unsigned(tid), 0, 0};
-          blockIdx = {bx, by, 0};
-          kernel();
-          // A kernel that ends with copies not waited for would race with its own exit.
-          if (!uncommitted.empty() || !in_flight.empty()) std::abort();
-        });
-      for (auto& t : threads) t.join();
-      block = nullptr;
+struct Barrier;
+
+// One GPU thread: a fiber with its own stack, index, and cp.async groups.
+struct Fiber {
+  ucontext_t context;
+  std::vector<char> stack;
+  Dim3 index;
+  bool done = false;
+  const Barrier* waiting_on = nullptr;  // with the phase it waits to see end
+  unsigned long long waiting_phase = 0;
+  std::vector<Copy> uncommitted;
+  std::deque<std::vector<Copy>> in_flight;
+};
+
+inline ucontext_t scheduler_context;
+inline Fiber* running = nullptr;
+
+// Back to the scheduler until it resumes this thread.
+inline void yield() { swapcontext(&running->context, &scheduler_context); }
+
+// A barrier for `expected` threads; an arriving thread waits (yields) until the phase ends.
+struct Barrier {
+  explicit Barrier(int expected) : expected(expected) {}
+  int expected, arrived = 0;
+  unsigned long long phase = 0;
+
+  void arrive_and_wait() {
+    const unsigned long long mine = phase;
+    if (++arrived == expected) {
+      arrived = 0;
+      ++phase;
+      return;
     }
+    running->waiting_on = this;
+    running->waiting_phase = mine;
+    yield();
+  }
+  // An exited thread: later phases no longer wait for it.
+  void arrive_and_drop() {
+    --expected;
+    if (arrived > 0 && arrived == expected) {
+      arrived = 0;
+      ++phase;
+    }
+  }
+};
+
+// The calling thread's index in its block (x fastest), as warps are formed from it.
+inline int linear_thread() {
+  return int(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z));
+}
+
+// The running block: its barrier and each warp's barrier and operand slots.
+struct Block {
+  explicit Block(int threads)
+      : all(threads),
+        slots((threads + 31) / 32),
+        results((threads + 31) / 32),
+        results_phase((threads + 31) / 32, ~0ull) {
+    for (int first = 0; first < threads; first += 32) warp.emplace_back(std::min(32, threads - first));
+  }
+  Barrier all;
+  std::vector<Barrier> warp;
+  struct alignas(16) Slot {
+    unsigned char bytes[64];
+  };
+  std::vector<std::array<Slot, 32>> slots;
+  // Per warp: each lane's result of a collective computed once for the whole warp, and the
+  // barrier phase it was computed in.
+  std::vector<std::array<Slot, 32>> results;
+  std::vector<unsigned long long> results_phase;
+};
+inline Block* block = nullptr;
+
+// Every lane of the calling warp passes `mine`; each gets `f(lane, operand_of)`, where
+// operand_of(j) is lane j's `mine`.
+template <typename In, typename F>
+auto warp_collective(const In& mine, F f) {
+  static_assert(sizeof(In) <= sizeof(Block::Slot), "operand too large for a slot");
+  const int w = linear_thread() / 32, lane = linear_thread() % 32;
+  auto& slots = block->slots[w];
+  std::memcpy(slots[lane].bytes, &mine, sizeof(In));
+  block->warp[w].arrive_and_wait();
+  auto operand_of = [&](int j) {
+    In v;
+    std::memcpy(&v, slots[j].bytes, sizeof(In));
+    return v;
+  };
+  auto out = f(lane, operand_of);
+  block->warp[w].arrive_and_wait();  // every lane has read before the slots are reused
+  return out;
+}
+
+// As warp_collective, for an instruction whose results are computed together: `all(operand_of)`
+// returns every lane's result (an array of 32), once per warp; each lane gets its own.
+template <typename In, typename Out, typename F>
+Out warp_collective_once(const In& mine, F all) {
+  static_assert(sizeof(In) <= sizeof(Block::Slot) && sizeof(Out) <= sizeof(Block::Slot),
+                "operand too large for a slot");
+  const int w = linear_thread() / 32, lane = linear_thread() % 32;
+  auto& slots = block->slots[w];
+  std::memcpy(slots[lane].bytes, &mine, sizeof(In));
+  Barrier& barrier = block->warp[w];
+  barrier.arrive_and_wait();
+  if (block->results_phase[w] != barrier.phase) {
+    auto operand_of = [&](int j) {
+      In v;
+      std::memcpy(&v, slots[j].bytes, sizeof(In));
+      return v;
+    };
+    const std::array<Out, 32> outs = all(operand_of);
+    for (int j = 0; j < 32; ++j) std::memcpy(block->results[w][j].bytes, &outs[j], sizeof(Out));
+    block->results_phase[w] = barrier.phase;
+  }
+  Out out;
+  std::memcpy(&out, block->results[w][lane].bytes, sizeof(Out));
+  barrier.arrive_and_wait();  // every lane has read before the slots are reused
+  return out;
+}
+
+inline std::function<void()> fiber_body;
+
+inline void fiber_main() {
+  fiber_body();
+  Fiber* me = running;
+  // A kernel that ends with copies not waited for would race with its own exit.
+  if (!me->uncommitted.empty() || !me->in_flight.empty()) {
+    std::fprintf(stderr, "emulation: a thread exited with cp.async copies not waited for\n");
+    std::abort();
+  }
+  // An exited thread no longer holds up its block's or its warp's barriers.
+  block->all.arrive_and_drop();
+  block->warp[linear_thread() / 32].arrive_and_drop();
+  me->done = true;
+  // returning resumes the scheduler (uc_link)
+}
+
+// Runs `kernel()` on every thread of every block of `grid`, blocks of shape `shape`, one block
+// after another, the block's threads as fibers on this OS thread switching at barriers and warp
+// collectives in the order `schedule` says. A block whose threads all wait is a deadlock: abort.
+template <typename K>
+void launch(Dim3 grid, Dim3 shape, K kernel) {
+  gridDim = grid;
+  blockDim = shape;
+  const int threads = int(shape.x * shape.y * shape.z);
+  std::vector<Fiber> fibers(threads);
+  for (auto& f : fibers) f.stack.resize(256 * 1024);
+  fiber_body = kernel;
+  for (unsigned bz = 0; bz < grid.z; ++bz)
+    for (unsigned by = 0; by < grid.y; ++by)
+      for (unsigned bx = 0; bx < grid.x; ++bx) {
+        Block b(threads);
+        block = &b;
+        blockIdx = {bx, by, bz};
+        for (int tid = 0; tid < threads; ++tid) {
+          Fiber& f = fibers[tid];
+          f.index = {tid % shape.x, tid / shape.x % shape.y, tid / (shape.x * shape.y)};
+          f.done = false;
+          f.waiting_on = nullptr;
+          getcontext(&f.context);
+          f.context.uc_stack.ss_sp = f.stack.data();
+          f.context.uc_stack.ss_size = f.stack.size();
+          f.context.uc_link = &scheduler_context;
+          makecontext(&f.context, fiber_main, 0);
+        }
+        int last = threads - 1;
+        for (;;) {
+          auto ready = [&](int i) {
+            const Fiber& f = fibers[i];
+            return !f.done && (!f.waiting_on || f.waiting_on->phase != f.waiting_phase);
+          };
+          int next = -1;
+          for (int k = 0; k < threads && next < 0; ++k) {
+            const int i = schedule == Schedule::LowestFirst    ? k
+                          : schedule == Schedule::HighestFirst ? threads - 1 - k
+                                                               : (last + 1 + k) % threads;
+            if (ready(i)) next = i;
+          }
+          if (next < 0) {
+            if (std::all_of(fibers.begin(), fibers.end(), [](const Fiber& f) { return f.done; })) break;
+            std::fprintf(stderr, "emulation: deadlock in block (%u, %u, %u): every thread waits\n",
+                         bx, by, bz);
+            std::abort();
+          }
+          last = next;
+          running = &fibers[next];
+          running->waiting_on = nullptr;
+          threadIdx = running->index;
+          swapcontext(&scheduler_context, &running->context);
+        }
+        running = nullptr;
+        block = nullptr;
+      }
 }
 
 }  // namespace emulation
@@ -182,24 +337,30 @@ inline float __shfl_xor_sync(unsigned, float x, int mask) {
   return emulation::warp_collective(x, [&](int lane, auto of) { return of(lane ^ mask); });
 }
 
+// Math functions the kernels call under their CUDA names.
+inline float __expf(float x) { return expf(x); }
+inline float rsqrtf(float x) { return 1.f / sqrtf(x); }
+
 // ---- the PTX helpers of kernels/flash_attn.cu ----
 
 inline void cp_async16(void* smem, const void* gmem) {
   if (emulation::cp_async_mode == emulation::CpAsync::AtIssue)
     std::memcpy(smem, gmem, 16);
   else
-    emulation::uncommitted.push_back({smem, gmem});
+    emulation::running->uncommitted.push_back({smem, gmem});
 }
 inline void cp_async_commit() {
-  emulation::in_flight.push_back(std::move(emulation::uncommitted));
-  emulation::uncommitted.clear();
+  auto* me = emulation::running;
+  me->in_flight.push_back(std::move(me->uncommitted));
+  me->uncommitted.clear();
 }
 // cp.async.wait_group N: all but the newest N committed groups have landed.
 template <int N>
 inline void cp_async_wait() {
-  while (emulation::in_flight.size() > size_t(N)) {
-    for (const auto& c : emulation::in_flight.front()) std::memcpy(c.dst, c.src, 16);
-    emulation::in_flight.pop_front();
+  auto& in_flight = emulation::running->in_flight;
+  while (in_flight.size() > size_t(N)) {
+    for (const auto& c : in_flight.front()) std::memcpy(c.dst, c.src, 16);
+    in_flight.pop_front();
   }
 }
 
@@ -247,7 +408,7 @@ inline void mma_emulated(float c[4], const uint32_t a[4], const uint32_t b[2]) {
   std::memcpy(mine.a, a, sizeof(mine.a));
   std::memcpy(mine.b, b, sizeof(mine.b));
   std::memcpy(mine.c, c, sizeof(mine.c));
-  const Out out = emulation::warp_collective(mine, [](int lane, auto of) {
+  const Out out = emulation::warp_collective_once<In, Out>(mine, [](auto of) {
     auto half_of = [](uint32_t reg, int hi) {
       T h;
       const uint16_t bits = uint16_t(hi ? reg >> 16 : reg);
@@ -267,16 +428,18 @@ inline void mma_emulated(float c[4], const uint32_t a[4], const uint32_t b[2]) {
         B[2 * t + 8 + e][g] = half_of(in.b[1], e);
       }
     }
-    const In me = of(lane);
-    const int g = lane / 4, t = lane % 4;
-    Out o;
-    for (int e = 0; e < 4; ++e) {
-      const int row = g + (e >= 2 ? 8 : 0), col = 2 * t + (e & 1);
-      float acc = me.c[e];
-      for (int k = 0; k < 16; ++k) acc += A[row][k] * B[k][col];
-      o.d[e] = acc;
+    std::array<Out, 32> outs;
+    for (int lane = 0; lane < 32; ++lane) {
+      const In me = of(lane);
+      const int g = lane / 4, t = lane % 4;
+      for (int e = 0; e < 4; ++e) {
+        const int row = g + (e >= 2 ? 8 : 0), col = 2 * t + (e & 1);
+        float acc = me.c[e];
+        for (int k = 0; k < 16; ++k) acc += A[row][k] * B[k][col];
+        outs[lane].d[e] = acc;
+      }
     }
-    return o;
+    return outs;
   });
   std::memcpy(c, out.d, sizeof(out.d));
 }

@@ -1,35 +1,25 @@
 // kernels/flash_attn.cu under the CPU emulation (cuda_emulation.h): every entry point the host
 // launches (nn/cuda/flash_attention.rs: one-warp blocks for 16 queries or fewer, else four warps
 // with register, cp.async or ldmatrix tiles), f16 and bf16, head dims 64, 80 and 128, contiguous
-// and strided (heads as views of a projection) inputs, partial tiles, cp.async copies landing at
-// issue and at the wait. Each output is compared with attention computed in double precision on
-// the same rounded inputs. Prints one line per case; exits 1 if any case is off.
+// and strided (heads as views of a projection) inputs, partial tiles, under the thread orders and
+// cp.async timings that expose a missing barrier or a tile read before its wait. Each output is
+// compared with attention computed in double precision on the same rounded inputs. Prints one
+// line per case; exits 1 if any case is off.
 //
 // Build and run (tests/kernel_emulation.rs does this):
-//   c++ -std=c++20 -O2 -pthread -fno-strict-aliasing -DVIVIFY_KERNEL_EMULATION \
+//   c++ -std=c++20 -O2 -fno-strict-aliasing -DVIVIFY_KERNEL_EMULATION \
 //       kernels/emulation/flash_attn_check.cpp -o flash_attn_check && ./flash_attn_check
 #include "../flash_attn.cu"
 
 #include <algorithm>
-#include <cstdio>
-#include <functional>
-#include <random>
 #include <string>
+
+#include "check_util.h"
 
 namespace {
 
 using emulation::CpAsync;
-
-template <typename T>
-T from_float(float f);
-template <>
-__half from_float<__half>(float f) {
-  return __float2half_rn(f);
-}
-template <>
-__nv_bfloat16 from_float<__nv_bfloat16>(float f) {
-  return __float2bfloat16_rn(f);
-}
+using emulation::Schedule;
 
 // An entry point: (q, k, v, o, H, L, S, strides, scale·log2 e).
 template <typename T>
@@ -105,7 +95,8 @@ Operand<T> random_operand(std::mt19937& rng, int n, int h, int rows, int d, bool
 
 // max |out - reference| / max |reference| for one entry on one case.
 template <typename T, int D>
-double run_case(const Launch<T>& launch, const Case& c, CpAsync mode, unsigned seed) {
+double run_case(const Launch<T>& launch, const Case& c, CpAsync mode, emulation::Schedule order,
+                unsigned seed) {
   std::mt19937 rng(seed);
   const auto q = random_operand<T>(rng, c.n, c.h, c.l, D, c.strided);
   const auto k = random_operand<T>(rng, c.n, c.h, c.s, D, c.strided);
@@ -116,11 +107,12 @@ double run_case(const Launch<T>& launch, const Case& c, CpAsync mode, unsigned s
   const float scale_log2 = 1.f / std::sqrt(float(D)) * 1.4426950408889634f;
   const int rows_per_block = 16 * launch.tiles_per_warp * launch.warps;
   emulation::cp_async_mode = mode;
-  emulation::launch(unsigned(c.n * c.h), unsigned((c.l + rows_per_block - 1) / rows_per_block),
-                    launch.warps, [&] {
-                      launch.entry(q.data.data(), k.data.data(), v.data.data(), o.data(), c.h, c.l,
-                                   c.s, st, scale_log2);
-                    });
+  emulation::schedule = order;
+  const Dim3 grid{unsigned(c.n * c.h), unsigned((c.l + rows_per_block - 1) / rows_per_block), 1};
+  emulation::launch(grid, {unsigned(32 * launch.warps), 1, 1}, [&] {
+    launch.entry(q.data.data(), k.data.data(), v.data.data(), o.data(), c.h, c.l, c.s, st,
+                 scale_log2);
+  });
   double worst = 0, scale = 0;
   std::vector<double> p(c.s);
   for (int b = 0; b < c.n; ++b)
@@ -154,13 +146,18 @@ bool check(const char* type, double limit, const std::vector<Case>& cases) {
   unsigned seed = 1;
   for (const Case& c : cases)
     for (const auto& launch : launches<T>(D, c.l))
-      for (CpAsync mode : {CpAsync::AtIssue, CpAsync::AtWait}) {
-        const double err = run_case<T, D>(launch, c, mode, seed++);
+      // Copies landing at issue with warp 0 running ahead (a stage overwritten while another
+      // warp reads it), and at their wait with the last warp ahead (a tile read early).
+      for (auto [mode, order] : {std::pair{CpAsync::AtIssue, Schedule::LowestFirst},
+                                 std::pair{CpAsync::AtWait, Schedule::HighestFirst},
+                                 std::pair{CpAsync::AtWait, Schedule::LowestFirst}}) {
+        const double err = run_case<T, D>(launch, c, mode, order, seed++);
         const bool pass = err < limit;
         ok &= pass;
-        std::printf("%s %s d%d %dx%dx%dx%d%s, cp.async %s: rel err %.2e%s\n", launch.name.c_str(),
-                    type, D, c.n, c.h, c.l, c.s, c.strided ? " strided" : "",
-                    mode == CpAsync::AtIssue ? "at issue" : "at wait", err,
+        std::printf("%s %s d%d %dx%dx%dx%d%s, cp.async %s, %s: rel err %.2e%s\n",
+                    launch.name.c_str(), type, D, c.n, c.h, c.l, c.s, c.strided ? " strided" : "",
+                    mode == CpAsync::AtIssue ? "at issue" : "at wait",
+                    order == Schedule::LowestFirst ? "lowest first" : "highest first", err,
                     pass ? "" : "  <-- FAILED");
       }
   return ok;

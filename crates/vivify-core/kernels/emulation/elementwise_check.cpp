@@ -1,0 +1,100 @@
+// kernels/elementwise.cu under the CPU emulation, each kernel with the block shape
+// nn/cuda/elementwise.rs gives it and grids smaller than the work (their grid-stride loops):
+// the 32x32-tile transpose (partial tiles, more matrices than z blocks), the per-channel add
+// (8-wide and scalar, one vector or one per sample, with and without a residual) and the
+// same-shape add, f16/bf16, against sums in double precision.
+#include "../elementwise.cu"
+
+#include <algorithm>
+#include <string>
+
+#include "check_util.h"
+
+namespace {
+
+bool check_transpose() {
+  const int shapes[][4] = {{3, 40, 70, 2}, {1, 32, 32, 1}, {5, 7, 100, 3}};  // (n, A, B, z blocks)
+  bool ok = true;
+  std::mt19937 rng(17);
+  for (const auto& s : shapes) {
+    const int n = s[0], a = s[1], b = s[2];
+    std::vector<uint16_t> in((size_t)n * a * b), out(in.size(), 0xffff);
+    for (auto& v : in) v = uint16_t(rng());
+    emulation::launch({unsigned((b + 31) / 32), unsigned((a + 31) / 32), unsigned(s[3])},
+                      {32, 8, 1}, [&] { transpose_u16(in.data(), out.data(), n, a, b); });
+    size_t wrong = 0;
+    for (int z = 0; z < n; ++z)
+      for (int i = 0; i < a; ++i)
+        for (int j = 0; j < b; ++j)
+          wrong += out[((size_t)z * b + j) * a + i] != in[((size_t)z * a + i) * b + j];
+    const std::string what = "transpose " + std::to_string(n) + "x" + std::to_string(a) + "x" +
+                             std::to_string(b) + " on " + std::to_string(s[3]) + " z blocks";
+    ok &= report(what.c_str(), wrong ? INFINITY : 0.0, 1e-30);
+  }
+  return ok;
+}
+
+template <typename T>
+using ChannelAdd = void (*)(const T*, const T*, const T*, T*, long long, int, int, int);
+template <typename T>
+using Add = void (*)(const T*, const T*, T*, long long);
+
+template <typename T>
+bool check_adds(const char* type, ChannelAdd<T> channel_add_v1, ChannelAdd<T> channel_add_v8,
+                Add<T> add_v1, Add<T> add_v8) {
+  bool ok = true;
+  std::mt19937 rng(19);
+  // (N, C, S, one vector per sample, residual)
+  const int cases[][5] = {{2, 3, 64, 1, 1}, {2, 5, 40, 0, 0}, {1, 4, 13, 1, 1}, {3, 2, 7, 0, 1}};
+  for (const auto& c : cases) {
+    const int n = c[0], ch = c[1], s = c[2], v_rows = c[3] ? n : 1;
+    const bool residual = c[4];
+    const size_t len = (size_t)n * ch * s;
+    const auto x = random_values<T>(rng, len);
+    const auto r = random_values<T>(rng, len);
+    const auto v = random_values<T>(rng, (size_t)v_rows * ch);
+    std::vector<T> out(len, from_float<T>(NAN));
+    const int vec = s % 8 == 0 ? 8 : 1;
+    const unsigned threads = ((std::clamp(s / vec, 32, 256) + 31) / 32) * 32;
+    emulation::launch({2, 1, 1}, {threads, 1, 1}, [&] {
+      (vec == 8 ? channel_add_v8 : channel_add_v1)(x.data(), v.data(), residual ? r.data() : nullptr,
+                                                   out.data(), (long long)n * ch, ch, s, v_rows);
+    });
+    std::vector<double> want(len);
+    for (size_t i = 0; i < len; ++i) {
+      const size_t row = i / s, sample = row / ch, channel = row % ch;
+      want[i] = double(to_float(x[i])) + to_float(v[(v_rows == 1 ? 0 : sample) * ch + channel]) +
+                (residual ? to_float(r[i]) : 0.0);
+    }
+    const std::string what = std::string("channel_add ") + type + " v" + std::to_string(vec) +
+                             " " + std::to_string(n) + "x" + std::to_string(ch) + "x" +
+                             std::to_string(s) + (c[3] ? " per sample" : "") +
+                             (residual ? " + residual" : "");
+    ok &= report(what.c_str(), rel_err(out, want), tolerance<T>());
+  }
+  for (const long long len : {4096LL, 1001LL}) {
+    const auto a = random_values<T>(rng, len);
+    const auto b = random_values<T>(rng, len);
+    std::vector<T> out(len, from_float<T>(NAN));
+    const int vec = len % 8 == 0 ? 8 : 1;
+    emulation::launch({1, 1, 1}, {256, 1, 1},
+                      [&] { (vec == 8 ? add_v8 : add_v1)(a.data(), b.data(), out.data(), len); });
+    std::vector<double> want(len);
+    for (long long i = 0; i < len; ++i) want[i] = double(to_float(a[i])) + to_float(b[i]);
+    const std::string what =
+        std::string("add ") + type + " v" + std::to_string(vec) + " " + std::to_string(len);
+    ok &= report(what.c_str(), rel_err(out, want), tolerance<T>());
+  }
+  return ok;
+}
+
+}  // namespace
+
+int main() {
+  bool ok = check_transpose();
+  ok &= check_adds<__half>("f16", channel_add_f16_v1, channel_add_f16_v8, add_f16_v1, add_f16_v8);
+  ok &= check_adds<__nv_bfloat16>("bf16", channel_add_bf16_v1, channel_add_bf16_v8, add_bf16_v1,
+                                  add_bf16_v8);
+  std::printf(ok ? "all cases match\n" : "some cases FAILED\n");
+  return ok ? 0 : 1;
+}

@@ -45,6 +45,20 @@ double rel_err(const std::vector<T>& got, const std::vector<double>& want) {
   return worst / scale;
 }
 
+// Runs `check()` with the block's threads ordered lowest first, then highest first (see
+// emulation::Schedule); returns whether both passed.
+template <typename F>
+bool under_both_orders(F check) {
+  bool ok = true;
+  for (auto order : {emulation::Schedule::LowestFirst, emulation::Schedule::HighestFirst}) {
+    emulation::schedule = order;
+    std::printf("-- threads %s first\n",
+                order == emulation::Schedule::LowestFirst ? "lowest" : "highest");
+    ok &= check();
+  }
+  return ok;
+}
+
 // Prints the case and returns whether `err` is under `limit`.
 inline bool report(const char* what, double err, double limit) {
   const bool pass = err < limit;

@@ -120,10 +120,10 @@ inline float to_float(__nv_bfloat16 h) { return __bfloat162float(h); }
 namespace emulation {
 
 // Which waiting thread runs next when the running one blocks: the lowest-numbered ready thread
-// (warp 0 runs as far ahead of the others as the barriers let it), the highest-numbered, or the
-// next in turn. Kernels are run under several orders, so a missing barrier or a read before a
-// copy's wait changes the result under at least one of them.
-enum class Schedule { LowestFirst, HighestFirst, RoundRobin };
+// (warp 0 runs as far ahead of the others as the barriers let it) or the highest-numbered.
+// Kernels are run under both, so a missing barrier or a read before a copy's wait changes the
+// result under at least one of them.
+enum class Schedule { LowestFirst, HighestFirst };
 inline Schedule schedule = Schedule::LowestFirst;
 
 enum class CpAsync { AtIssue, AtWait };
@@ -299,7 +299,6 @@ void launch(Dim3 grid, Dim3 shape, K kernel) {
           f.context.uc_link = &scheduler_context;
           makecontext(&f.context, fiber_main, 0);
         }
-        int last = threads - 1;
         for (;;) {
           auto ready = [&](int i) {
             const Fiber& f = fibers[i];
@@ -307,9 +306,7 @@ void launch(Dim3 grid, Dim3 shape, K kernel) {
           };
           int next = -1;
           for (int k = 0; k < threads && next < 0; ++k) {
-            const int i = schedule == Schedule::LowestFirst    ? k
-                          : schedule == Schedule::HighestFirst ? threads - 1 - k
-                                                               : (last + 1 + k) % threads;
+            const int i = schedule == Schedule::LowestFirst ? k : threads - 1 - k;
             if (ready(i)) next = i;
           }
           if (next < 0) {
@@ -318,7 +315,6 @@ void launch(Dim3 grid, Dim3 shape, K kernel) {
                          bx, by, bz);
             std::abort();
           }
-          last = next;
           running = &fibers[next];
           running->waiting_on = nullptr;
           threadIdx = running->index;

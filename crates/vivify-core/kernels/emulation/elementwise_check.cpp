@@ -91,10 +91,12 @@ bool check_adds(const char* type, ChannelAdd<T> channel_add_v1, ChannelAdd<T> ch
 }  // namespace
 
 int main() {
-  bool ok = check_transpose();
-  ok &= check_adds<__half>("f16", channel_add_f16_v1, channel_add_f16_v8, add_f16_v1, add_f16_v8);
-  ok &= check_adds<__nv_bfloat16>("bf16", channel_add_bf16_v1, channel_add_bf16_v8, add_bf16_v1,
-                                  add_bf16_v8);
+  const bool ok = under_both_orders([] {
+    bool ok = check_transpose();
+    ok &= check_adds<__half>("f16", channel_add_f16_v1, channel_add_f16_v8, add_f16_v1, add_f16_v8);
+    return ok & check_adds<__nv_bfloat16>("bf16", channel_add_bf16_v1, channel_add_bf16_v8,
+                                          add_bf16_v1, add_bf16_v8);
+  });
   std::printf(ok ? "all cases match\n" : "some cases FAILED\n");
   return ok ? 0 : 1;
 }

@@ -88,9 +88,11 @@ bool check(const char* type, Stats<T> stats, Apply<T> apply) {
 }  // namespace
 
 int main() {
-  bool ok = check<float>("f32", group_norm_stats_f32, group_norm_apply_f32);
-  ok &= check<__half>("f16", group_norm_stats_f16, group_norm_apply_f16);
-  ok &= check<__nv_bfloat16>("bf16", group_norm_stats_bf16, group_norm_apply_bf16);
+  const bool ok = under_both_orders([] {
+    bool ok = check<float>("f32", group_norm_stats_f32, group_norm_apply_f32);
+    ok &= check<__half>("f16", group_norm_stats_f16, group_norm_apply_f16);
+    return ok & check<__nv_bfloat16>("bf16", group_norm_stats_bf16, group_norm_apply_bf16);
+  });
   std::printf(ok ? "all cases match\n" : "some cases FAILED\n");
   return ok ? 0 : 1;
 }

@@ -10,34 +10,25 @@ fn cuda() -> Device {
     Device::new_cuda(0).expect("a CUDA device")
 }
 
-/// max |a - b| / max |b|.
+/// max |a - b| / max |b|, on the host.
 fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    let a = a
-        .to_dtype(DType::F32)
-        .unwrap()
-        .to_device(&Device::Cpu)
-        .unwrap();
-    let b = b
-        .to_dtype(DType::F32)
-        .unwrap()
-        .to_device(&Device::Cpu)
-        .unwrap();
-    let diff = (a - &b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let scale = b
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    diff / scale
+    rel_err_on(&Device::Cpu, a, b)
+}
+
+/// [`rel_err`] computed on `dev`: the device itself for tensors too large to copy to the host
+/// quickly.
+fn rel_err_on(dev: &Device, a: &Tensor, b: &Tensor) -> f32 {
+    let f32_on = |t: &Tensor| t.to_dtype(DType::F32).unwrap().to_device(dev).unwrap();
+    let (a, b) = (f32_on(a), f32_on(b));
+    let max_abs = |t: &Tensor| {
+        t.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    max_abs(&(&a - &b).unwrap()) / max_abs(&b)
 }
 
 /// Tiles through registers, the fallback (bench/gpu/run.sh maps test names to kernel names:
@@ -90,7 +81,7 @@ fn flash_attention_ldmatrix_agrees_with_the_verified_kernel_at_full_size() {
                 .unwrap()
                 .expect("fused path")
         };
-        let err = rel_err_on_device(&run(Tiles::Ldmatrix), &run(Tiles::Registers));
+        let err = rel_err_on(&dev, &run(Tiles::Ldmatrix), &run(Tiles::Registers));
         println!("flash (ldmatrix vs registers) {bh}x{l}x{s}x64: rel err {err:.2e}");
         assert!(err < 2e-3, "{bh}x{l}x{s}: {err}");
     }
@@ -99,25 +90,6 @@ fn flash_attention_ldmatrix_agrees_with_the_verified_kernel_at_full_size() {
 /// bench/gpu/op_cases.json: the shapes bench-ops and torch_ops.py time.
 fn op_cases() -> serde_json::Value {
     serde_json::from_str(include_str!("../../../bench/gpu/op_cases.json")).unwrap()
-}
-
-/// [`rel_err`] computed on the device, for tensors too large to copy to the host quickly.
-fn rel_err_on_device(a: &Tensor, b: &Tensor) -> f32 {
-    let (a, b) = (
-        a.to_dtype(DType::F32).unwrap(),
-        b.to_dtype(DType::F32).unwrap(),
-    );
-    let max_abs = |t: &Tensor| {
-        t.abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
-    max_abs(&(&a - &b).unwrap()) / max_abs(&b)
 }
 
 fn flash_attention_variant_matches_the_matmul_path(tiles: Tiles) {
@@ -357,7 +329,7 @@ fn convolution_graph_agrees_with_the_legacy_path_at_full_size() {
             .unwrap_or_else(|| panic!("{c}: no graph engine (VIVIFY_CONV_LOG=1 says why)"));
         let legacy = cudnn_conv::legacy_conv2d(&x, &w, stride, pad).unwrap();
         assert_eq!(graph.dims(), legacy.dims());
-        let err = rel_err_on_device(&graph, &legacy);
+        let err = rel_err_on(&dev, &graph, &legacy);
         println!("conv graph vs legacy {}: rel err {err:.2e}", c["case"]);
         assert!(err < 5e-3, "{c}: {err}");
     }

@@ -231,12 +231,7 @@ fn a_staged_run_steps_down_to_streamed_weights() {
     let req = request(Residency::Staged);
     // The guard lets denoising through only at the first streamed rung.
     let start = StagePlan::of(&req);
-    let guard = BudgetGuard::after_rungs(
-        Stage::Denoise,
-        start,
-        rungs_to_leave(start, Residency::Staged),
-        true,
-    );
+    let guard = guard_leaving(start, Residency::Staged);
     assert_eq!(
         guard.needed.plan.residency,
         Residency::StreamedUnet { resident_blocks: 2 }
@@ -260,6 +255,17 @@ fn a_staged_run_steps_down_to_streamed_weights() {
     assert_same("staged, stepped down to streamed", &out, &baseline, 1e-5);
 }
 
+/// A budget that lets denoising through only from the first plan below `start` where the
+/// weights have left `residency`.
+fn guard_leaving(start: StagePlan, residency: Residency) -> BudgetGuard {
+    BudgetGuard::after_rungs(
+        Stage::Denoise,
+        start,
+        rungs_to_leave(start, residency),
+        true,
+    )
+}
+
 /// The number of denoising rungs from `start` down to the plan where the weights first leave
 /// `residency`.
 fn rungs_to_leave(start: StagePlan, residency: Residency) -> usize {
@@ -279,12 +285,7 @@ fn rungs_to_leave(start: StagePlan, residency: Residency) -> usize {
 fn an_all_resident_run_steps_down_to_staged_weights() {
     let req = request(Residency::AllResident);
     let start = StagePlan::of(&req);
-    let guard = BudgetGuard::after_rungs(
-        Stage::Denoise,
-        start,
-        rungs_to_leave(start, Residency::AllResident),
-        true,
-    );
+    let guard = guard_leaving(start, Residency::AllResident);
     assert_eq!(guard.needed.plan.residency, Residency::Staged);
     let store = store();
     let out = from_store(
@@ -464,12 +465,7 @@ fn an_all_resident_decoder_frees_the_other_models_first() {
 
     // Denoising stepped down to staged weights: decoding starts staged.
     let start = StagePlan::of(&req);
-    let guard = BudgetGuard::after_rungs(
-        Stage::Denoise,
-        start,
-        rungs_to_leave(start, Residency::AllResident),
-        true,
-    );
+    let guard = guard_leaving(start, Residency::AllResident);
     let fail = FailAt::new(FaultPoint::DecodeChunk(0), 1);
     let out = from_store(
         &store,
@@ -501,12 +497,7 @@ fn a_run_on_the_callers_models_has_no_residency_rungs() {
     let models = tiny_models(DType::F32, &Device::Cpu).unwrap();
     let req = request(Residency::AllResident);
     let start = StagePlan::of(&req);
-    let guard = BudgetGuard::after_rungs(
-        Stage::Denoise,
-        start,
-        rungs_to_leave(start, Residency::AllResident),
-        true,
-    );
+    let guard = guard_leaving(start, Residency::AllResident);
     let err = generate_from(
         Components::Resident(&models),
         &req,

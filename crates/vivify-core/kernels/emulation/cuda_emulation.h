@@ -208,29 +208,11 @@ struct Block {
 };
 inline Block* block = nullptr;
 
-// Every lane of the calling warp passes `mine`; each gets `f(lane, operand_of)`, where
-// operand_of(j) is lane j's `mine`.
-template <typename In, typename F>
-auto warp_collective(const In& mine, F f) {
-  static_assert(sizeof(In) <= sizeof(Block::Slot), "operand too large for a slot");
-  const int w = linear_thread() / 32, lane = linear_thread() % 32;
-  auto& slots = block->slots[w];
-  std::memcpy(slots[lane].bytes, &mine, sizeof(In));
-  block->warp[w].arrive_and_wait();
-  auto operand_of = [&](int j) {
-    In v;
-    std::memcpy(&v, slots[j].bytes, sizeof(In));
-    return v;
-  };
-  auto out = f(lane, operand_of);
-  block->warp[w].arrive_and_wait();  // every lane has read before the slots are reused
-  return out;
-}
-
-// As warp_collective, for an instruction whose results are computed together: `all(operand_of)`
-// returns every lane's result (an array of 32), once per warp; each lane gets its own.
+// A warp-collective instruction: every lane of the calling warp passes `mine`; `all(operand_of)`,
+// where operand_of(j) is lane j's `mine`, returns every lane's result (an array of 32), computed
+// once per warp; each lane gets its own.
 template <typename In, typename Out, typename F>
-Out warp_collective_once(const In& mine, F all) {
+Out warp_collective(const In& mine, F all) {
   static_assert(sizeof(In) <= sizeof(Block::Slot) && sizeof(Out) <= sizeof(Block::Slot),
                 "operand too large for a slot");
   const int w = linear_thread() / 32, lane = linear_thread() % 32;
@@ -252,6 +234,16 @@ Out warp_collective_once(const In& mine, F all) {
   std::memcpy(&out, block->results[w][lane].bytes, sizeof(Out));
   barrier.arrive_and_wait();  // every lane has read before the slots are reused
   return out;
+}
+
+// An `all` for warp_collective from each lane's result alone: f(lane, operand_of).
+template <typename Out, typename F>
+auto each_lane(F f) {
+  return [f](auto operand_of) {
+    std::array<Out, 32> outs;
+    for (int lane = 0; lane < 32; ++lane) outs[lane] = f(lane, operand_of);
+    return outs;
+  };
 }
 
 inline std::function<void()> fiber_body;
@@ -330,7 +322,8 @@ void launch(Dim3 grid, Dim3 shape, K kernel) {
 inline void __syncthreads() { emulation::block->all.arrive_and_wait(); }
 
 inline float __shfl_xor_sync(unsigned, float x, int mask) {
-  return emulation::warp_collective(x, [&](int lane, auto of) { return of(lane ^ mask); });
+  return emulation::warp_collective<float, float>(
+      x, emulation::each_lane<float>([mask](int lane, auto of) { return of(lane ^ mask); }));
 }
 
 // Math functions the kernels call under their CUDA names.
@@ -371,7 +364,7 @@ inline void ldmatrix_x4(uint32_t r[4], const void* smem) {
   struct Out {
     uint32_t r[4];
   };
-  const Out out = emulation::warp_collective(smem, [](int lane, auto of) {
+  const Out out = emulation::warp_collective<const void*, Out>(smem, emulation::each_lane<Out>([](int lane, auto of) {
     Out o;
     const int g = lane / 4, t = lane % 4;
     for (int i = 0; i < 4; ++i) {
@@ -383,7 +376,7 @@ inline void ldmatrix_x4(uint32_t r[4], const void* smem) {
       o.r[i] = TRANS ? at(2 * t, g) | (at(2 * t + 1, g) << 16) : at(g, 2 * t) | (at(g, 2 * t + 1) << 16);
     }
     return o;
-  });
+  }));
   std::memcpy(r, out.r, sizeof(out.r));
 }
 
@@ -404,7 +397,7 @@ inline void mma_emulated(float c[4], const uint32_t a[4], const uint32_t b[2]) {
   std::memcpy(mine.a, a, sizeof(mine.a));
   std::memcpy(mine.b, b, sizeof(mine.b));
   std::memcpy(mine.c, c, sizeof(mine.c));
-  const Out out = emulation::warp_collective_once<In, Out>(mine, [](auto of) {
+  const Out out = emulation::warp_collective<In, Out>(mine, [](auto of) {
     auto half_of = [](uint32_t reg, int hi) {
       T h;
       const uint16_t bits = uint16_t(hi ? reg >> 16 : reg);

@@ -77,10 +77,8 @@ struct Operand {
 
 template <typename T>
 Operand<T> random_operand(std::mt19937& rng, int n, int h, int rows, int d, bool strided) {
-  std::normal_distribution<float> normal(0.f, 1.f);
   Operand<T> op;
-  op.data.resize((size_t)n * h * rows * d);
-  for (auto& x : op.data) x = from_float<T>(normal(rng));
+  op.data = random_values<T>(rng, (size_t)n * h * rows * d);
   if (strided) {
     op.batch = (long long)rows * h * d;
     op.head = d;

@@ -4,6 +4,9 @@
 //                    transformers' token layouts);
 //   channel_add_{f16,bf16}: out = x + v[n or 0, c] (+ r) over (N, C, S): a convolution's bias,
 //                    the time embedding and the residual in one pass;
+//   channel_add_from_channels_last_{f16,bf16}: the same sum for x given channels last
+//                    (N, S, C), written (N, C, S) through transpose's tiles: a channels-last
+//                    convolution's output back to NCHW with its bias pass, no separate transpose;
 //   add_{f16,bf16}: out = a + b, same shapes.
 // Sums run in f32 with one rounding at the end.
 #ifdef VIVIFY_KERNEL_EMULATION
@@ -81,6 +84,34 @@ __device__ __forceinline__ void channel_add(const T* __restrict__ x, const T* __
   }
 }
 
+// x (N, S, C) -> out (N, C, S) = x^T + v[n or 0, c] (+ r (N, C, S)); blocks of (32, 8) threads
+// over (S tiles, C tiles, N), as transpose with A = S, B = C.
+template <typename T>
+__device__ __forceinline__ void channel_add_from_channels_last(
+    const T* __restrict__ x, const T* __restrict__ v, const T* __restrict__ r,
+    T* __restrict__ out, int n, int C, int S, int v_rows) {
+  __shared__ T tile[TILE][TILE + 1];
+  const int c0 = blockIdx.x * TILE, s0 = blockIdx.y * TILE;
+  for (int z = blockIdx.z; z < n; z += gridDim.z) {
+    const long long base = (long long)z * C * S;
+    __syncthreads();
+    for (int j = threadIdx.y; j < TILE; j += ROWS) {
+      const int s = s0 + j, c = c0 + threadIdx.x;
+      if (s < S && c < C) tile[j][threadIdx.x] = x[base + (long long)s * C + c];
+    }
+    __syncthreads();
+    for (int j = threadIdx.y; j < TILE; j += ROWS) {
+      const int c = c0 + j, s = s0 + threadIdx.x;
+      if (s < S && c < C) {
+        const long long o = base + (long long)c * S + s;
+        float y = to_f32(tile[threadIdx.x][j]) + to_f32(v[(v_rows == 1 ? 0 : z) * C + c]);
+        if (r) y += to_f32(r[o]);
+        out[o] = from_f32<T>(y);
+      }
+    }
+  }
+}
+
 template <typename T, int VEC>
 __device__ __forceinline__ void add(const T* __restrict__ a, const T* __restrict__ b,
                                     T* __restrict__ out, long long n) {
@@ -119,6 +150,15 @@ CHANNEL_ADD(f16, __half, 1)
 CHANNEL_ADD(f16, __half, 8)
 CHANNEL_ADD(bf16, __nv_bfloat16, 1)
 CHANNEL_ADD(bf16, __nv_bfloat16, 8)
+
+#define CHANNEL_ADD_FROM_CHANNELS_LAST(TN, T)                                                   \
+  extern "C" __global__ void __launch_bounds__(TILE * ROWS)                                      \
+      channel_add_from_channels_last_##TN(const T* x, const T* v, const T* r, T* out, int n,     \
+                                          int C, int S, int v_rows) {                            \
+    channel_add_from_channels_last<T>(x, v, r, out, n, C, S, v_rows);                            \
+  }
+CHANNEL_ADD_FROM_CHANNELS_LAST(f16, __half)
+CHANNEL_ADD_FROM_CHANNELS_LAST(bf16, __nv_bfloat16)
 
 #define ADD(TN, T, VEC)                                                                          \
   extern "C" __global__ void add_##TN##_v##VEC(const T* a, const T* b, T* out, long long n) {   \

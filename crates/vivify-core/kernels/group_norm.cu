@@ -7,7 +7,8 @@
 // frames of a video (diffusers' GroupNorm on (B, C, F, H, W) in the temporal layers).
 // Each group is split into `splits` slices; a slice's block computes its mean and M2 (two
 // passes over its slice, the second from L2), then the apply kernel merges the slices (Chan et
-// al.) and normalises its slice.
+// al.) and normalises its slice. For a convolution's input (F = 1, 16-bit types) a finalize
+// kernel merges the slices once and apply_channels_last writes the output channels last.
 #ifdef VIVIFY_KERNEL_EMULATION
 #include "emulation/cuda_emulation.h"  // the CPU build (tests/kernel_emulation.rs)
 #else
@@ -81,6 +82,34 @@ __device__ void stats(const T* __restrict__ x, float* __restrict__ partial, int 
   }
 }
 
+// Chan's merge of a group's slices' (count, mean, M2), in slice order, into its mean and
+// 1/sqrt(var + eps).
+__device__ __forceinline__ void merge(const float* __restrict__ partial, int splits, float eps,
+                                      float* __restrict__ stat) {
+  float n = 0.f, mean = 0.f, m2 = 0.f;
+  for (int i = 0; i < splits; ++i) {
+    const float* p = partial + i * 3;
+    const float nb = p[0];
+    if (nb == 0.f) continue;
+    const float delta = p[1] - mean, total = n + nb;
+    mean += delta * nb / total;
+    m2 += p[2] + delta * delta * n * nb / total;
+    n = total;
+  }
+  stat[0] = mean;
+  stat[1] = rsqrtf(m2 / n + eps);
+}
+
+// Affine and SiLU in f32 with one rounding at the end (PyTorch rounds once more between its
+// group_norm and silu kernels).
+template <typename T>
+__device__ __forceinline__ T normalized(T x, float mean, float rstd, T weight, T bias, int silu) {
+  float h = (to_f32(x) - mean) * rstd;
+  h = h * to_f32(weight) + to_f32(bias);
+  if (silu) h = h / (1.f + __expf(-h));
+  return from_f32<T>(h);
+}
+
 template <typename T>
 __device__ void apply(const T* __restrict__ x, const float* __restrict__ partial,
                       const T* __restrict__ weight, const T* __restrict__ bias, T* __restrict__ y,
@@ -89,21 +118,7 @@ __device__ void apply(const T* __restrict__ x, const float* __restrict__ partial
   __shared__ float stat[2];
   const int bg = blockIdx.x, s = blockIdx.y;
   const int b = bg / groups, g = bg % groups;
-  if (threadIdx.x == 0) {
-    // Chan's merge of the slices' (count, mean, M2), in slice order.
-    float n = 0.f, mean = 0.f, m2 = 0.f;
-    for (int i = 0; i < splits; ++i) {
-      const float* p = partial + ((long long)bg * splits + i) * 3;
-      const float nb = p[0];
-      if (nb == 0.f) continue;
-      const float delta = p[1] - mean, total = n + nb;
-      mean += delta * nb / total;
-      m2 += p[2] + delta * delta * n * nb / total;
-      n = total;
-    }
-    stat[0] = mean;
-    stat[1] = rsqrtf(m2 / n + eps);
-  }
+  if (threadIdx.x == 0) merge(partial + (long long)bg * splits * 3, splits, eps, stat);
   __syncthreads();
   const float mean = stat[0], rstd = stat[1];
   const int cpg = channels / groups;
@@ -114,12 +129,49 @@ __device__ void apply(const T* __restrict__ x, const float* __restrict__ partial
   for (long long v = sl.begin + threadIdx.x; v < sl.end; v += THREADS) {
     const long long a = address(base, v, run, frame_stride);
     const int c = g * cpg + (int)((v % run) / pixels);
-    float h = (to_f32(x[a]) - mean) * rstd;
-    // Affine and SiLU in f32 with one rounding at the end (PyTorch rounds once more between
-    // its group_norm and silu kernels).
-    h = h * to_f32(weight[c]) + to_f32(bias[c]);
-    if (silu) h = h / (1.f + __expf(-h));
-    y[a] = from_f32<T>(h);
+    y[a] = normalized(x[a], mean, rstd, weight[c], bias[c], silu);
+  }
+}
+
+// The statistics of every (sample, group), merged once for apply_channels_last's tiles, which
+// each need several groups: (mean, rstd) pairs.
+__device__ void finalize(const float* __restrict__ partial, float* __restrict__ stat, int count,
+                         int splits, float eps) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < count) merge(partial + (long long)i * splits * 3, splits, eps, stat + 2 * i);
+}
+
+// The apply pass for a single frame (F = 1) writing channels last: x (B, C, P) -> y (B, P, C),
+// the layout the next convolution reads, so no transpose follows. 32x32 (channel, pixel) tiles
+// through shared memory, as elementwise.cu's transpose, so both the reads and writes are
+// coalesced; blocks of (32, 8) threads.
+constexpr int TILE = 32;
+constexpr int TILE_ROWS = 8;
+
+template <typename T>
+__device__ void apply_channels_last(const T* __restrict__ x, const float* __restrict__ stat,
+                                    const T* __restrict__ weight, const T* __restrict__ bias,
+                                    T* __restrict__ y, int batch, int channels, int pixels,
+                                    int groups, int silu) {
+  __shared__ T tile[TILE][TILE + 1];
+  const int p0 = blockIdx.x * TILE, c0 = blockIdx.y * TILE;
+  const int cpg = channels / groups;
+  for (int b = blockIdx.z; b < batch; b += gridDim.z) {
+    const long long base = (long long)b * channels * pixels;
+    __syncthreads();
+    for (int j = threadIdx.y; j < TILE; j += TILE_ROWS) {
+      const int c = c0 + j, p = p0 + threadIdx.x;
+      if (c < channels && p < pixels) {
+        const float* s = stat + 2 * ((long long)b * groups + c / cpg);
+        tile[j][threadIdx.x] =
+            normalized(x[base + (long long)c * pixels + p], s[0], s[1], weight[c], bias[c], silu);
+      }
+    }
+    __syncthreads();
+    for (int j = threadIdx.y; j < TILE; j += TILE_ROWS) {
+      const int p = p0 + j, c = c0 + threadIdx.x;
+      if (c < channels && p < pixels) y[base + (long long)p * channels + c] = tile[threadIdx.x][j];
+    }
   }
 }
 
@@ -134,7 +186,18 @@ __device__ void apply(const T* __restrict__ x, const float* __restrict__ partial
       const T* x, const float* partial, const T* weight, const T* bias, T* y, int frames,        \
       int channels, int pixels, int groups, int splits, float eps, int silu) {                   \
     apply<T>(x, partial, weight, bias, y, frames, channels, pixels, groups, splits, eps, silu);  \
+  }                                                                                              \
+  extern "C" __global__ void __launch_bounds__(TILE * TILE_ROWS)                                 \
+      group_norm_apply_channels_last_##TN(const T* x, const float* stat, const T* weight,        \
+                                          const T* bias, T* y, int batch, int channels,          \
+                                          int pixels, int groups, int silu) {                    \
+    apply_channels_last<T>(x, stat, weight, bias, y, batch, channels, pixels, groups, silu);     \
   }
+
+extern "C" __global__ void group_norm_finalize(const float* partial, float* stat, int count,
+                                               int splits, float eps) {
+  finalize(partial, stat, count, splits, eps);
+}
 
 GROUP_NORM_ENTRIES(f32, float)
 GROUP_NORM_ENTRIES(f16, __half)

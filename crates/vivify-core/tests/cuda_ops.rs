@@ -550,3 +550,154 @@ fn elementwise_matches_the_cpu() {
         }
     }
 }
+
+/// The channels-last handoff's two kernels against the verified ones: GroupNorm(+SiLU) written
+/// channels last against the plain kernel then a transpose, and the per-channel add from a
+/// channels-last input against a transpose then the plain add (the same sums, so exactly equal).
+/// Shapes with partial tiles, tiles across groups (5 and 4 channels per group) and the UNet's.
+#[test]
+fn channels_last_handoff_kernels_match_the_plain_kernels() {
+    use vivify_core::nn::cuda::elementwise::{
+        channel_add, channel_add_from_channels_last, transpose_last2,
+    };
+    use vivify_core::nn::cuda::group_norm::{group_norm, group_norm_channels_last};
+    let dev = cuda();
+    let to_nhwc = |t: &Tensor| {
+        let (n, c, h, w) = t.dims4().unwrap();
+        transpose_last2(&t.reshape((n, c, h * w)).unwrap())
+            .unwrap()
+            .unwrap()
+            .reshape((n, h, w, c))
+            .unwrap()
+    };
+    for dtype in [DType::F16, DType::BF16] {
+        let randn = |shape: &[usize], mean: f32| {
+            Tensor::randn(mean, 1f32, shape, &dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap()
+        };
+        // (N, C, H, W, groups)
+        for (n, c, h, w, g) in [
+            (3, 40, 7, 10, 8),
+            (1, 128, 33, 17, 32),
+            (32, 320, 64, 64, 32),
+            (2, 1280, 16, 16, 32),
+        ] {
+            let x = randn(&[n, c, h, w], 0.5);
+            let (weight, bias) = (randn(&[c], 1.), randn(&[c], 0.));
+            for silu in [false, true] {
+                let got = group_norm_channels_last(&x, &weight, &bias, g, 1e-6, silu)
+                    .unwrap()
+                    .expect("the channels-last kernel");
+                let plain = group_norm(&x, &weight, &bias, g, 1, 1e-6, silu)
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(got.dims(), [n, h, w, c]);
+                let err = rel_err_on(&dev, &got, &to_nhwc(&plain));
+                println!(
+                    "channels-last group norm {dtype:?} {n}x{c}x{h}x{w} silu {silu}: rel err {err:.2e}"
+                );
+                assert!(err < 2e-3, "{dtype:?} {:?}: {err}", (n, c, h, w));
+            }
+            let y = randn(&[n, h, w, c], 0.);
+            let residual = randn(&[n, c, h, w], 0.);
+            for v in [randn(&[c], 0.), randn(&[n, c], 0.)] {
+                for r in [None, Some(&residual)] {
+                    let got = channel_add_from_channels_last(&y, &v, r)
+                        .unwrap()
+                        .expect("the channels-last kernel");
+                    let nchw = transpose_last2(&y.reshape((n, h * w, c)).unwrap())
+                        .unwrap()
+                        .unwrap()
+                        .reshape((n, c, h, w))
+                        .unwrap();
+                    let want = channel_add(&nchw, &v, r).unwrap().unwrap();
+                    assert_eq!(got.dims(), [n, c, h, w]);
+                    assert_eq!(
+                        rel_err_on(&dev, &got, &want),
+                        0.0,
+                        "{dtype:?} {:?}",
+                        (n, c, h, w)
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The whole handoff (GroupNorm+SiLU channels last, the convolution on it, the bias pass back to
+/// NCHW) against the plain path (`forward_plus` after `forward_silu`) at the UNet's and VAE's
+/// full-size resnet shapes, with and without the time embedding and the residual.
+#[cfg(feature = "cudnn")]
+#[test]
+fn channels_last_handoff_matches_the_plain_path_at_full_size() {
+    use candle_nn::VarBuilder;
+    use std::collections::HashMap;
+    use vivify_core::nn::conv::{conv2d, norm_conv_channels_last};
+    use vivify_core::nn::norm::GroupNorm;
+    let dev = cuda();
+    let half = |shape: &[usize], mean: f32, std: f32| {
+        Tensor::randn(mean, std, shape, &dev)
+            .unwrap()
+            .to_dtype(DType::F16)
+            .unwrap()
+    };
+    // (N, C_in, H, W, C_out, time embedding and residual)
+    for (n, ci, h, w, co, extras) in [
+        (32, 320, 64, 64, 320, true),
+        (16, 640, 32, 32, 1280, true),
+        (1, 512, 256, 256, 512, false),
+        (1, 128, 512, 512, 128, false),
+    ] {
+        let vb = |tensors: Vec<(&str, Tensor)>| {
+            let map: HashMap<String, Tensor> = tensors
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            VarBuilder::from_tensors(map, DType::F16, &dev)
+        };
+        let norm = GroupNorm::new(
+            vb(vec![
+                ("weight", half(&[ci], 1., 0.1)),
+                ("bias", half(&[ci], 0., 0.1)),
+            ]),
+            32,
+            ci,
+            1e-6,
+        )
+        .unwrap();
+        let cfg = candle_nn::Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        let conv = conv2d(
+            ci,
+            co,
+            3,
+            cfg,
+            vb(vec![
+                ("weight", half(&[co, ci, 3, 3], 0., 0.03)),
+                ("bias", half(&[co], 0., 0.1)),
+            ]),
+        )
+        .unwrap();
+        let x = half(&[n, ci, h, w], 0.3, 1.);
+        let temb = half(&[n, co], 0., 1.);
+        let residual = half(&[n, co, h, w], 0., 1.);
+        let (extra, res) = match extras {
+            true => (Some(&temb), Some(&residual)),
+            false => (None, None),
+        };
+        let got = norm_conv_channels_last(&conv, &norm, &x, extra, res)
+            .unwrap()
+            .expect("the handoff applies to f16 on CUDA");
+        let want = conv
+            .forward_plus(&norm.forward_silu(&x).unwrap(), extra, res)
+            .unwrap();
+        assert_eq!(got.dims(), want.dims());
+        let err = rel_err_on(&dev, &got, &want);
+        println!("channels-last handoff {n}x{ci}x{h}x{w} -> {co}: rel err {err:.2e}");
+        assert!(err < 5e-3, "{:?}: {err}", (n, ci, h, w, co));
+    }
+}

@@ -140,6 +140,19 @@ pub fn run(args: &BenchOpsArgs) -> Result<ExitCode> {
                 );
             }
         }
+        // A resnet block's GroupNorm+SiLU, convolution and bias pass, plain and through the
+        // channels-last handoff (conv.rs).
+        #[cfg(feature = "cudnn")]
+        if device.is_cuda() && c.kernel == 3 && c.stride == 1 {
+            for (path, ms) in time_norm_conv(c, &wt, args.iters, dtype, &device)? {
+                report(
+                    "norm_conv_variant",
+                    &format!("{}/{path}", c.case),
+                    ms,
+                    serde_json::json!({"tflops": tflops(ms)}),
+                );
+            }
+        }
     }
     for c in &cases.conv3d_311 {
         let hw = c.h * c.w;
@@ -244,6 +257,72 @@ pub fn run(args: &BenchOpsArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Milliseconds for GroupNorm(+SiLU), the convolution and its bias on `c`'s input, by path:
+/// "plain", and "channels_last_handoff" unless it is switched off or fails (not yet verified on a
+/// device: a failure costs its row only).
+#[cfg(feature = "cudnn")]
+fn time_norm_conv(
+    c: &ConvCase,
+    weight: &Tensor,
+    iters: usize,
+    dtype: DType,
+    device: &Device,
+) -> Result<Vec<(&'static str, f64)>> {
+    use std::collections::HashMap;
+    use vivify_core::nn::conv::{conv2d, norm_conv_channels_last};
+    use vivify_core::nn::norm::GroupNorm;
+    let vb = |tensors: [(&str, Tensor); 2]| {
+        let map: HashMap<String, Tensor> = tensors.map(|(k, v)| (k.to_string(), v)).into();
+        candle_nn::VarBuilder::from_tensors(map, dtype, device)
+    };
+    let norm = GroupNorm::new(
+        vb([
+            ("weight", random(c.c_in, dtype, device)?),
+            ("bias", random(c.c_in, dtype, device)?),
+        ]),
+        32,
+        c.c_in,
+        1e-6,
+    )?;
+    let cfg = candle_nn::Conv2dConfig {
+        padding: c.padding,
+        stride: c.stride,
+        ..Default::default()
+    };
+    let conv = conv2d(
+        c.c_in,
+        c.c_out,
+        c.kernel,
+        cfg,
+        vb([
+            ("weight", weight.clone()),
+            ("bias", random(c.c_out, dtype, device)?),
+        ]),
+    )?;
+    let x = random((c.batch, c.c_in, c.h, c.w), dtype, device)?;
+    let plain = time_ms(device, iters, || {
+        Ok(conv.forward_plus(&norm.forward_silu(&x)?, None, None)?)
+    })?;
+    let mut rows = vec![("plain", plain)];
+    if !vivify_core::nn::cuda::enabled("channels_last_handoff") {
+        return Ok(rows);
+    }
+    match norm_conv_channels_last(&conv, &norm, &x, None, None) {
+        Ok(Some(_)) => {
+            let ms = time_ms(device, iters, || {
+                Ok(norm_conv_channels_last(&conv, &norm, &x, None, None)?.expect("covered above"))
+            })?;
+            rows.push(("channels_last_handoff", ms));
+        }
+        Ok(None) => {}
+        Err(e) => eprintln!(
+            "norm + conv2d {} through the channels-last handoff: {e}",
+            c.case
+        ),
+    }
+    Ok(rows)
 }
 
 fn random(shape: impl Into<candle_core::Shape>, dtype: DType, device: &Device) -> Result<Tensor> {

@@ -1,8 +1,9 @@
 // kernels/elementwise.cu under the CPU emulation, each kernel with the block shape
 // nn/cuda/elementwise.rs gives it and grids smaller than the work (their grid-stride loops):
 // the 32x32-tile transpose (partial tiles, more matrices than z blocks), the per-channel add
-// (8-wide and scalar, one vector or one per sample, with and without a residual) and the
-// same-shape add, f16/bf16, against sums in double precision.
+// (8-wide and scalar, one vector or one per sample, with and without a residual), the same sum
+// from a channels-last input (partial tiles, more samples than z blocks) and the same-shape add,
+// f16/bf16, against sums in double precision.
 #include "../elementwise.cu"
 
 #include <algorithm>
@@ -38,6 +39,46 @@ template <typename T>
 using ChannelAdd = void (*)(const T*, const T*, const T*, T*, long long, int, int, int);
 template <typename T>
 using Add = void (*)(const T*, const T*, T*, long long);
+template <typename T>
+using ChannelAddFromChannelsLast = void (*)(const T*, const T*, const T*, T*, int, int, int, int);
+
+template <typename T>
+bool check_from_channels_last(const char* type, ChannelAddFromChannelsLast<T> kernel) {
+  bool ok = true;
+  std::mt19937 rng(23);
+  // (N, C, S, one vector per sample, residual, z blocks)
+  const int cases[][6] = {{3, 40, 70, 1, 1, 2}, {1, 32, 33, 0, 0, 1}, {2, 5, 64, 1, 0, 1}};
+  for (const auto& c : cases) {
+    const int n = c[0], ch = c[1], s = c[2], v_rows = c[3] ? n : 1;
+    const bool residual = c[4];
+    const size_t len = (size_t)n * ch * s;
+    const auto x = random_values<T>(rng, len);  // (N, S, C)
+    const auto r = random_values<T>(rng, len);  // (N, C, S)
+    const auto v = random_values<T>(rng, (size_t)v_rows * ch);
+    std::vector<T> out(len, from_float<T>(NAN));
+    emulation::launch({unsigned((ch + 31) / 32), unsigned((s + 31) / 32), unsigned(c[5])},
+                      {32, 8, 1}, [&] {
+                        kernel(x.data(), v.data(), residual ? r.data() : nullptr, out.data(), n,
+                               ch, s, v_rows);
+                      });
+    std::vector<double> want(len);
+    for (int z = 0; z < n; ++z)
+      for (int k = 0; k < ch; ++k)
+        for (int i = 0; i < s; ++i) {
+          const size_t o = ((size_t)z * ch + k) * s + i;
+          want[o] = double(to_float(x[((size_t)z * s + i) * ch + k])) +
+                    to_float(v[(v_rows == 1 ? 0 : z) * ch + k]) +
+                    (residual ? to_float(r[o]) : 0.0);
+        }
+    const std::string what = std::string("channel_add_from_channels_last ") + type + " " +
+                             std::to_string(n) + "x" + std::to_string(ch) + "x" +
+                             std::to_string(s) + (c[3] ? " per sample" : "") +
+                             (residual ? " + residual" : "") + " on " + std::to_string(c[5]) +
+                             " z blocks";
+    ok &= report(what.c_str(), rel_err(out, want), tolerance<T>());
+  }
+  return ok;
+}
 
 template <typename T>
 bool check_adds(const char* type, ChannelAdd<T> channel_add_v1, ChannelAdd<T> channel_add_v8,
@@ -94,8 +135,11 @@ int main() {
   const bool ok = under_both_orders([] {
     bool ok = check_transpose();
     ok &= check_adds<__half>("f16", channel_add_f16_v1, channel_add_f16_v8, add_f16_v1, add_f16_v8);
-    return ok & check_adds<__nv_bfloat16>("bf16", channel_add_bf16_v1, channel_add_bf16_v8,
-                                          add_bf16_v1, add_bf16_v8);
+    ok &= check_adds<__nv_bfloat16>("bf16", channel_add_bf16_v1, channel_add_bf16_v8,
+                                    add_bf16_v1, add_bf16_v8);
+    ok &= check_from_channels_last<__half>("f16", channel_add_from_channels_last_f16);
+    return ok & check_from_channels_last<__nv_bfloat16>("bf16",
+                                                        channel_add_from_channels_last_bf16);
   });
   std::printf(ok ? "all cases match\n" : "some cases FAILED\n");
   return ok ? 0 : 1;

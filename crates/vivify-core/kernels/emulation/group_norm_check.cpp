@@ -1,7 +1,9 @@
 // kernels/group_norm.cu under the CPU emulation: the statistics and apply kernels as
 // nn/cuda/group_norm.rs launches them (a block per (video, group) and slice, 256 threads), over
 // one frame and pooled over several, with one slice and with several (Chan's merge), with and
-// without SiLU, f32/f16/bf16, against GroupNorm computed in double precision.
+// without SiLU, f32/f16/bf16, against GroupNorm computed in double precision; and the
+// channels-last output (statistics, finalize, tiled apply) at shapes with partial tiles, tiles
+// that span several groups and more samples than z blocks.
 #include "../group_norm.cu"
 
 #include <string>
@@ -20,6 +22,43 @@ using Stats = void (*)(const T*, float*, int, int, int, int, int);
 template <typename T>
 using Apply = void (*)(const T*, const float*, const T*, const T*, T*, int, int, int, int, int,
                        float, int);
+
+// GroupNorm of x (videos, frames, channels, pixels) in double precision, a group pooling its
+// channels over every frame; written (videos, pixels, channels) when `channels_last` (one frame),
+// else as x.
+template <typename T>
+std::vector<double> reference(const std::vector<T>& x, const std::vector<T>& w,
+                              const std::vector<T>& b, int videos, int frames, int channels,
+                              int pixels, int groups, float eps, bool silu, bool channels_last) {
+  std::vector<double> want(x.size());
+  const int cpg = channels / groups;
+  auto index = [&](int v, int f, int ch, int p) {
+    return (((size_t)v * frames + f) * channels + ch) * pixels + p;
+  };
+  for (int v = 0; v < videos; ++v)
+    for (int g = 0; g < groups; ++g) {
+      double sum = 0, sq = 0, count = 0;
+      for (int f = 0; f < frames; ++f)
+        for (int ch = g * cpg; ch < (g + 1) * cpg; ++ch)
+          for (int p = 0; p < pixels; ++p) {
+            const double xv = to_float(x[index(v, f, ch, p)]);
+            sum += xv;
+            sq += xv * xv;
+            ++count;
+          }
+      const double mean = sum / count, var = sq / count - mean * mean;
+      for (int f = 0; f < frames; ++f)
+        for (int ch = g * cpg; ch < (g + 1) * cpg; ++ch)
+          for (int p = 0; p < pixels; ++p) {
+            double h = (to_float(x[index(v, f, ch, p)]) - mean) / std::sqrt(var + eps) *
+                           to_float(w[ch]) +
+                       to_float(b[ch]);
+            if (silu) h = h / (1 + std::exp(-h));
+            want[channels_last ? ((size_t)v * pixels + p) * channels + ch : index(v, f, ch, p)] = h;
+          }
+    }
+  return want;
+}
 
 template <typename T>
 bool check(const char* type, Stats<T> stats, Apply<T> apply) {
@@ -47,39 +86,61 @@ bool check(const char* type, Stats<T> stats, Apply<T> apply) {
       apply(x.data(), partial.data(), w.data(), b.data(), y.data(), c.frames, c.channels, c.pixels,
             c.groups, c.splits, eps, c.silu);
     });
-    // x is (videos, frames, channels, pixels); a group pools its channels over every frame.
-    std::vector<double> want(n);
-    const int cpg = c.channels / c.groups;
-    auto index = [&](int v, int f, int ch, int p) {
-      return (((size_t)v * c.frames + f) * c.channels + ch) * c.pixels + p;
-    };
-    for (int v = 0; v < c.videos; ++v)
-      for (int g = 0; g < c.groups; ++g) {
-        double sum = 0, sq = 0, count = 0;
-        for (int f = 0; f < c.frames; ++f)
-          for (int ch = g * cpg; ch < (g + 1) * cpg; ++ch)
-            for (int p = 0; p < c.pixels; ++p) {
-              const double xv = to_float(x[index(v, f, ch, p)]);
-              sum += xv;
-              sq += xv * xv;
-              ++count;
-            }
-        const double mean = sum / count, var = sq / count - mean * mean;
-        for (int f = 0; f < c.frames; ++f)
-          for (int ch = g * cpg; ch < (g + 1) * cpg; ++ch)
-            for (int p = 0; p < c.pixels; ++p) {
-              const size_t i = index(v, f, ch, p);
-              double h = (to_float(x[i]) - mean) / std::sqrt(var + eps) * to_float(w[ch]) +
-                         to_float(b[ch]);
-              if (c.silu) h = h / (1 + std::exp(-h));
-              want[i] = h;
-            }
-      }
+    const auto want = reference(x, w, b, c.videos, c.frames, c.channels, c.pixels, c.groups,
+                                eps, c.silu, false);
     const std::string what = std::string("group_norm ") + type + " " + std::to_string(c.videos) +
                              "x" + std::to_string(c.frames) + "x" + std::to_string(c.channels) +
                              "x" + std::to_string(c.pixels) + " groups " +
                              std::to_string(c.groups) + " splits " + std::to_string(c.splits) +
                              (c.silu ? " silu" : "");
+    ok &= report(what.c_str(), rel_err(y, want), std::max(tolerance<T>(), 1e-4));
+  }
+  return ok;
+}
+
+template <typename T>
+using ApplyChannelsLast = void (*)(const T*, const float*, const T*, const T*, T*, int, int, int,
+                                   int, int);
+
+// Statistics, finalize and the channels-last apply as nn/cuda/group_norm.rs launches them.
+template <typename T>
+bool check_channels_last(const char* type, Stats<T> stats, ApplyChannelsLast<T> apply) {
+  // (videos, channels, pixels, groups, splits, z blocks, silu): partial tiles both ways with 5
+  // channels per group (tiles span groups); 4 per group (the VAE's 128 / 32); more videos than z
+  // blocks; one tile.
+  const int cases[][7] = {{3, 40, 70, 8, 3, 2, 1},
+                          {1, 128, 33, 32, 1, 1, 0},
+                          {2, 32, 32, 4, 2, 2, 1}};
+  bool ok = true;
+  std::mt19937 rng(11);
+  for (const auto& c : cases) {
+    const int videos = c[0], channels = c[1], pixels = c[2], groups = c[3], splits = c[4];
+    const bool silu = c[6];
+    const size_t n = (size_t)videos * channels * pixels;
+    const auto x = random_values<T>(rng, n, 0.5f, 2.f);
+    const auto w = random_values<T>(rng, channels);
+    const auto b = random_values<T>(rng, channels);
+    const int count = videos * groups;
+    std::vector<float> partial((size_t)count * splits * 3, NAN), stat(2 * count, NAN);
+    std::vector<T> y(n, from_float<T>(NAN));
+    const float eps = 1e-6f;
+    emulation::launch({unsigned(count), unsigned(splits), 1}, {THREADS, 1, 1}, [&] {
+      stats(x.data(), partial.data(), 1, channels, pixels, groups, splits);
+    });
+    emulation::launch({unsigned((count + THREADS - 1) / THREADS), 1, 1}, {THREADS, 1, 1}, [&] {
+      group_norm_finalize(partial.data(), stat.data(), count, splits, eps);
+    });
+    emulation::launch({unsigned((pixels + TILE - 1) / TILE), unsigned((channels + TILE - 1) / TILE),
+                       unsigned(c[5])},
+                      {TILE, TILE_ROWS, 1}, [&] {
+                        apply(x.data(), stat.data(), w.data(), b.data(), y.data(), videos,
+                              channels, pixels, groups, silu);
+                      });
+    const auto want = reference(x, w, b, videos, 1, channels, pixels, groups, eps, silu, true);
+    const std::string what = std::string("group_norm channels last ") + type + " " +
+                             std::to_string(videos) + "x" + std::to_string(channels) + "x" +
+                             std::to_string(pixels) + " groups " + std::to_string(groups) +
+                             " splits " + std::to_string(splits) + (silu ? " silu" : "");
     ok &= report(what.c_str(), rel_err(y, want), std::max(tolerance<T>(), 1e-4));
   }
   return ok;
@@ -91,7 +152,11 @@ int main() {
   const bool ok = under_both_orders([] {
     bool ok = check<float>("f32", group_norm_stats_f32, group_norm_apply_f32);
     ok &= check<__half>("f16", group_norm_stats_f16, group_norm_apply_f16);
-    return ok & check<__nv_bfloat16>("bf16", group_norm_stats_bf16, group_norm_apply_bf16);
+    ok &= check<__nv_bfloat16>("bf16", group_norm_stats_bf16, group_norm_apply_bf16);
+    ok &= check_channels_last<__half>("f16", group_norm_stats_f16,
+                                      group_norm_apply_channels_last_f16);
+    return ok & check_channels_last<__nv_bfloat16>("bf16", group_norm_stats_bf16,
+                                                   group_norm_apply_channels_last_bf16);
   });
   std::printf(ok ? "all cases match\n" : "some cases FAILED\n");
   return ok ? 0 : 1;

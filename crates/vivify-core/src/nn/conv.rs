@@ -1,6 +1,7 @@
 //! `nn.Conv2d` with diffusers' weight names. On CUDA with the `cudnn` feature the convolution
 //! runs through vivify's cuDNN setup (tensor cores, f32 accumulation); elsewhere through candle.
 
+use super::norm::GroupNorm;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
@@ -51,6 +52,62 @@ impl Conv2d {
         let y = convolve(x, &self.weight, self.stride, self.padding)?;
         super::ops::add_per_channel(&y, self.bias.as_ref(), extra, residual)
     }
+}
+
+impl Conv2d {
+    /// `forward_plus(&norm.forward_silu(x)?, extra, residual)`: a resnet block's GroupNorm, SiLU
+    /// and convolution. On CUDA with `VIVIFY_CUDA_ENABLE=channels_last_handoff` the GroupNorm
+    /// writes channels last for the convolution and the bias pass reads its channels-last
+    /// output ([`norm_conv_channels_last`]): two full-size transposes fewer.
+    pub fn forward_plus_after_norm(
+        &self,
+        norm: &GroupNorm,
+        x: &Tensor,
+        extra: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        #[cfg(feature = "cudnn")]
+        if super::cuda::opted_in("channels_last_handoff")
+            && let Some(y) = norm_conv_channels_last(self, norm, x, extra, residual)?
+        {
+            return Ok(y);
+        }
+        self.forward_plus(&norm.forward_silu(x)?, extra, residual)
+    }
+}
+
+/// [`Conv2d::forward_plus_after_norm`]'s channels-last handoff, whatever `VIVIFY_CUDA_ENABLE`
+/// says (cuda_ops tests it against the plain path): None where it does not apply (not CUDA, not
+/// a half type, a layout or kernel choice that is not cuDNN channels last, a 1x1 convolution,
+/// any of its kernels switched off).
+#[cfg(feature = "cudnn")]
+pub fn norm_conv_channels_last(
+    conv: &Conv2d,
+    norm: &GroupNorm,
+    x: &Tensor,
+    extra: Option<&Tensor>,
+    residual: Option<&Tensor>,
+) -> Result<Option<Tensor>> {
+    use super::cuda::{cudnn_conv, elementwise, enabled};
+    let applies = x.device().is_cuda()
+        && enabled("cudnn_conv")
+        && enabled("elementwise")
+        && cudnn_conv::channels_last(x)
+        && conv.weight.dim(2)? > 1;
+    if !applies {
+        return Ok(None);
+    }
+    let Some(v) = super::ops::per_channel_sum(conv.bias.as_ref(), extra)? else {
+        return Ok(None);
+    };
+    let Some(h) = norm.forward_silu_channels_last(x)? else {
+        return Ok(None);
+    };
+    let y = {
+        let _p = super::profile::scope("conv2d", x.device());
+        cudnn_conv::conv2d_channels_last(&h, &conv.weight, conv.stride, conv.padding)?
+    };
+    elementwise::channel_add_from_channels_last(&y, &v, residual)
 }
 
 impl Module for Conv2d {

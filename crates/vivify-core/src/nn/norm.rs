@@ -93,6 +93,21 @@ impl GroupNorm {
         self.normalize(x, 1, true)
     }
 
+    /// `forward_silu` of x (N, C, H, W) answered channels last, (N, H, W, C), by the CUDA kernel;
+    /// None where that kernel does not apply (then take `forward_silu`).
+    #[cfg(feature = "cuda")]
+    pub fn forward_silu_channels_last(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let _p = super::profile::scope("group norm", x.device());
+        super::cuda::group_norm::group_norm_channels_last(
+            x,
+            &self.weight,
+            &self.bias,
+            self.groups,
+            self.eps,
+            true,
+        )
+    }
+
     /// `forward_frames` then SiLU (fused on CUDA).
     pub fn forward_frames_silu(&self, x: &Tensor, frames: usize) -> Result<Tensor> {
         self.normalize(x, frames, true)

@@ -31,18 +31,10 @@ pub fn add_per_channel(
     residual: Option<&Tensor>,
 ) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
+    if let Some(v) = per_channel_sum(bias, extra)?
+        && let Some(y) = super::cuda::elementwise::channel_add(x, &v, residual)?
     {
-        let v = match (bias, extra) {
-            (Some(b), Some(e)) => Some(e.broadcast_add(&b.unsqueeze(0)?)?),
-            (Some(b), None) => Some(b.clone()),
-            (None, Some(e)) => Some(e.clone()),
-            (None, None) => None,
-        };
-        if let Some(v) = v
-            && let Some(y) = super::cuda::elementwise::channel_add(x, &v, residual)?
-        {
-            return Ok(y);
-        }
+        return Ok(y);
     }
     // (N, C) -> (N, C, 1, ...) to broadcast over the trailing axes.
     let per_channel = |v: &Tensor| -> Result<Tensor> {
@@ -63,6 +55,21 @@ pub fn add_per_channel(
         Some(r) => r + y,
         None => Ok(y),
     }
+}
+
+/// bias (C) + extra (N, C) as the one vector the CUDA per-channel add takes: (N, C), or the bias
+/// alone; None when both are absent.
+#[cfg(feature = "cuda")]
+pub(crate) fn per_channel_sum(
+    bias: Option<&Tensor>,
+    extra: Option<&Tensor>,
+) -> Result<Option<Tensor>> {
+    Ok(match (bias, extra) {
+        (Some(b), Some(e)) => Some(e.broadcast_add(&b.unsqueeze(0)?)?),
+        (Some(b), None) => Some(b.clone()),
+        (None, Some(e)) => Some(e.clone()),
+        (None, None) => None,
+    })
 }
 
 #[cfg(test)]

@@ -133,13 +133,13 @@ impl ResnetBlock2D {
         };
         let h = self
             .conv1
-            .forward_plus(&self.norm1.forward_silu(x)?, t.as_ref(), None)?;
+            .forward_plus_after_norm(&self.norm1, x, t.as_ref(), None)?;
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(x)?,
             None => x.clone(),
         };
         self.conv2
-            .forward_plus(&self.norm2.forward_silu(&h)?, None, Some(&shortcut))
+            .forward_plus_after_norm(&self.norm2, &h, None, Some(&shortcut))
     }
 }
 

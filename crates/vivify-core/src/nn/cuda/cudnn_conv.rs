@@ -48,6 +48,22 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
     legacy_conv2d(x, w, stride, padding)
 }
 
+/// The same convolution of x given channels last, (N, H, W, C), answered channels last,
+/// (N, H', W', K): for a GroupNorm that already wrote its output that way (conv.rs).
+pub fn conv2d_channels_last(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    if super::opted_in("cudnn_graph")
+        && let Some(y) = super::cudnn_graph_conv::conv2d_channels_last(x, w, stride, padding)?
+    {
+        return Ok(y);
+    }
+    legacy_conv2d_channels_last(&x.contiguous()?, &w.contiguous()?, stride, padding)
+}
+
 /// The legacy API's path on its own (bench-ops times it against the graph path).
 pub fn legacy_conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
     let (x, w) = (x.contiguous()?, w.contiguous()?);
@@ -69,13 +85,27 @@ fn conv2d_nchw(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<
 
 /// The same convolution on channels-last copies, answered in NCHW.
 fn conv2d_nhwc(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    from_channels_last(&legacy_conv2d_channels_last(
+        &to_channels_last(x)?,
+        w,
+        stride,
+        padding,
+    )?)
+}
+
+/// x (N, H, W, C) and w (K, C, kh, kw), both contiguous, -> (N, H', W', K).
+fn legacy_conv2d_channels_last(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
     let op = CudnnConv2d {
         stride,
         padding,
         nhwc: true,
     };
-    let y = to_channels_last(x)?.apply_op2_no_bwd(&to_channels_last(w)?, &op)?;
-    from_channels_last(&y)
+    x.apply_op2_no_bwd(&to_channels_last(w)?, &op)
 }
 
 /// (N, C, H, W) -> (N, H, W, C): (N, C, H·W) -> (N, H·W, C) through the full-bandwidth transpose.
@@ -93,7 +123,7 @@ pub(super) fn from_channels_last(y: &Tensor) -> Result<Tensor> {
 /// Whether this convolution runs channels last: half types do (the tensor-core kernels read NHWC
 /// natively; with NCHW a UNet step took 2.3x as long on the H200), f32 does not;
 /// VIVIFY_CONV_LAYOUT=nchw|nhwc pins either.
-pub(super) fn channels_last(x: &Tensor) -> bool {
+pub(crate) fn channels_last(x: &Tensor) -> bool {
     // Read once: this runs on every convolution.
     static PINNED: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
     let pinned = PINNED.get_or_init(|| match std::env::var("VIVIFY_CONV_LAYOUT").as_deref() {

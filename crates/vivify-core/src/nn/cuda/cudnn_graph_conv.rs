@@ -44,24 +44,70 @@ const Y_UID: i64 = 3;
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Option<Tensor>> {
     let (x, w) = (x.contiguous()?, w.contiguous()?);
     let nhwc = channels_last(&x);
-    let (n, c, h, wd) = x.dims4()?;
-    let (k, wc, kh, kw) = w.dims4()?;
-    if wc != c || w.dtype() != x.dtype() || h + 2 * padding < kh || wd + 2 * padding < kw {
-        candle_core::bail!(
-            "cudnn graph conv: input {:?} {:?} and weight {:?} {:?}",
-            x.shape(),
-            x.dtype(),
-            w.shape(),
-            w.dtype()
-        );
-    }
-    let dev = x.device().as_cuda_device()?;
     // Channels-last copies are fresh buffers; NCHW operands keep their offsets.
     let align = if nhwc {
         16
     } else {
         alignment(&x).min(alignment(&w))
     };
+    let Some(op) = prepare(&x, x.dims4()?, &w, (stride, padding), nhwc, align)? else {
+        return Ok(None);
+    };
+    let y = if nhwc {
+        let y = to_channels_last(&x)?.apply_op2_no_bwd(&to_channels_last(&w)?, &op)?;
+        from_channels_last(&y)?
+    } else {
+        x.apply_op2_no_bwd(&w, &op)?
+    };
+    Ok(Some(y))
+}
+
+/// The same convolution of x given channels last, (N, H, W, C), answered channels last,
+/// (N, H', W', K): for a GroupNorm that already wrote its output that way (conv.rs).
+pub fn conv2d_channels_last(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    padding: usize,
+) -> Result<Option<Tensor>> {
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    let (n, h, wd, c) = x.dims4()?;
+    let Some(op) = prepare(
+        &x,
+        (n, c, h, wd),
+        &w,
+        (stride, padding),
+        true,
+        alignment(&x),
+    )?
+    else {
+        return Ok(None);
+    };
+    x.apply_op2_no_bwd(&to_channels_last(&w)?, &op).map(Some)
+}
+
+/// The cached plan for convolving x, of logical shape (N, C, H, W) in the given layout, with
+/// w (K, C, kh, kw), as the op that runs it; None when no engine finalizes for the shape.
+fn prepare(
+    x: &Tensor,
+    (n, c, h, wd): (usize, usize, usize, usize),
+    w: &Tensor,
+    (stride, padding): (usize, usize),
+    nhwc: bool,
+    align: usize,
+) -> Result<Option<GraphConv2d>> {
+    let dtype = x.dtype();
+    let (k, wc, kh, kw) = w.dims4()?;
+    if wc != c || w.dtype() != dtype || h + 2 * padding < kh || wd + 2 * padding < kw {
+        candle_core::bail!(
+            "cudnn graph conv: input {:?} {:?} and weight {:?} {:?}",
+            x.shape(),
+            dtype,
+            w.shape(),
+            w.dtype()
+        );
+    }
+    let dev = x.device().as_cuda_device()?;
     let conv = Conv {
         x: [n, c, h, wd],
         w: [k, c, kh, kw],
@@ -77,7 +123,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<O
     };
     let key: GraphKey = (
         dev.id(),
-        x.dtype(),
+        dtype,
         nhwc,
         [n, c, h, wd, k, kh, kw, stride, padding],
         align,
@@ -86,21 +132,14 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<O
         return Ok(None);
     };
     let [_, _, oh, ow] = conv.y;
-    let op = GraphConv2d {
+    Ok(Some(GraphConv2d {
         plan,
         out: if nhwc {
             Shape::from((n, oh, ow, k))
         } else {
             Shape::from((n, k, oh, ow))
         },
-    };
-    let y = if nhwc {
-        let y = to_channels_last(&x)?.apply_op2_no_bwd(&to_channels_last(&w)?, &op)?;
-        from_channels_last(&y)?
-    } else {
-        x.apply_op2_no_bwd(&w, &op)?
-    };
-    Ok(Some(y))
+    }))
 }
 
 /// The byte alignment (up to 16) of a contiguous tensor's first element, given that candle's

@@ -1,6 +1,6 @@
 //! Memory-bound passes on CUDA at full bandwidth (kernels/elementwise.cu): a batched transpose of
-//! the last two axes, a per-channel add (bias, time embedding and residual in one pass) and a
-//! same-shape add. Each returns None where it does not apply (CPU, f32, switched off with
+//! the last two axes, a per-channel add (bias, time embedding and residual in one pass; also from
+//! a channels-last input, transposing on the way) and a same-shape add. Each returns None where it does not apply (CPU, f32, switched off with
 //! `VIVIFY_CUDA_DISABLE=elementwise`), and the caller uses candle's ops.
 
 use candle_core::backend::BackendStorage;
@@ -44,7 +44,56 @@ pub fn channel_add(x: &Tensor, v: &Tensor, residual: Option<&Tensor>) -> Result<
     if !applies(x) || x.rank() < 2 || v.dtype() != x.dtype() {
         return Ok(None);
     }
-    let (n, c) = (x.dim(0)?, x.dim(1)?);
+    let v = per_channel(v, x.dim(0)?, x.dim(1)?, x)?;
+    let x = aligned(x)?;
+    let op = ChannelAdd {
+        from_channels_last: false,
+    };
+    match residual {
+        Some(r) => {
+            if r.shape() != x.shape() || r.dtype() != x.dtype() {
+                candle_core::bail!("channel_add: residual {:?} for {:?}", r.shape(), x.shape());
+            }
+            x.apply_op3_no_bwd(&v, &aligned(r)?, &op).map(Some)
+        }
+        None => x.apply_op2_no_bwd(&v, &op).map(Some),
+    }
+}
+
+/// The same sum for x given channels last, (N, H, W, C), answered (N, C, H, W): a channels-last
+/// convolution's output with its bias, time embedding and residual, in the one pass that also
+/// transposes it back.
+pub fn channel_add_from_channels_last(
+    x: &Tensor,
+    v: &Tensor,
+    residual: Option<&Tensor>,
+) -> Result<Option<Tensor>> {
+    if !applies(x) || x.rank() != 4 || v.dtype() != x.dtype() {
+        return Ok(None);
+    }
+    let (n, h, w, c) = x.dims4()?;
+    let v = per_channel(v, n, c, x)?;
+    let x = x.contiguous()?;
+    let op = ChannelAdd {
+        from_channels_last: true,
+    };
+    match residual {
+        Some(r) => {
+            if r.dims() != [n, c, h, w] || r.dtype() != x.dtype() {
+                candle_core::bail!(
+                    "channel_add_from_channels_last: residual {:?} for {:?}",
+                    r.shape(),
+                    x.shape()
+                );
+            }
+            x.apply_op3_no_bwd(&v, &r.contiguous()?, &op).map(Some)
+        }
+        None => x.apply_op2_no_bwd(&v, &op).map(Some),
+    }
+}
+
+/// v as (1, C) or (N, C), checked against x's N and C.
+fn per_channel(v: &Tensor, n: usize, c: usize, x: &Tensor) -> Result<Tensor> {
     let v = match v.rank() {
         1 => v.reshape((1, v.dim(0)?))?,
         _ => v.flatten_from(1)?,
@@ -52,17 +101,7 @@ pub fn channel_add(x: &Tensor, v: &Tensor, residual: Option<&Tensor>) -> Result<
     if v.dim(1)? != c || (v.dim(0)? != 1 && v.dim(0)? != n) {
         candle_core::bail!("channel_add: {:?} onto {:?}", v.shape(), x.shape());
     }
-    let x = aligned(x)?;
-    let v = v.contiguous()?;
-    match residual {
-        Some(r) => {
-            if r.shape() != x.shape() || r.dtype() != x.dtype() {
-                candle_core::bail!("channel_add: residual {:?} for {:?}", r.shape(), x.shape());
-            }
-            x.apply_op3_no_bwd(&v, &aligned(r)?, &ChannelAdd).map(Some)
-        }
-        None => x.apply_op2_no_bwd(&v, &ChannelAdd).map(Some),
-    }
+    v.contiguous()
 }
 
 /// a + b for tensors of one shape.
@@ -143,7 +182,10 @@ fn launch_transpose<T: CudaDType + WithDType + DeviceRepr>(
     Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
 }
 
-struct ChannelAdd;
+struct ChannelAdd {
+    /// x is (N, ..., C) and the output (N, C, ...).
+    from_channels_last: bool,
+}
 
 impl ChannelAdd {
     fn run(
@@ -153,28 +195,30 @@ impl ChannelAdd {
         residual: Option<(&CudaStorage, &Layout)>,
     ) -> Result<(CudaStorage, Shape)> {
         let dims = xl.shape().dims();
-        let (n, c) = (dims[0], dims[1]);
-        let s = xl.shape().elem_count() / (n * c).max(1);
-        let v_rows = vl.shape().dims()[0];
-        let dev = x.device().clone();
-        let y = match x.dtype() {
-            DType::F16 => launch_channel_add::<half::f16>(
-                &dev,
-                (x, xl),
-                (v, vl),
-                residual,
-                (n, c, s, v_rows),
-            )?,
-            DType::BF16 => launch_channel_add::<half::bf16>(
-                &dev,
-                (x, xl),
-                (v, vl),
-                residual,
-                (n, c, s, v_rows),
-            )?,
-            other => candle_core::bail!("channel_add: unsupported dtype {other:?}"),
+        let (n, c) = match self.from_channels_last {
+            true => (dims[0], dims[dims.len() - 1]),
+            false => (dims[0], dims[1]),
         };
-        Ok((y, xl.shape().clone()))
+        let s = xl.shape().elem_count() / (n * c).max(1);
+        let sizes = (n, c, s, vl.shape().dims()[0]);
+        let dev = x.device().clone();
+        let operands = ((x, xl), (v, vl), residual);
+        let y = match (x.dtype(), self.from_channels_last) {
+            (DType::F16, false) => launch_channel_add::<half::f16>(&dev, operands, sizes)?,
+            (DType::BF16, false) => launch_channel_add::<half::bf16>(&dev, operands, sizes)?,
+            (DType::F16, true) => launch_from_channels_last::<half::f16>(&dev, operands, sizes)?,
+            (DType::BF16, true) => launch_from_channels_last::<half::bf16>(&dev, operands, sizes)?,
+            (other, _) => candle_core::bail!("channel_add: unsupported dtype {other:?}"),
+        };
+        let shape = match self.from_channels_last {
+            true => {
+                let mut d = vec![n, c];
+                d.extend_from_slice(&dims[1..dims.len() - 1]);
+                Shape::from(d)
+            }
+            false => xl.shape().clone(),
+        };
+        Ok((y, shape))
     }
 }
 
@@ -234,21 +278,29 @@ impl CustomOp3 for ChannelAdd {
     }
 }
 
-type Residual<'a> = Option<(&'a CudaStorage, &'a Layout)>;
+type Operand<'a> = (&'a CudaStorage, &'a Layout);
+/// x, the per-channel vector and the optional residual.
+type Operands<'a> = (Operand<'a>, Operand<'a>, Option<Operand<'a>>);
+type Views<'a, T> = (CudaView<'a, T>, CudaView<'a, T>, Option<CudaView<'a, T>>);
 
-fn launch_channel_add<T: CudaDType + WithDType + DeviceRepr>(
-    dev: &CudaDevice,
-    (x, xl): (&CudaStorage, &Layout),
-    (v, vl): (&CudaStorage, &Layout),
-    residual: Residual,
-    (n, c, s, v_rows): (usize, usize, usize, usize),
-) -> Result<CudaStorage> {
+fn views<'a, T: CudaDType + WithDType>(
+    ((x, xl), (v, vl), residual): Operands<'a>,
+) -> Result<Views<'a, T>> {
     let xs = x.as_cuda_slice::<T>()?.slice(xl.start_offset()..);
     let vs = v.as_cuda_slice::<T>()?.slice(vl.start_offset()..);
-    let rs: Option<CudaView<T>> = match residual {
+    let rs = match residual {
         Some((r, rl)) => Some(r.as_cuda_slice::<T>()?.slice(rl.start_offset()..)),
         None => None,
     };
+    Ok((xs, vs, rs))
+}
+
+fn launch_channel_add<T: CudaDType + WithDType + DeviceRepr>(
+    dev: &CudaDevice,
+    operands: Operands,
+    (n, c, s, v_rows): (usize, usize, usize, usize),
+) -> Result<CudaStorage> {
+    let (xs, vs, rs) = views::<T>(operands)?;
     // SAFETY: the kernel writes every element.
     let out = unsafe { dev.alloc::<T>(n * c * s)? };
     let vec = if s.is_multiple_of(8) { 8 } else { 1 };
@@ -274,6 +326,46 @@ fn launch_channel_add<T: CudaDType + WithDType + DeviceRepr>(
     builder.arg(&c);
     builder.arg(&s);
     builder.arg(&v_rows);
+    // SAFETY: arguments match the kernel's signature; a null residual is checked in the kernel.
+    unsafe { builder.launch(cfg) }.w()?;
+    Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+}
+
+fn launch_from_channels_last<T: CudaDType + WithDType + DeviceRepr>(
+    dev: &CudaDevice,
+    operands: Operands,
+    (n, c, s, v_rows): (usize, usize, usize, usize),
+) -> Result<CudaStorage> {
+    let (xs, vs, rs) = views::<T>(operands)?;
+    // SAFETY: the kernel writes every element.
+    let out = unsafe { dev.alloc::<T>(n * c * s)? };
+    let name = format!(
+        "channel_add_from_channels_last_{}",
+        super::kernel_type_name(T::DTYPE)
+    );
+    let func = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
+    let cfg = LaunchConfig {
+        grid_dim: (
+            c.div_ceil(32) as u32,
+            s.div_ceil(32) as u32,
+            n.clamp(1, 65535) as u32,
+        ),
+        block_dim: (32, 8, 1),
+        shared_mem_bytes: 0,
+    };
+    let ints = [n, c, s, v_rows].map(|v| v as i32);
+    let null: u64 = 0;
+    let mut builder = func.builder();
+    builder.arg(&xs);
+    builder.arg(&vs);
+    match &rs {
+        Some(r) => builder.arg(r),
+        None => builder.arg(&null),
+    };
+    builder.arg(&out);
+    for v in &ints {
+        builder.arg(v);
+    }
     // SAFETY: arguments match the kernel's signature; a null residual is checked in the kernel.
     unsafe { builder.launch(cfg) }.w()?;
     Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))

@@ -1,9 +1,12 @@
 //! GroupNorm (+ SiLU) on CUDA (kernels/group_norm.cu): statistics in f32 over each group, pooled
 //! over frames for the temporal layers, in three passes over the data instead of candle ops'
-//! ten over an f32 copy.
+//! ten over an f32 copy. `group_norm_channels_last` writes its output channels last for the
+//! convolution that follows (conv.rs's norm-to-convolution handoff).
 
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
+};
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{
     CudaDevice, CudaStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
@@ -38,6 +41,38 @@ pub fn group_norm(
         frames,
         eps: eps as f32,
         silu,
+        channels_last: false,
+    };
+    x.contiguous()?
+        .apply_op3_no_bwd(&weight.contiguous()?, &bias.contiguous()?, &op)
+        .map(Some)
+}
+
+/// GroupNorm (+ SiLU) of x (N, C, H, W), f16 or bf16, answered channels last (N, H, W, C). None
+/// where it does not apply (not CUDA, f32, other dtypes, switched off).
+pub fn group_norm_channels_last(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    groups: usize,
+    eps: f64,
+    silu: bool,
+) -> Result<Option<Tensor>> {
+    if !x.device().is_cuda()
+        || !super::enabled("group_norm")
+        || !matches!(x.dtype(), DType::F16 | DType::BF16)
+        || x.rank() != 4
+        || weight.dtype() != x.dtype()
+        || bias.dtype() != x.dtype()
+    {
+        return Ok(None);
+    }
+    let op = GroupNormOp {
+        groups,
+        frames: 1,
+        eps: eps as f32,
+        silu,
+        channels_last: true,
     };
     x.contiguous()?
         .apply_op3_no_bwd(&weight.contiguous()?, &bias.contiguous()?, &op)
@@ -49,6 +84,8 @@ struct GroupNormOp {
     frames: usize,
     eps: f32,
     silu: bool,
+    /// Output (N, H, W, C) from x (N, C, H, W); one frame.
+    channels_last: bool,
 }
 
 impl CustomOp3 for GroupNormOp {
@@ -96,7 +133,15 @@ impl CustomOp3 for GroupNormOp {
             DType::BF16 => self.launch::<half::bf16>(&dev, args)?,
             other => candle_core::bail!("group norm: unsupported dtype {other:?}"),
         };
-        Ok((y, xl.shape().clone()))
+        let shape = if self.channels_last {
+            let mut d = vec![bf];
+            d.extend_from_slice(&dims[2..]);
+            d.push(c);
+            Shape::from(d)
+        } else {
+            xl.shape().clone()
+        };
+        Ok((y, shape))
     }
 }
 
@@ -125,9 +170,8 @@ impl GroupNormOp {
         let xs = x.as_cuda_slice::<T>()?.slice(xl.start_offset()..);
         let ws = w.as_cuda_slice::<T>()?.slice(wl.start_offset()..);
         let bs = b.as_cuda_slice::<T>()?.slice(bl.start_offset()..);
-        // SAFETY: the statistics kernel writes every partial, the apply kernel every output.
+        // SAFETY: the statistics kernel writes every partial.
         let partial = unsafe { dev.alloc::<f32>(blocks * splits * 3)? };
-        let y = unsafe { dev.alloc::<T>(xl.shape().elem_count())? };
         let cfg = LaunchConfig {
             grid_dim: (blocks as u32, splits as u32, 1),
             block_dim: (THREADS, 1, 1),
@@ -147,12 +191,19 @@ impl GroupNormOp {
         }
         // SAFETY: arguments match the kernel's signature.
         unsafe { builder.launch(cfg) }.w()?;
+        if self.channels_last {
+            let dims = (videos, channels, pixels);
+            let y = self.apply_channels_last::<T>(dev, (&xs, &ws, &bs), &partial, splits, dims)?;
+            return Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()));
+        }
         let apply = dev.get_or_load_custom_func(
             &format!("group_norm_apply_{type_name}"),
             "vivify_group_norm",
             PTX,
         )?;
         let silu = i32::from(self.silu);
+        // SAFETY: the apply kernel writes every output.
+        let y = unsafe { dev.alloc::<T>(xl.shape().elem_count())? };
         let mut builder = apply.builder();
         builder.arg(&xs);
         builder.arg(&partial);
@@ -167,5 +218,68 @@ impl GroupNormOp {
         // SAFETY: arguments match the kernel's signature.
         unsafe { builder.launch(cfg) }.w()?;
         Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
+    }
+
+    /// Merges each (sample, group)'s slices once, then normalises into (N, P, C) through
+    /// shared-memory tiles.
+    fn apply_channels_last<T: CudaDType + WithDType + DeviceRepr>(
+        &self,
+        dev: &CudaDevice,
+        (xs, ws, bs): (&CudaView<T>, &CudaView<T>, &CudaView<T>),
+        partial: &CudaSlice<f32>,
+        splits: usize,
+        (batch, channels, pixels): (usize, usize, usize),
+    ) -> Result<CudaSlice<T>> {
+        let len = batch * channels * pixels;
+        let count = batch * self.groups;
+        // SAFETY: the finalize kernel writes every pair, the apply kernel every output.
+        let stat = unsafe { dev.alloc::<f32>(count * 2)? };
+        let y = unsafe { dev.alloc::<T>(len)? };
+        let finalize =
+            dev.get_or_load_custom_func("group_norm_finalize", "vivify_group_norm", PTX)?;
+        let (count_i, splits_i) = (count as i32, splits as i32);
+        let mut builder = finalize.builder();
+        builder.arg(partial);
+        builder.arg(&stat);
+        builder.arg(&count_i);
+        builder.arg(&splits_i);
+        builder.arg(&self.eps);
+        let cfg = LaunchConfig {
+            grid_dim: (count.div_ceil(THREADS as usize) as u32, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: arguments match the kernel's signature.
+        unsafe { builder.launch(cfg) }.w()?;
+        let apply = dev.get_or_load_custom_func(
+            &format!(
+                "group_norm_apply_channels_last_{}",
+                super::kernel_type_name(T::DTYPE)
+            ),
+            "vivify_group_norm",
+            PTX,
+        )?;
+        let ints = [batch, channels, pixels, self.groups, usize::from(self.silu)].map(|v| v as i32);
+        let mut builder = apply.builder();
+        builder.arg(xs);
+        builder.arg(&stat);
+        builder.arg(ws);
+        builder.arg(bs);
+        builder.arg(&y);
+        for v in &ints {
+            builder.arg(v);
+        }
+        let cfg = LaunchConfig {
+            grid_dim: (
+                pixels.div_ceil(32) as u32,
+                channels.div_ceil(32) as u32,
+                batch.clamp(1, 65535) as u32,
+            ),
+            block_dim: (32, 8, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: arguments match the kernel's signature.
+        unsafe { builder.launch(cfg) }.w()?;
+        Ok(y)
     }
 }

@@ -39,7 +39,8 @@ pub fn enabled(kernel: &str) -> bool {
 }
 
 /// Whether a kernel that is built but not yet verified on a device may run:
-/// `VIVIFY_CUDA_ENABLE=attention_ldmatrix,cudnn_graph` (the only such paths now).
+/// `VIVIFY_CUDA_ENABLE=attention_ldmatrix,cudnn_graph,channels_last_handoff` (the only such paths
+/// now).
 /// bench/gpu/run.sh sets it when the kernel's test passes on the card; once its figures are in,
 /// it becomes the default.
 pub fn opted_in(kernel: &str) -> bool {

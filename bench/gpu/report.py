@@ -144,7 +144,7 @@ def main():
     if results["profile"]["diffusers"]:
         print(f"diffusers kernels (ms/step): {results['profile']['diffusers'].get('by_category_ms')}")
     for a in results["ablation"]:
-        print(f"ablation: without {a.get('disabled')}: {fmt(a.get('sec_min'))} s/step")
+        print(f"ablation at {a.get('case', first)}: without {a.get('disabled')}: {fmt(a.get('sec_min'))} s/step")
     for r in results["residency"]:
         p = r["parity"] or {}
         print(f"residency {r['residency']} at {r['case']}: e2e {fmt(r['sec'], 2)} s, "

@@ -11,7 +11,8 @@
 #      CASES (default 512x512x16,1280x704x16,1024x1024x32), SKIP (space-separated phases to skip:
 #      ops unet profile diffusers vivify residency ablation), ABLATE (what the ablation changes:
 #      kernel names for VIVIFY_CUDA_DISABLE, or VAR=VALUE settings such as VIVIFY_CONV_LAYOUT=nchw, or
-#      VIVIFY_CUDA_ENABLE= for the step without the kernels the tests switched on).
+#      VIVIFY_CUDA_ENABLE= for the step without the kernels the tests switched on), ABLATE_CASE
+#      (the case the ablation runs at, default the first of CASES).
 # Phases, each under its own time limit, each writing JSON lines to $OUT:
 #   ops        cuda_ops correctness tests; vivify bench-ops and torch_ops.py (conv, attention)
 #   diffusers  full-size random weights (tools/parity/full_size_check.py), then diffusers fp16:
@@ -23,7 +24,7 @@
 #              bench-unet, so the UNet's cuDNN algorithms come from the run's cache: the report
 #              counts the searches each generate still ran)
 #   residency  vivify generate at the first case with models loaded per stage, then streamed
-#   ablation   one UNet step at the first case with each of vivify's kernels switched off
+#   ablation   one UNet step at ABLATE_CASE with each of vivify's kernels switched off
 # Last: bench/gpu/report.py prints the table and writes $OUT/results.json.
 set -u
 CARRY=$(realpath "${1:?usage: run.sh CARRY_DIR}")
@@ -195,19 +196,20 @@ if ! skip residency; then
 fi
 
 if ! skip ablation; then
-  # What each of vivify's CUDA paths is worth: one UNet step at the first case with one kernel
+  # What each of vivify's CUDA paths is worth: one UNet step at ABLATE_CASE with one kernel
   # switched back to candle's ops, or one setting changed (attention stays fused: the unfused
   # path needs chunking there).
-  IFS=x read -r W H F <<< "${CASE_LIST[0]}"
+  ACASE=${ABLATE_CASE:-${CASE_LIST[0]}}
+  IFS=x read -r W H F <<< "$ACASE"
   for k in ${ABLATE:-linear geglu VIVIFY_CONV_LAYOUT=nchw}; do
-    phase "ablation: bench-unet ${CASE_LIST[0]} without $k"
+    phase "ablation: bench-unet $ACASE without $k"
     case $k in
       *=*) setting=$k ;;
       *) setting="VIVIFY_CUDA_DISABLE=${VIVIFY_CUDA_DISABLE:+$VIVIFY_CUDA_DISABLE,}$k" ;;
     esac
     env "$setting" timeout "$(lim 90)" "$BIN" bench-unet --config "$WORK/model/unet/config.json" \
       --width "$W" --height "$H" --frames "$F" --iters 2 --device cuda --dtype f16 2>> "$OUT/ablation.err" |
-      sed "s/^{/{\"disabled\":\"$k\",/" >> "$OUT/ablation.jsonl"
+      sed "s/^{/{\"disabled\":\"$k\",\"case\":\"$ACASE\",/" >> "$OUT/ablation.jsonl"
     tail -1 "$OUT/ablation.jsonl"
   done
 fi

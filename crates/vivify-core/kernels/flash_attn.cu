@@ -123,15 +123,31 @@ __device__ __forceinline__ void flash_fwd(const T* __restrict__ q, const T* __re
   __shared__ __align__(16) T vs[STAGES * BC * LDS];
 
   // Batch·heads on x (up to 2^31 - 1 blocks: temporal attention has one row per pixel), query
-  // tiles on y.
-  const int bh = blockIdx.x;
+  // tiles on y. The LDM variant numbers its blocks bh · tiles + tile on x instead, so a head's
+  // query tiles run in consecutive blocks, as FlashAttention-2's grid orders them: the blocks
+  // resident at once then share a few heads' K/V through L2 rather than each streaming its own
+  // head's from memory.
+  constexpr int ROWS = WARPS * 16 * MT;
+  int bh, qtile;
+  if (LDM) {
+    const int tiles = (L + ROWS - 1) / ROWS;
+    bh = blockIdx.x / tiles;
+    qtile = blockIdx.x % tiles;
+  } else {
+    bh = blockIdx.x;
+    qtile = blockIdx.y;
+  }
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane >> 2, t = lane & 3;
+  // In the LDM variant a warp whose rows all lie past L (a 32-frame temporal attention fills a
+  // quarter of a 128-query block) still loads its share of each tile and meets the barriers,
+  // but skips the math.
+  const bool active = !LDM || qtile * ROWS + warp * MT * 16 < L;
   // Rows g and g + 8 of each of the warp's MT tiles.
   int r0[MT], r1[MT];
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
-    r0[mt] = blockIdx.y * (WARPS * 16 * MT) + (warp * MT + mt) * 16 + g;
+    r0[mt] = qtile * ROWS + (warp * MT + mt) * 16 + g;
     r1[mt] = r0[mt] + 8;
   }
   const long long bi = bh / H, hi = bh % H;
@@ -209,149 +225,153 @@ __device__ __forceinline__ void flash_fwd(const T* __restrict__ q, const T* __re
       if (ASYNC) cp_async_wait<0>();
     }
     __syncthreads();
-    const T* kst = ks + cur * BC * LDS;
-    const T* vst = vs + cur * BC * LDS;
+    if (active) {
+      const T* kst = ks + cur * BC * LDS;
+      const T* vst = vs + cur * BC * LDS;
 
-    // S = Q Kᵀ for this warp's rows and the tile's 64 keys (each sum over kc in the same order
-    // whichever way the fragments are read).
-    float sf[MT][BC / 8][4];
+      // S = Q Kᵀ for this warp's rows and the tile's 64 keys (each sum over kc in the same order
+      // whichever way the fragments are read).
+      float sf[MT][BC / 8][4];
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
+      for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-      for (int n = 0; n < BC / 8; ++n) sf[mt][n][0] = sf[mt][n][1] = sf[mt][n][2] = sf[mt][n][3] = 0.f;
-    if (LDM) {
-      // Matrices: keys n·8.. and n·8+8.. (lanes 16-31), dims kc·16.. and kc·16+8.. (lanes 8-15,
-      // 24-31): B fragments of key tiles n and n + 1.
-      const T* kl = kst + ((lane & 7) + ((lane >> 4) << 3)) * LDS + ((lane >> 3) & 1) * 8;
-#pragma unroll
-      for (int kc = 0; kc < D / 16; ++kc)
-#pragma unroll
-        for (int n = 0; n < BC / 8; n += 2) {
-          uint32_t b[4];
-          ldmatrix_x4<false>(b, kl + n * 8 * LDS + kc * 16);
-#pragma unroll
-          for (int mt = 0; mt < MT; ++mt) {
-            mma(sf[mt][n], qf[mt][kc], b, T());
-            mma(sf[mt][n + 1], qf[mt][kc], b + 2, T());
-          }
-        }
-    } else {
-#pragma unroll
-      for (int n = 0; n < BC / 8; ++n)
-#pragma unroll
-        for (int kc = 0; kc < D / 16; ++kc) {
-          const T* kr = kst + (n * 8 + g) * LDS + kc * 16 + 2 * t;
-          const uint32_t b[2] = {*reinterpret_cast<const uint32_t*>(kr),
-                                 *reinterpret_cast<const uint32_t*>(kr + 8)};
-#pragma unroll
-          for (int mt = 0; mt < MT; ++mt) mma(sf[mt][n], qf[mt][kc], b, T());
-        }
-    }
-
-    // Online softmax in the log2 domain; e 0,1 belong to row g, e 2,3 to row g + 8. The LDM
-    // variant keeps raw scores (the scale goes into the exponent's FMA), masks only in the last
-    // tile (a uniform branch) and takes 2^x as one MUFU.EX2: five instructions fewer per score.
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-      float mx0 = m[mt][0], mx1 = m[mt][1];
+        for (int n = 0; n < BC / 8; ++n)
+          sf[mt][n][0] = sf[mt][n][1] = sf[mt][n][2] = sf[mt][n][3] = 0.f;
       if (LDM) {
-        if (kt + BC > S) {
+        // Matrices: keys n·8.. and n·8+8.. (lanes 16-31), dims kc·16.. and kc·16+8.. (lanes
+        // 8-15, 24-31): B fragments of key tiles n and n + 1.
+        const T* kl = kst + ((lane & 7) + ((lane >> 4) << 3)) * LDS + ((lane >> 3) & 1) * 8;
 #pragma unroll
-          for (int n = 0; n < BC / 8; ++n)
+        for (int kc = 0; kc < D / 16; ++kc)
 #pragma unroll
-            for (int e = 0; e < 4; ++e)
-              if (kt + n * 8 + 2 * t + (e & 1) >= S) sf[mt][n][e] = -INFINITY;
-        }
-        float raw0 = -INFINITY, raw1 = -INFINITY;
+          for (int n = 0; n < BC / 8; n += 2) {
+            uint32_t b[4];
+            ldmatrix_x4<false>(b, kl + n * 8 * LDS + kc * 16);
 #pragma unroll
-        for (int n = 0; n < BC / 8; ++n) {
-          raw0 = fmaxf(raw0, fmaxf(sf[mt][n][0], sf[mt][n][1]));
-          raw1 = fmaxf(raw1, fmaxf(sf[mt][n][2], sf[mt][n][3]));
-        }
-        raw0 = row_max(raw0);
-        raw1 = row_max(raw1);
-        // The scale is positive, so the largest raw score is the largest scaled one.
-        mx0 = fmaxf(mx0, raw0 * scale_log2);
-        mx1 = fmaxf(mx1, raw1 * scale_log2);
+            for (int mt = 0; mt < MT; ++mt) {
+              mma(sf[mt][n], qf[mt][kc], b, T());
+              mma(sf[mt][n + 1], qf[mt][kc], b + 2, T());
+            }
+          }
       } else {
 #pragma unroll
-        for (int n = 0; n < BC / 8; ++n) {
+        for (int n = 0; n < BC / 8; ++n)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int col = kt + n * 8 + 2 * t + (e & 1);
-            sf[mt][n][e] = col < S ? sf[mt][n][e] * scale_log2 : -INFINITY;
+          for (int kc = 0; kc < D / 16; ++kc) {
+            const T* kr = kst + (n * 8 + g) * LDS + kc * 16 + 2 * t;
+            const uint32_t b[2] = {*reinterpret_cast<const uint32_t*>(kr),
+                                   *reinterpret_cast<const uint32_t*>(kr + 8)};
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) mma(sf[mt][n], qf[mt][kc], b, T());
           }
-          mx0 = fmaxf(mx0, fmaxf(sf[mt][n][0], sf[mt][n][1]));
-          mx1 = fmaxf(mx1, fmaxf(sf[mt][n][2], sf[mt][n][3]));
-        }
-        mx0 = row_max(mx0);
-        mx1 = row_max(mx1);
       }
-      const float c0 = LDM ? exp2_approx(m[mt][0] - mx0) : exp2f(m[mt][0] - mx0);
-      const float c1 = LDM ? exp2_approx(m[mt][1] - mx1) : exp2f(m[mt][1] - mx1);
-      m[mt][0] = mx0;
-      m[mt][1] = mx1;
-      float rs0 = 0.f, rs1 = 0.f;
-#pragma unroll
-      for (int n = 0; n < BC / 8; ++n) {
-        if (LDM) {
-          sf[mt][n][0] = exp2_approx(fmaf(sf[mt][n][0], scale_log2, -mx0));
-          sf[mt][n][1] = exp2_approx(fmaf(sf[mt][n][1], scale_log2, -mx0));
-          sf[mt][n][2] = exp2_approx(fmaf(sf[mt][n][2], scale_log2, -mx1));
-          sf[mt][n][3] = exp2_approx(fmaf(sf[mt][n][3], scale_log2, -mx1));
-        } else {
-          sf[mt][n][0] = exp2f(sf[mt][n][0] - mx0);
-          sf[mt][n][1] = exp2f(sf[mt][n][1] - mx0);
-          sf[mt][n][2] = exp2f(sf[mt][n][2] - mx1);
-          sf[mt][n][3] = exp2f(sf[mt][n][3] - mx1);
-        }
-        rs0 += sf[mt][n][0] + sf[mt][n][1];
-        rs1 += sf[mt][n][2] + sf[mt][n][3];
-      }
-      // Per-thread partial sums, reduced across the row's 4 threads at the end.
-      l[mt][0] = l[mt][0] * c0 + rs0;
-      l[mt][1] = l[mt][1] * c1 + rs1;
-#pragma unroll
-      for (int dn = 0; dn < D / 8; ++dn) {
-        of[mt][dn][0] *= c0;
-        of[mt][dn][1] *= c0;
-        of[mt][dn][2] *= c1;
-        of[mt][dn][3] *= c1;
-      }
-    }
 
-    // O += P V: the S accumulators are already in the A-fragment layout of P.
-#pragma unroll
-    for (int kc = 0; kc < BC / 16; ++kc) {
-      uint32_t a[MT][4];
+      // Online softmax in the log2 domain; e 0,1 belong to row g, e 2,3 to row g + 8. The LDM
+      // variant keeps raw scores (the scale goes into the exponent's FMA), masks only in the last
+      // tile (a uniform branch) and takes 2^x as one MUFU.EX2: five instructions fewer per score.
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
-        a[mt][0] = pack_f32(sf[mt][2 * kc][0], sf[mt][2 * kc][1], T());
-        a[mt][1] = pack_f32(sf[mt][2 * kc][2], sf[mt][2 * kc][3], T());
-        a[mt][2] = pack_f32(sf[mt][2 * kc + 1][0], sf[mt][2 * kc + 1][1], T());
-        a[mt][3] = pack_f32(sf[mt][2 * kc + 1][2], sf[mt][2 * kc + 1][3], T());
-      }
-      if (LDM) {
-        // Transposed matrices: keys kc·16.. and kc·16+8.. (lanes 8-15, 24-31), dims dn·8.. and
-        // dn·8+8.. (lanes 16-31): B fragments of output tiles dn and dn + 1.
-        const T* vl = vst + (kc * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LDS + (lane >> 4) * 8;
+        float mx0 = m[mt][0], mx1 = m[mt][1];
+        if (LDM) {
+          if (kt + BC > S) {
 #pragma unroll
-        for (int dn = 0; dn < D / 8; dn += 2) {
-          uint32_t b[4];
-          ldmatrix_x4<true>(b, vl + dn * 8);
+            for (int n = 0; n < BC / 8; ++n)
 #pragma unroll
-          for (int mt = 0; mt < MT; ++mt) {
-            mma(of[mt][dn], a[mt], b, T());
-            mma(of[mt][dn + 1], a[mt], b + 2, T());
+              for (int e = 0; e < 4; ++e)
+                if (kt + n * 8 + 2 * t + (e & 1) >= S) sf[mt][n][e] = -INFINITY;
           }
+          float raw0 = -INFINITY, raw1 = -INFINITY;
+#pragma unroll
+          for (int n = 0; n < BC / 8; ++n) {
+            raw0 = fmaxf(raw0, fmaxf(sf[mt][n][0], sf[mt][n][1]));
+            raw1 = fmaxf(raw1, fmaxf(sf[mt][n][2], sf[mt][n][3]));
+          }
+          raw0 = row_max(raw0);
+          raw1 = row_max(raw1);
+          // The scale is positive, so the largest raw score is the largest scaled one.
+          mx0 = fmaxf(mx0, raw0 * scale_log2);
+          mx1 = fmaxf(mx1, raw1 * scale_log2);
+        } else {
+#pragma unroll
+          for (int n = 0; n < BC / 8; ++n) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int col = kt + n * 8 + 2 * t + (e & 1);
+              sf[mt][n][e] = col < S ? sf[mt][n][e] * scale_log2 : -INFINITY;
+            }
+            mx0 = fmaxf(mx0, fmaxf(sf[mt][n][0], sf[mt][n][1]));
+            mx1 = fmaxf(mx1, fmaxf(sf[mt][n][2], sf[mt][n][3]));
+          }
+          mx0 = row_max(mx0);
+          mx1 = row_max(mx1);
         }
-      } else {
+        const float c0 = LDM ? exp2_approx(m[mt][0] - mx0) : exp2f(m[mt][0] - mx0);
+        const float c1 = LDM ? exp2_approx(m[mt][1] - mx1) : exp2f(m[mt][1] - mx1);
+        m[mt][0] = mx0;
+        m[mt][1] = mx1;
+        float rs0 = 0.f, rs1 = 0.f;
+#pragma unroll
+        for (int n = 0; n < BC / 8; ++n) {
+          if (LDM) {
+            sf[mt][n][0] = exp2_approx(fmaf(sf[mt][n][0], scale_log2, -mx0));
+            sf[mt][n][1] = exp2_approx(fmaf(sf[mt][n][1], scale_log2, -mx0));
+            sf[mt][n][2] = exp2_approx(fmaf(sf[mt][n][2], scale_log2, -mx1));
+            sf[mt][n][3] = exp2_approx(fmaf(sf[mt][n][3], scale_log2, -mx1));
+          } else {
+            sf[mt][n][0] = exp2f(sf[mt][n][0] - mx0);
+            sf[mt][n][1] = exp2f(sf[mt][n][1] - mx0);
+            sf[mt][n][2] = exp2f(sf[mt][n][2] - mx1);
+            sf[mt][n][3] = exp2f(sf[mt][n][3] - mx1);
+          }
+          rs0 += sf[mt][n][0] + sf[mt][n][1];
+          rs1 += sf[mt][n][2] + sf[mt][n][3];
+        }
+        // Per-thread partial sums, reduced across the row's 4 threads at the end.
+        l[mt][0] = l[mt][0] * c0 + rs0;
+        l[mt][1] = l[mt][1] * c1 + rs1;
 #pragma unroll
         for (int dn = 0; dn < D / 8; ++dn) {
-          const T* vr = vst + (kc * 16 + 2 * t) * LDS + dn * 8 + g;
-          const uint32_t b[2] = {pack_raw(vr[0], vr[LDS]), pack_raw(vr[8 * LDS], vr[9 * LDS])};
+          of[mt][dn][0] *= c0;
+          of[mt][dn][1] *= c0;
+          of[mt][dn][2] *= c1;
+          of[mt][dn][3] *= c1;
+        }
+      }
+
+      // O += P V: the S accumulators are already in the A-fragment layout of P.
 #pragma unroll
-          for (int mt = 0; mt < MT; ++mt) mma(of[mt][dn], a[mt], b, T());
+      for (int kc = 0; kc < BC / 16; ++kc) {
+        uint32_t a[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          a[mt][0] = pack_f32(sf[mt][2 * kc][0], sf[mt][2 * kc][1], T());
+          a[mt][1] = pack_f32(sf[mt][2 * kc][2], sf[mt][2 * kc][3], T());
+          a[mt][2] = pack_f32(sf[mt][2 * kc + 1][0], sf[mt][2 * kc + 1][1], T());
+          a[mt][3] = pack_f32(sf[mt][2 * kc + 1][2], sf[mt][2 * kc + 1][3], T());
+        }
+        if (LDM) {
+          // Transposed matrices: keys kc·16.. and kc·16+8.. (lanes 8-15, 24-31), dims dn·8.. and
+          // dn·8+8.. (lanes 16-31): B fragments of output tiles dn and dn + 1.
+          const T* vl =
+              vst + (kc * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LDS + (lane >> 4) * 8;
+#pragma unroll
+          for (int dn = 0; dn < D / 8; dn += 2) {
+            uint32_t b[4];
+            ldmatrix_x4<true>(b, vl + dn * 8);
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+              mma(of[mt][dn], a[mt], b, T());
+              mma(of[mt][dn + 1], a[mt], b + 2, T());
+            }
+          }
+        } else {
+#pragma unroll
+          for (int dn = 0; dn < D / 8; ++dn) {
+            const T* vr = vst + (kc * 16 + 2 * t) * LDS + dn * 8 + g;
+            const uint32_t b[2] = {pack_raw(vr[0], vr[LDS]), pack_raw(vr[8 * LDS], vr[9 * LDS])};
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) mma(of[mt][dn], a[mt], b, T());
+          }
         }
       }
     }

@@ -27,8 +27,10 @@ pub enum Tiles {
     Registers,
     /// Double-buffered cp.async copies: the default.
     Async,
-    /// cp.async copies, fragments through ldmatrix, and 128-query blocks for head dim 64 (each
-    /// fragment feeds two MMAs). Not yet verified on a device: `VIVIFY_CUDA_ENABLE=attention_ldmatrix`.
+    /// cp.async copies, fragments through ldmatrix, 128-query blocks for head dim 64 (each
+    /// fragment feeds two MMAs), a head's query blocks launched one after another (they share
+    /// its K/V in L2) and warps past the last query idle. Not yet verified on a device:
+    /// `VIVIFY_CUDA_ENABLE=attention_ldmatrix`.
     Ldmatrix,
 }
 
@@ -227,8 +229,20 @@ where
     // SAFETY: every element is written by the kernel.
     let out = unsafe { dev.alloc::<T>(n * h * l * d)? };
     let rows_per_block = 16 * kernel.tiles_per_warp * kernel.warps as usize;
+    let tiles = l.div_ceil(rows_per_block);
+    // The ldmatrix kernels number their blocks head-major on x (a head's query tiles in
+    // consecutive blocks, which share its K/V through L2); the others take heads on x, tiles on y.
+    let grid_dim = if kernel.family == "flash_attn_ldm" {
+        let blocks = n * h * tiles;
+        if blocks > i32::MAX as usize {
+            candle_core::bail!("flash attention: {blocks} blocks for {n}x{h} heads of {l} queries");
+        }
+        (blocks as u32, 1, 1)
+    } else {
+        ((n * h) as u32, tiles as u32, 1)
+    };
     let cfg = LaunchConfig {
-        grid_dim: ((n * h) as u32, l.div_ceil(rows_per_block) as u32, 1),
+        grid_dim,
         block_dim: (32 * kernel.warps, 1, 1),
         shared_mem_bytes: 0,
     };

@@ -28,22 +28,26 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(flo
 constexpr int TILE = 32;
 constexpr int ROWS = 8;
 
+// B tiles on x; A tiles on y and matrices on z, both grid-stride (y and z stop at 65535 blocks,
+// and A is the pixel count of a full-resolution VAE activation coming back from channels last).
 template <typename T>
 __device__ __forceinline__ void transpose(const T* __restrict__ in, T* __restrict__ out, int n,
                                           int A, int B) {
   __shared__ T tile[TILE][TILE + 1];
-  const int b0 = blockIdx.x * TILE, a0 = blockIdx.y * TILE;
+  const int b0 = blockIdx.x * TILE;
   for (int z = blockIdx.z; z < n; z += gridDim.z) {
     const long long base = (long long)z * A * B;
-    __syncthreads();
-    for (int j = threadIdx.y; j < TILE; j += ROWS) {
-      const int a = a0 + j, b = b0 + threadIdx.x;
-      if (a < A && b < B) tile[j][threadIdx.x] = in[base + (long long)a * B + b];
-    }
-    __syncthreads();
-    for (int j = threadIdx.y; j < TILE; j += ROWS) {
-      const int b = b0 + j, a = a0 + threadIdx.x;
-      if (a < A && b < B) out[base + (long long)b * A + a] = tile[threadIdx.x][j];
+    for (int a0 = blockIdx.y * TILE; a0 < A; a0 += gridDim.y * TILE) {
+      __syncthreads();
+      for (int j = threadIdx.y; j < TILE; j += ROWS) {
+        const int a = a0 + j, b = b0 + threadIdx.x;
+        if (a < A && b < B) tile[j][threadIdx.x] = in[base + (long long)a * B + b];
+      }
+      __syncthreads();
+      for (int j = threadIdx.y; j < TILE; j += ROWS) {
+        const int b = b0 + j, a = a0 + threadIdx.x;
+        if (a < A && b < B) out[base + (long long)b * A + a] = tile[threadIdx.x][j];
+      }
     }
   }
 }
@@ -85,13 +89,13 @@ __device__ __forceinline__ void channel_add(const T* __restrict__ x, const T* __
 }
 
 // x (N, S, C) -> out (N, C, S) = x^T + v[n or 0, c] (+ r (N, C, S)); blocks of (32, 8) threads
-// over (S tiles, C tiles, N), as transpose with A = S, B = C.
+// over (S tiles on x, which may be many; C tiles on y; N on z, grid-stride).
 template <typename T>
 __device__ __forceinline__ void channel_add_from_channels_last(
     const T* __restrict__ x, const T* __restrict__ v, const T* __restrict__ r,
     T* __restrict__ out, int n, int C, int S, int v_rows) {
   __shared__ T tile[TILE][TILE + 1];
-  const int c0 = blockIdx.x * TILE, s0 = blockIdx.y * TILE;
+  const int s0 = blockIdx.x * TILE, c0 = blockIdx.y * TILE;
   for (int z = blockIdx.z; z < n; z += gridDim.z) {
     const long long base = (long long)z * C * S;
     __syncthreads();

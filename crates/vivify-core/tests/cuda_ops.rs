@@ -701,3 +701,26 @@ fn channels_last_handoff_matches_the_plain_path_at_full_size() {
         assert!(err < 5e-3, "{:?}: {err}", (n, ci, h, w, co));
     }
 }
+
+/// The transposes past 65535 tiles of rows (the grid's y limit): a (1, 2.2M, 8) matrix, as a
+/// full-resolution VAE activation of more than 2048x1024 pixels comes back from channels last,
+/// and the channels-last bias pass at that size.
+#[test]
+fn elementwise_transposes_past_the_grid_limit() {
+    use vivify_core::nn::cuda::elementwise::{channel_add_from_channels_last, transpose_last2};
+    let dev = cuda();
+    let (rows, c) = (2_200_000, 8);
+    let x = Tensor::randn(0f32, 1., (1, rows, c), &dev)
+        .unwrap()
+        .to_dtype(DType::F16)
+        .unwrap();
+    let want = x.transpose(1, 2).unwrap().contiguous().unwrap();
+    let got = transpose_last2(&x).unwrap().expect("fused path");
+    assert_eq!(rel_err_on(&dev, &got, &want), 0.0);
+    let bias = Tensor::zeros(c, DType::F16, &dev).unwrap();
+    let got = channel_add_from_channels_last(&x.reshape((1, 1000, 2200, c)).unwrap(), &bias, None)
+        .unwrap()
+        .expect("fused path");
+    let want = want.reshape((1, c, 1000, 2200)).unwrap();
+    assert_eq!(rel_err_on(&dev, &got, &want), 0.0);
+}

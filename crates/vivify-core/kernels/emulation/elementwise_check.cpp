@@ -14,22 +14,26 @@
 namespace {
 
 bool check_transpose() {
-  const int shapes[][4] = {{3, 40, 70, 2}, {1, 32, 32, 1}, {5, 7, 100, 3}};  // (n, A, B, z blocks)
+  // (n, A, B, y blocks, z blocks): fewer y blocks than A tiles, as the host launches past
+  // 65535 tiles; more matrices than z blocks.
+  const int shapes[][5] = {{3, 40, 70, 2, 2}, {1, 32, 32, 1, 1}, {5, 7, 100, 1, 3},
+                           {2, 100, 40, 2, 1}};
   bool ok = true;
   std::mt19937 rng(17);
   for (const auto& s : shapes) {
     const int n = s[0], a = s[1], b = s[2];
     std::vector<uint16_t> in((size_t)n * a * b), out(in.size(), 0xffff);
     for (auto& v : in) v = uint16_t(rng());
-    emulation::launch({unsigned((b + 31) / 32), unsigned((a + 31) / 32), unsigned(s[3])},
-                      {32, 8, 1}, [&] { transpose_u16(in.data(), out.data(), n, a, b); });
+    emulation::launch({unsigned((b + 31) / 32), unsigned(s[3]), unsigned(s[4])}, {32, 8, 1},
+                      [&] { transpose_u16(in.data(), out.data(), n, a, b); });
     size_t wrong = 0;
     for (int z = 0; z < n; ++z)
       for (int i = 0; i < a; ++i)
         for (int j = 0; j < b; ++j)
           wrong += out[((size_t)z * b + j) * a + i] != in[((size_t)z * a + i) * b + j];
     const std::string what = "transpose " + std::to_string(n) + "x" + std::to_string(a) + "x" +
-                             std::to_string(b) + " on " + std::to_string(s[3]) + " z blocks";
+                             std::to_string(b) + " on " + std::to_string(s[3]) + " y and " +
+                             std::to_string(s[4]) + " z blocks";
     ok &= report(what.c_str(), wrong ? INFINITY : 0.0, 1e-30);
   }
   return ok;
@@ -56,7 +60,7 @@ bool check_from_channels_last(const char* type, ChannelAddFromChannelsLast<T> ke
     const auto r = random_values<T>(rng, len);  // (N, C, S)
     const auto v = random_values<T>(rng, (size_t)v_rows * ch);
     std::vector<T> out(len, from_float<T>(NAN));
-    emulation::launch({unsigned((ch + 31) / 32), unsigned((s + 31) / 32), unsigned(c[5])},
+    emulation::launch({unsigned((s + 31) / 32), unsigned((ch + 31) / 32), unsigned(c[5])},
                       {32, 8, 1}, [&] {
                         kernel(x.data(), v.data(), residual ? r.data() : nullptr, out.data(), n,
                                ch, s, v_rows);

@@ -1,7 +1,8 @@
 //! Memory-bound passes on CUDA at full bandwidth (kernels/elementwise.cu): a batched transpose of
 //! the last two axes, a per-channel add (bias, time embedding and residual in one pass; also from
-//! a channels-last input, transposing on the way) and a same-shape add. Each returns None where it does not apply (CPU, f32, switched off with
-//! `VIVIFY_CUDA_DISABLE=elementwise`), and the caller uses candle's ops.
+//! a channels-last input, transposing on the way) and a same-shape add. Each returns None where
+//! it does not apply (CPU, f32, switched off with `VIVIFY_CUDA_DISABLE=elementwise`), and the
+//! caller uses candle's ops.
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
@@ -161,10 +162,11 @@ fn launch_transpose<T: CudaDType + WithDType + DeviceRepr>(
     // SAFETY: the kernel writes every element.
     let out = unsafe { dev.alloc::<T>(n * a * b)? };
     let func = dev.get_or_load_custom_func("transpose_u16", MODULE, PTX)?;
+    // The kernel strides over A's tiles and the matrices (y and z stop at 65535 blocks).
     let cfg = LaunchConfig {
         grid_dim: (
             b.div_ceil(32) as u32,
-            a.div_ceil(32) as u32,
+            a.div_ceil(32).clamp(1, 65535) as u32,
             n.clamp(1, 65535) as u32,
         ),
         block_dim: (32, 8, 1),
@@ -346,8 +348,8 @@ fn launch_from_channels_last<T: CudaDType + WithDType + DeviceRepr>(
     let func = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
     let cfg = LaunchConfig {
         grid_dim: (
-            c.div_ceil(32) as u32,
             s.div_ceil(32) as u32,
+            c.div_ceil(32) as u32,
             n.clamp(1, 65535) as u32,
         ),
         block_dim: (32, 8, 1),

@@ -139,9 +139,9 @@ __device__ __forceinline__ void flash_fwd(const T* __restrict__ q, const T* __re
   }
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane >> 2, t = lane & 3;
-  // In the LDM variant a warp whose rows all lie past L (a 32-frame temporal attention fills a
-  // quarter of a 128-query block) still loads its share of each tile and meets the barriers,
-  // but skips the math.
+  // In the LDM variant a warp whose rows all lie past L (in the last block of a sequence that
+  // does not fill it) still loads its share of each tile and meets the barriers, but skips the
+  // math.
   const bool active = !LDM || qtile * ROWS + warp * MT * 16 < L;
   // Rows g and g + 8 of each of the warp's MT tiles.
   int r0[MT], r1[MT];

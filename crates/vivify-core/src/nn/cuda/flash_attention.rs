@@ -28,8 +28,8 @@ pub enum Tiles {
     /// Double-buffered cp.async copies: the default.
     Async,
     /// cp.async copies, fragments through ldmatrix, 128-query blocks for head dim 64 (each
-    /// fragment feeds two MMAs), a head's query blocks launched one after another (they share
-    /// its K/V in L2) and warps past the last query idle. Not yet verified on a device:
+    /// fragment feeds two MMAs) and a head's query blocks launched one after another (they share
+    /// its K/V in L2); up to 64 queries take the `Async` kernel. Not yet verified on a device:
     /// `VIVIFY_CUDA_ENABLE=attention_ldmatrix`.
     Ldmatrix,
 }
@@ -65,11 +65,16 @@ impl Tiles {
         }
     }
 
-    /// The kernel family and query tiles (16 rows each) per warp for head dim `d`.
-    fn kernel(self, d: usize) -> (&'static str, usize) {
+    /// The kernel family and query tiles (16 rows each) per warp for head dim `d` and `l`
+    /// queries (more than 16: fewer take the one-warp kernels).
+    fn kernel(self, d: usize, l: usize) -> (&'static str, usize) {
         match self {
             Tiles::Registers => ("flash_attn_sync", 1),
             Tiles::Async => ("flash_attn", 1),
+            // Up to 64 queries (a temporal attention over 32 frames) fit the cp.async kernel's
+            // 64-query blocks: the ldmatrix kernel's 128-query blocks would hold their registers
+            // for warps with no rows, two such blocks per SM.
+            Tiles::Ldmatrix if l <= 64 => ("flash_attn", 1),
             // Two tiles per warp need 244 registers at head dim 64; more would spill.
             Tiles::Ldmatrix => ("flash_attn_ldm", if d == 64 { 2 } else { 1 }),
         }
@@ -178,7 +183,7 @@ impl CustomOp3 for FlashAttention {
                 tiles_per_warp: 1,
             }
         } else {
-            let (family, tiles_per_warp) = self.tiles.kernel(d);
+            let (family, tiles_per_warp) = self.tiles.kernel(d, l);
             Kernel {
                 family,
                 warps: 4,

@@ -7,8 +7,8 @@
 // frames of a video (diffusers' GroupNorm on (B, C, F, H, W) in the temporal layers).
 // Each group is split into `splits` slices; a slice's block computes its mean and M2 (two
 // passes over its slice, the second from L2), then the apply kernel merges the slices (Chan et
-// al.) and normalises its slice. For a convolution's input (F = 1, 16-bit types) a finalize
-// kernel merges the slices once and apply_channels_last writes the output channels last.
+// al.) and normalises its slice. For a convolution's or a transformer's input (16-bit types) a
+// finalize kernel merges the slices once and apply_channels_last writes the output channels last.
 #ifdef VIVIFY_KERNEL_EMULATION
 #include "emulation/cuda_emulation.h"  // the CPU build (tests/kernel_emulation.rs)
 #else
@@ -141,36 +141,38 @@ __device__ void finalize(const float* __restrict__ partial, float* __restrict__ 
   if (i < count) merge(partial + (long long)i * splits * 3, splits, eps, stat + 2 * i);
 }
 
-// The apply pass for a single frame (F = 1) writing channels last: x (B, C, P) -> y (B, P, C),
-// the layout the next convolution reads, so no transpose follows. 32x32 (channel, pixel) tiles
-// through shared memory, as elementwise.cu's transpose, so both the reads and writes are
-// coalesced; blocks of (32, 8) threads.
+// The apply pass writing channels last: x (B, F, C, P) -> y (B, P, F, C), the layout the next
+// convolution (F = 1) or the transformers' tokens read, so no transpose follows. Rows
+// r = f·C + c of the (B, F·C, P) view in 32x32 (row, pixel) tiles through shared memory, as
+// elementwise.cu's transpose, so both the reads and writes are coalesced; blocks of (32, 8)
+// threads, pixel tiles on x, row tiles on y, videos on z (grid-stride).
 constexpr int TILE = 32;
 constexpr int TILE_ROWS = 8;
 
 template <typename T>
 __device__ void apply_channels_last(const T* __restrict__ x, const float* __restrict__ stat,
                                     const T* __restrict__ weight, const T* __restrict__ bias,
-                                    T* __restrict__ y, int batch, int channels, int pixels,
-                                    int groups, int silu) {
+                                    T* __restrict__ y, int batch, int frames, int channels,
+                                    int pixels, int groups, int silu) {
   __shared__ T tile[TILE][TILE + 1];
-  const int p0 = blockIdx.x * TILE, c0 = blockIdx.y * TILE;
-  const int cpg = channels / groups;
+  const int p0 = blockIdx.x * TILE, r0 = blockIdx.y * TILE;
+  const int rows = frames * channels, cpg = channels / groups;
   for (int b = blockIdx.z; b < batch; b += gridDim.z) {
-    const long long base = (long long)b * channels * pixels;
+    const long long base = (long long)b * rows * pixels;
     __syncthreads();
     for (int j = threadIdx.y; j < TILE; j += TILE_ROWS) {
-      const int c = c0 + j, p = p0 + threadIdx.x;
-      if (c < channels && p < pixels) {
+      const int r = r0 + j, p = p0 + threadIdx.x;
+      if (r < rows && p < pixels) {
+        const int c = r % channels;
         const float* s = stat + 2 * ((long long)b * groups + c / cpg);
         tile[j][threadIdx.x] =
-            normalized(x[base + (long long)c * pixels + p], s[0], s[1], weight[c], bias[c], silu);
+            normalized(x[base + (long long)r * pixels + p], s[0], s[1], weight[c], bias[c], silu);
       }
     }
     __syncthreads();
     for (int j = threadIdx.y; j < TILE; j += TILE_ROWS) {
-      const int p = p0 + j, c = c0 + threadIdx.x;
-      if (c < channels && p < pixels) y[base + (long long)p * channels + c] = tile[threadIdx.x][j];
+      const int p = p0 + j, r = r0 + threadIdx.x;
+      if (r < rows && p < pixels) y[base + (long long)p * rows + r] = tile[threadIdx.x][j];
     }
   }
 }
@@ -189,9 +191,10 @@ __device__ void apply_channels_last(const T* __restrict__ x, const float* __rest
   }                                                                                              \
   extern "C" __global__ void __launch_bounds__(TILE * TILE_ROWS)                                 \
       group_norm_apply_channels_last_##TN(const T* x, const float* stat, const T* weight,        \
-                                          const T* bias, T* y, int batch, int channels,          \
-                                          int pixels, int groups, int silu) {                    \
-    apply_channels_last<T>(x, stat, weight, bias, y, batch, channels, pixels, groups, silu);     \
+                                          const T* bias, T* y, int batch, int frames,            \
+                                          int channels, int pixels, int groups, int silu) {      \
+    apply_channels_last<T>(x, stat, weight, bias, y, batch, frames, channels, pixels, groups,    \
+                           silu);                                                                \
   }
 
 extern "C" __global__ void group_norm_finalize(const float* partial, float* stat, int count,

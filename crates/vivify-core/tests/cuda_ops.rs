@@ -562,12 +562,14 @@ fn channels_last_handoff_kernels_match_the_plain_kernels() {
     };
     use vivify_core::nn::cuda::group_norm::{group_norm, group_norm_channels_last};
     let dev = cuda();
-    let to_nhwc = |t: &Tensor| {
-        let (n, c, h, w) = t.dims4().unwrap();
-        transpose_last2(&t.reshape((n, c, h * w)).unwrap())
+    // (B·F, C, H, W) -> (B, H, W, F·C)
+    let to_channels_last = |t: &Tensor, frames: usize| {
+        let (bf, c, h, w) = t.dims4().unwrap();
+        let b = bf / frames;
+        transpose_last2(&t.reshape((b, frames * c, h * w)).unwrap())
             .unwrap()
             .unwrap()
-            .reshape((n, h, w, c))
+            .reshape((b, h, w, frames * c))
             .unwrap()
     };
     for dtype in [DType::F16, DType::BF16] {
@@ -577,28 +579,32 @@ fn channels_last_handoff_kernels_match_the_plain_kernels() {
                 .to_dtype(dtype)
                 .unwrap()
         };
-        // (N, C, H, W, groups)
+        // (N, C, H, W, groups); GroupNorm also with statistics pooled over 4 frames of N / 4
+        // videos where N allows (the temporal transformers' norm).
         for (n, c, h, w, g) in [
             (3, 40, 7, 10, 8),
-            (1, 128, 33, 17, 32),
+            (4, 128, 33, 17, 32),
             (32, 320, 64, 64, 32),
             (2, 1280, 16, 16, 32),
         ] {
             let x = randn(&[n, c, h, w], 0.5);
             let (weight, bias) = (randn(&[c], 1.), randn(&[c], 0.));
-            for silu in [false, true] {
-                let got = group_norm_channels_last(&x, &weight, &bias, g, 1e-6, silu)
+            for (frames, silu) in [(1, false), (1, true), (4, false)] {
+                if n % frames != 0 {
+                    continue;
+                }
+                let got = group_norm_channels_last(&x, &weight, &bias, g, frames, 1e-6, silu)
                     .unwrap()
                     .expect("the channels-last kernel");
-                let plain = group_norm(&x, &weight, &bias, g, 1, 1e-6, silu)
+                let plain = group_norm(&x, &weight, &bias, g, frames, 1e-6, silu)
                     .unwrap()
                     .unwrap();
-                assert_eq!(got.dims(), [n, h, w, c]);
-                let err = rel_err_on(&dev, &got, &to_nhwc(&plain));
+                assert_eq!(got.dims(), [n / frames, h, w, frames * c]);
+                let err = rel_err_on(&dev, &got, &to_channels_last(&plain, frames));
                 println!(
-                    "channels-last group norm {dtype:?} {n}x{c}x{h}x{w} silu {silu}: rel err {err:.2e}"
+                    "channels-last group norm {dtype:?} {n}x{c}x{h}x{w} over {frames} frames, silu {silu}: rel err {err:.2e}"
                 );
-                assert!(err < 2e-3, "{dtype:?} {:?}: {err}", (n, c, h, w));
+                assert!(err < 2e-3, "{dtype:?} {:?}: {err}", (n, c, h, w, frames));
             }
             let y = randn(&[n, h, w, c], 0.);
             let residual = randn(&[n, c, h, w], 0.);
@@ -723,4 +729,88 @@ fn elementwise_transposes_past_the_grid_limit() {
         .expect("fused path");
     let want = want.reshape((1, c, 1000, 2200)).unwrap();
     assert_eq!(rel_err_on(&dev, &got, &want), 0.0);
+}
+
+/// Weights drawn on demand at PyTorch's default scale (±1/√fan_in), norms at 1 ± 0.1.
+struct RandomWeights;
+
+impl candle_nn::var_builder::SimpleBackend for RandomWeights {
+    fn get(
+        &self,
+        shape: candle_core::Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let dims = shape.dims();
+        let (mean, std) = if name.contains("norm") && name.ends_with("weight") {
+            (1., 0.1)
+        } else if dims.len() >= 2 {
+            (0., 1. / (dims[1..].iter().product::<usize>() as f32).sqrt())
+        } else {
+            (0., 0.1)
+        };
+        Tensor::randn(mean, std, shape, dev)?.to_dtype(dtype)
+    }
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("RandomWeights: {name} without a shape")
+    }
+
+    fn contains_tensor(&self, _: &str) -> bool {
+        true
+    }
+}
+
+/// The transformers' handoff (GroupNorm written as tokens; proj_out's bias and the residual
+/// added while writing NCHW back) against their plain forward at the 512x512x16 UNet's first
+/// two levels: spatial (32 frames of 4,096 and 1,024 tokens, cross-attention to 77) and
+/// temporal (2 videos of 16 frames, statistics over the frames), f16.
+#[test]
+fn channels_last_handoff_transformers_match_the_plain_path() {
+    use candle_nn::VarBuilder;
+    use vivify_core::nn::compute::ComputeOptions;
+    use vivify_core::nn::transformer::{Transformer2DModel, TransformerTemporalModel};
+    assert!(
+        !vivify_core::nn::cuda::opted_in("channels_last_handoff"),
+        "run without VIVIFY_CUDA_ENABLE=channels_last_handoff: the plain forward is the reference"
+    );
+    let dev = cuda();
+    let vb = VarBuilder::from_backend(Box::new(RandomWeights), DType::F16, dev.clone());
+    let opts = ComputeOptions::default();
+    let (frames, videos) = (16, 2);
+    for (c, side) in [(320, 64), (640, 32)] {
+        let heads = c / 64;
+        let x = Tensor::randn(0f32, 1., (videos * frames, c, side, side), &dev)
+            .unwrap()
+            .to_dtype(DType::F16)
+            .unwrap();
+        let context = Tensor::randn(0f32, 1., (videos * frames, 77, 1024), &dev)
+            .unwrap()
+            .to_dtype(DType::F16)
+            .unwrap();
+        let spatial = Transformer2DModel::new(vb.pp("spatial"), c, heads, 64, 32, 1024).unwrap();
+        let got = spatial
+            .channels_last_handoff(&x, &context, opts)
+            .unwrap()
+            .expect("the handoff applies to f16 on CUDA");
+        let want = spatial.forward(&x, &context, opts).unwrap();
+        assert_eq!(got.dims(), want.dims());
+        let err = rel_err_on(&dev, &got, &want);
+        println!("channels-last handoff, spatial transformer {c}x{side}x{side}: rel err {err:.2e}");
+        assert!(err < 5e-3, "spatial {c}: {err}");
+
+        let temporal = TransformerTemporalModel::new(vb.pp("temporal"), c, heads, 64, 32).unwrap();
+        let got = temporal
+            .channels_last_handoff(&x, frames, opts)
+            .unwrap()
+            .expect("the handoff applies to f16 on CUDA");
+        let want = temporal.forward(&x, frames, opts).unwrap();
+        let err = rel_err_on(&dev, &got, &want);
+        println!(
+            "channels-last handoff, temporal transformer {c}x{side}x{side}: rel err {err:.2e}"
+        );
+        assert!(err < 5e-3, "temporal {c}: {err}");
+    }
 }

@@ -24,7 +24,7 @@ using Apply = void (*)(const T*, const float*, const T*, const T*, T*, int, int,
                        float, int);
 
 // GroupNorm of x (videos, frames, channels, pixels) in double precision, a group pooling its
-// channels over every frame; written (videos, pixels, channels) when `channels_last` (one frame),
+// channels over every frame; written (videos, pixels, frames, channels) when `channels_last`,
 // else as x.
 template <typename T>
 std::vector<double> reference(const std::vector<T>& x, const std::vector<T>& w,
@@ -54,7 +54,8 @@ std::vector<double> reference(const std::vector<T>& x, const std::vector<T>& w,
                            to_float(w[ch]) +
                        to_float(b[ch]);
             if (silu) h = h / (1 + std::exp(-h));
-            want[channels_last ? ((size_t)v * pixels + p) * channels + ch : index(v, f, ch, p)] = h;
+            want[channels_last ? (((size_t)v * pixels + p) * frames + f) * channels + ch
+                               : index(v, f, ch, p)] = h;
           }
     }
   return want;
@@ -100,23 +101,25 @@ bool check(const char* type, Stats<T> stats, Apply<T> apply) {
 
 template <typename T>
 using ApplyChannelsLast = void (*)(const T*, const float*, const T*, const T*, T*, int, int, int,
-                                   int, int);
+                                   int, int, int);
 
 // Statistics, finalize and the channels-last apply as nn/cuda/group_norm.rs launches them.
 template <typename T>
 bool check_channels_last(const char* type, Stats<T> stats, ApplyChannelsLast<T> apply) {
-  // (videos, channels, pixels, groups, splits, z blocks, silu): partial tiles both ways with 5
-  // channels per group (tiles span groups); 4 per group (the VAE's 128 / 32); more videos than z
-  // blocks; one tile.
-  const int cases[][7] = {{3, 40, 70, 8, 3, 2, 1},
-                          {1, 128, 33, 32, 1, 1, 0},
-                          {2, 32, 32, 4, 2, 2, 1}};
+  // (videos, frames, channels, pixels, groups, splits, z blocks, silu): partial tiles both ways
+  // with 5 channels per group (tiles span groups); 4 per group (the VAE's 128 / 32); more videos
+  // than z blocks; one tile; statistics pooled over 3 frames with tiles that span frames.
+  const int cases[][8] = {{3, 1, 40, 70, 8, 3, 2, 1},
+                          {1, 1, 128, 33, 32, 1, 1, 0},
+                          {2, 1, 32, 32, 4, 2, 2, 1},
+                          {2, 3, 20, 50, 4, 2, 1, 0}};
   bool ok = true;
   std::mt19937 rng(11);
   for (const auto& c : cases) {
-    const int videos = c[0], channels = c[1], pixels = c[2], groups = c[3], splits = c[4];
-    const bool silu = c[6];
-    const size_t n = (size_t)videos * channels * pixels;
+    const int videos = c[0], frames = c[1], channels = c[2], pixels = c[3], groups = c[4],
+              splits = c[5];
+    const bool silu = c[7];
+    const size_t n = (size_t)videos * frames * channels * pixels;
     const auto x = random_values<T>(rng, n, 0.5f, 2.f);
     const auto w = random_values<T>(rng, channels);
     const auto b = random_values<T>(rng, channels);
@@ -125,22 +128,24 @@ bool check_channels_last(const char* type, Stats<T> stats, ApplyChannelsLast<T> 
     std::vector<T> y(n, from_float<T>(NAN));
     const float eps = 1e-6f;
     emulation::launch({unsigned(count), unsigned(splits), 1}, {THREADS, 1, 1}, [&] {
-      stats(x.data(), partial.data(), 1, channels, pixels, groups, splits);
+      stats(x.data(), partial.data(), frames, channels, pixels, groups, splits);
     });
     emulation::launch({unsigned((count + THREADS - 1) / THREADS), 1, 1}, {THREADS, 1, 1}, [&] {
       group_norm_finalize(partial.data(), stat.data(), count, splits, eps);
     });
-    emulation::launch({unsigned((pixels + TILE - 1) / TILE), unsigned((channels + TILE - 1) / TILE),
-                       unsigned(c[5])},
+    const int rows = frames * channels;
+    emulation::launch({unsigned((pixels + TILE - 1) / TILE), unsigned((rows + TILE - 1) / TILE),
+                       unsigned(c[6])},
                       {TILE, TILE_ROWS, 1}, [&] {
-                        apply(x.data(), stat.data(), w.data(), b.data(), y.data(), videos,
+                        apply(x.data(), stat.data(), w.data(), b.data(), y.data(), videos, frames,
                               channels, pixels, groups, silu);
                       });
-    const auto want = reference(x, w, b, videos, 1, channels, pixels, groups, eps, silu, true);
+    const auto want = reference(x, w, b, videos, frames, channels, pixels, groups, eps, silu, true);
     const std::string what = std::string("group_norm channels last ") + type + " " +
-                             std::to_string(videos) + "x" + std::to_string(channels) + "x" +
-                             std::to_string(pixels) + " groups " + std::to_string(groups) +
-                             " splits " + std::to_string(splits) + (silu ? " silu" : "");
+                             std::to_string(videos) + "x" + std::to_string(frames) + "x" +
+                             std::to_string(channels) + "x" + std::to_string(pixels) + " groups " +
+                             std::to_string(groups) + " splits " + std::to_string(splits) +
+                             (silu ? " silu" : "");
     ok &= report(what.c_str(), rel_err(y, want), std::max(tolerance<T>(), 1e-4));
   }
   return ok;

@@ -100,7 +100,7 @@ pub fn norm_conv_channels_last(
     let Some(v) = super::ops::per_channel_sum(conv.bias.as_ref(), extra)? else {
         return Ok(None);
     };
-    let Some(h) = norm.forward_silu_channels_last(x)? else {
+    let Some(h) = norm.forward_frames_channels_last(x, 1, true)? else {
         return Ok(None);
     };
     let y = {

@@ -25,6 +25,18 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// `forward` without the bias, for a caller that adds it in a later pass.
+    pub fn forward_without_bias(&self, x: &Tensor) -> Result<Tensor> {
+        let _p = super::profile::scope("linear", x.device());
+        #[cfg(feature = "cuda")]
+        if let Some(y) = super::cuda::linear::linear(x, self.weight(), None)? {
+            return Ok(y);
+        }
+        candle_nn::Linear::new(self.weight().clone(), None).forward(x)
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let _p = super::profile::scope("linear", x.device());

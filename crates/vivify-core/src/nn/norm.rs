@@ -93,18 +93,25 @@ impl GroupNorm {
         self.normalize(x, 1, true)
     }
 
-    /// `forward_silu` of x (N, C, H, W) answered channels last, (N, H, W, C), by the CUDA kernel;
-    /// None where that kernel does not apply (then take `forward_silu`).
+    /// `forward_frames` (then SiLU with `silu`) of x (B·F, C, H, W) answered channels last with
+    /// the frames folded in, (B, H, W, F·C), by the CUDA kernel; None where that kernel does not
+    /// apply (then take the NCHW forms).
     #[cfg(feature = "cuda")]
-    pub fn forward_silu_channels_last(&self, x: &Tensor) -> Result<Option<Tensor>> {
+    pub fn forward_frames_channels_last(
+        &self,
+        x: &Tensor,
+        frames: usize,
+        silu: bool,
+    ) -> Result<Option<Tensor>> {
         let _p = super::profile::scope("group norm", x.device());
         super::cuda::group_norm::group_norm_channels_last(
             x,
             &self.weight,
             &self.bias,
             self.groups,
+            frames,
             self.eps,
-            true,
+            silu,
         )
     }
 

@@ -113,6 +113,61 @@ impl Projected {
         })
     }
 
+    /// The CUDA channels-last handoff for x (B·F, C, H, W): GroupNorm (statistics over each
+    /// video's F frames) writes the tokens' layout, (B, H·W, F·C), directly, and one pass adds
+    /// proj_out's bias and the residual x while writing the output back as (B·F, C, H, W): the
+    /// two transposes and the separate residual add of the plain path go. Tokens run through
+    /// proj_in, the block and proj_out in chunks of `token_chunk` rows of (B·H·W, F, C) for
+    /// F > 1, as the plain path does. None where it does not apply (not CUDA, not a half type,
+    /// a kernel switched off).
+    #[cfg(feature = "cuda")]
+    fn channels_last_handoff(
+        &self,
+        x: &Tensor,
+        frames: usize,
+        context: Option<&Tensor>,
+        opts: ComputeOptions,
+        token_chunk: Option<usize>,
+    ) -> Result<Option<Tensor>> {
+        use super::cuda::elementwise::channel_add_from_channels_last;
+        if !super::cuda::enabled("elementwise") {
+            return Ok(None);
+        }
+        let Some(bias) = self.proj_out.bias() else {
+            return Ok(None);
+        };
+        let Some(normed) = self.norm.forward_frames_channels_last(x, frames, false)? else {
+            return Ok(None);
+        };
+        let (bf, c, h, w) = x.dims4()?;
+        let b = bf / frames;
+        let through = |t: &Tensor| -> Result<Tensor> {
+            let t = self
+                .block
+                .forward(&self.proj_in.forward(t)?, context, opts)?;
+            self.proj_out.forward_without_bias(&t)
+        };
+        let out = if frames == 1 {
+            through(&normed.reshape((b, h * w, c))?)?
+        } else {
+            chunked(
+                &normed.reshape((b * h * w, frames, c))?,
+                0,
+                token_chunk,
+                through,
+            )?
+        };
+        // The bias per channel of each frame: (F·C).
+        let bias = bias.repeat(frames)?;
+        let residual = x.reshape((b, frames * c, h, w))?;
+        let y = channel_add_from_channels_last(
+            &out.reshape((b, h, w, frames * c))?,
+            &bias,
+            Some(&residual),
+        )?;
+        y.map(|y| y.reshape((bf, c, h, w))).transpose()
+    }
+
     /// Normalised tokens (N, L, channels) through proj_in, the block and proj_out.
     fn tokens(
         &self,
@@ -163,8 +218,28 @@ impl Transformer2DModel {
         })
     }
 
+    /// `forward` without frame chunks through the CUDA channels-last handoff, whatever
+    /// `VIVIFY_CUDA_ENABLE` says (cuda_ops tests it against the plain path); None where it does
+    /// not apply.
+    #[cfg(feature = "cuda")]
+    pub fn channels_last_handoff(
+        &self,
+        x: &Tensor,
+        context: &Tensor,
+        opts: ComputeOptions,
+    ) -> Result<Option<Tensor>> {
+        self.0
+            .channels_last_handoff(x, 1, Some(context), opts, None)
+    }
+
     fn forward_frames(&self, x: &Tensor, context: &Tensor, opts: ComputeOptions) -> Result<Tensor> {
         let _p = super::profile::scope("spatial transformer, other", x.device());
+        #[cfg(feature = "cuda")]
+        if super::cuda::opted_in("channels_last_handoff")
+            && let Some(y) = self.channels_last_handoff(x, context, opts)?
+        {
+            return Ok(y);
+        }
         let (n, c, h, w) = x.dims4()?;
         // (N, C, H·W) <-> (N, H·W, C)
         let tokens = transpose_last2(&self.0.norm.forward(x)?.reshape((n, c, h * w))?)?;
@@ -192,8 +267,28 @@ impl TransformerTemporalModel {
     /// x (B·F, C, H, W); the pixel columns go through `opts.temporal_pixel_chunk` at a time
     /// (the GroupNorm in front takes its statistics over all of them, then normalises that
     /// many pixels of every video at a time).
+    /// `forward` through the CUDA channels-last handoff, whatever `VIVIFY_CUDA_ENABLE` says
+    /// (cuda_ops tests it against the plain path); None where it does not apply. The GroupNorm
+    /// runs over all pixels at once: on CUDA it has no f32 temporaries to bound.
+    #[cfg(feature = "cuda")]
+    pub fn channels_last_handoff(
+        &self,
+        x: &Tensor,
+        frames: usize,
+        opts: ComputeOptions,
+    ) -> Result<Option<Tensor>> {
+        self.0
+            .channels_last_handoff(x, frames, None, opts, opts.temporal_pixel_chunk)
+    }
+
     pub fn forward(&self, x: &Tensor, frames: usize, opts: ComputeOptions) -> Result<Tensor> {
         let _p = super::profile::scope("temporal transformer, other", x.device());
+        #[cfg(feature = "cuda")]
+        if super::cuda::opted_in("channels_last_handoff")
+            && let Some(y) = self.channels_last_handoff(x, frames, opts)?
+        {
+            return Ok(y);
+        }
         let (bf, c, h, w) = x.dims4()?;
         let b = bf / frames;
         // (B, F, C, H, W) -> (B, H, W, F, C) -> (B·H·W, F, C)

@@ -48,13 +48,15 @@ pub fn group_norm(
         .map(Some)
 }
 
-/// GroupNorm (+ SiLU) of x (N, C, H, W), f16 or bf16, answered channels last (N, H, W, C). None
-/// where it does not apply (not CUDA, f32, other dtypes, switched off).
+/// `group_norm` of x (B·F, C, H, W), f16 or bf16, answered channels last with the frames folded
+/// in: (B, H, W, F·C), which is (N, H, W, C) for one frame. None where it does not apply (not
+/// CUDA, f32, other dtypes, switched off).
 pub fn group_norm_channels_last(
     x: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
     groups: usize,
+    frames: usize,
     eps: f64,
     silu: bool,
 ) -> Result<Option<Tensor>> {
@@ -69,7 +71,7 @@ pub fn group_norm_channels_last(
     }
     let op = GroupNormOp {
         groups,
-        frames: 1,
+        frames,
         eps: eps as f32,
         silu,
         channels_last: true,
@@ -84,7 +86,7 @@ struct GroupNormOp {
     frames: usize,
     eps: f32,
     silu: bool,
-    /// Output (N, H, W, C) from x (N, C, H, W); one frame.
+    /// Output (B, H, W, F·C) from x (B·F, C, H, W).
     channels_last: bool,
 }
 
@@ -134,9 +136,9 @@ impl CustomOp3 for GroupNormOp {
             other => candle_core::bail!("group norm: unsupported dtype {other:?}"),
         };
         let shape = if self.channels_last {
-            let mut d = vec![bf];
+            let mut d = vec![bf / self.frames];
             d.extend_from_slice(&dims[2..]);
-            d.push(c);
+            d.push(self.frames * c);
             Shape::from(d)
         } else {
             xl.shape().clone()
@@ -220,7 +222,7 @@ impl GroupNormOp {
         Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
     }
 
-    /// Merges each (sample, group)'s slices once, then normalises into (N, P, C) through
+    /// Merges each (video, group)'s slices once, then normalises into (B, P, F·C) through
     /// shared-memory tiles.
     fn apply_channels_last<T: CudaDType + WithDType + DeviceRepr>(
         &self,
@@ -230,7 +232,8 @@ impl GroupNormOp {
         splits: usize,
         (batch, channels, pixels): (usize, usize, usize),
     ) -> Result<CudaSlice<T>> {
-        let len = batch * channels * pixels;
+        let rows = self.frames * channels;
+        let len = batch * rows * pixels;
         let count = batch * self.groups;
         // SAFETY: the finalize kernel writes every pair, the apply kernel every output.
         let stat = unsafe { dev.alloc::<f32>(count * 2)? };
@@ -259,7 +262,15 @@ impl GroupNormOp {
             "vivify_group_norm",
             PTX,
         )?;
-        let ints = [batch, channels, pixels, self.groups, usize::from(self.silu)].map(|v| v as i32);
+        let ints = [
+            batch,
+            self.frames,
+            channels,
+            pixels,
+            self.groups,
+            usize::from(self.silu),
+        ]
+        .map(|v| v as i32);
         let mut builder = apply.builder();
         builder.arg(xs);
         builder.arg(&stat);
@@ -272,7 +283,7 @@ impl GroupNormOp {
         let cfg = LaunchConfig {
             grid_dim: (
                 pixels.div_ceil(32) as u32,
-                channels.div_ceil(32) as u32,
+                rows.div_ceil(32) as u32,
                 batch.clamp(1, 65535) as u32,
             ),
             block_dim: (32, 8, 1),

@@ -144,7 +144,7 @@ pub fn run(args: &BenchOpsArgs) -> Result<ExitCode> {
         // channels-last handoff (conv.rs).
         #[cfg(feature = "cudnn")]
         if device.is_cuda() && c.kernel == 3 && c.stride == 1 {
-            for (path, ms) in time_norm_conv(c, &wt, args.iters, dtype, &device)? {
+            for (path, ms) in time_norm_conv(c, &x, &wt, args.iters, dtype, &device)? {
                 report(
                     "norm_conv_variant",
                     &format!("{}/{path}", c.case),
@@ -259,12 +259,13 @@ pub fn run(args: &BenchOpsArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Milliseconds for GroupNorm(+SiLU), the convolution and its bias on `c`'s input, by path:
+/// Milliseconds for GroupNorm(+SiLU), the convolution and its bias on x, `c`'s input, by path:
 /// "plain", and "channels_last_handoff" unless it is switched off or fails (not yet verified on a
 /// device: a failure costs its row only).
 #[cfg(feature = "cudnn")]
 fn time_norm_conv(
     c: &ConvCase,
+    x: &Tensor,
     weight: &Tensor,
     iters: usize,
     dtype: DType,
@@ -301,18 +302,17 @@ fn time_norm_conv(
             ("bias", random(c.c_out, dtype, device)?),
         ]),
     )?;
-    let x = random((c.batch, c.c_in, c.h, c.w), dtype, device)?;
     let plain = time_ms(device, iters, || {
-        Ok(conv.forward_plus(&norm.forward_silu(&x)?, None, None)?)
+        Ok(conv.forward_plus(&norm.forward_silu(x)?, None, None)?)
     })?;
     let mut rows = vec![("plain", plain)];
     if !vivify_core::nn::cuda::enabled("channels_last_handoff") {
         return Ok(rows);
     }
-    match norm_conv_channels_last(&conv, &norm, &x, None, None) {
+    match norm_conv_channels_last(&conv, &norm, x, None, None) {
         Ok(Some(_)) => {
             let ms = time_ms(device, iters, || {
-                Ok(norm_conv_channels_last(&conv, &norm, &x, None, None)?.expect("covered above"))
+                Ok(norm_conv_channels_last(&conv, &norm, x, None, None)?.expect("covered above"))
             })?;
             rows.push(("channels_last_handoff", ms));
         }

@@ -23,9 +23,7 @@ impl Linear {
     pub fn bias(&self) -> Option<&Tensor> {
         self.inner.bias()
     }
-}
 
-impl Linear {
     /// `forward` without the bias, for a caller that adds it in a later pass.
     pub fn forward_without_bias(&self, x: &Tensor) -> Result<Tensor> {
         let _p = super::profile::scope("linear", x.device());

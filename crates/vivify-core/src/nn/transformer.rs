@@ -264,9 +264,6 @@ impl TransformerTemporalModel {
         Projected::new(vb, channels, heads, dim_head, groups, None).map(Self)
     }
 
-    /// x (B·F, C, H, W); the pixel columns go through `opts.temporal_pixel_chunk` at a time
-    /// (the GroupNorm in front takes its statistics over all of them, then normalises that
-    /// many pixels of every video at a time).
     /// `forward` through the CUDA channels-last handoff, whatever `VIVIFY_CUDA_ENABLE` says
     /// (cuda_ops tests it against the plain path); None where it does not apply. The GroupNorm
     /// runs over all pixels at once: on CUDA it has no f32 temporaries to bound.
@@ -281,6 +278,9 @@ impl TransformerTemporalModel {
             .channels_last_handoff(x, frames, None, opts, opts.temporal_pixel_chunk)
     }
 
+    /// x (B·F, C, H, W); the pixel columns go through `opts.temporal_pixel_chunk` at a time
+    /// (the GroupNorm in front takes its statistics over all of them, then normalises that
+    /// many pixels of every video at a time).
     pub fn forward(&self, x: &Tensor, frames: usize, opts: ComputeOptions) -> Result<Tensor> {
         let _p = super::profile::scope("temporal transformer, other", x.device());
         #[cfg(feature = "cuda")]

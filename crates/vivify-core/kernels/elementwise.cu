@@ -6,7 +6,8 @@
 //                    the time embedding and the residual in one pass;
 //   channel_add_from_channels_last_{f16,bf16}: the same sum for x given channels last
 //                    (N, S, C), written (N, C, S) through transpose's tiles: a channels-last
-//                    convolution's output back to NCHW with its bias pass, no separate transpose;
+//                    convolution's or transformer's output back to NCHW with its bias and
+//                    residual, no separate transpose;
 //   add_{f16,bf16}: out = a + b, same shapes.
 // Sums run in f32 with one rounding at the end.
 #ifdef VIVIFY_KERNEL_EMULATION

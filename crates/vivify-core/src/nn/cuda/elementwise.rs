@@ -62,8 +62,8 @@ pub fn channel_add(x: &Tensor, v: &Tensor, residual: Option<&Tensor>) -> Result<
 }
 
 /// The same sum for x given channels last, (N, H, W, C), answered (N, C, H, W): a channels-last
-/// convolution's output with its bias, time embedding and residual, in the one pass that also
-/// transposes it back.
+/// convolution's output with its bias, time embedding and residual, or a transformer's with
+/// proj_out's bias and the residual, in the one pass that also transposes it back.
 pub fn channel_add_from_channels_last(
     x: &Tensor,
     v: &Tensor,

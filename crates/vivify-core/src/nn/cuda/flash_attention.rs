@@ -75,7 +75,7 @@ impl Tiles {
             // 64-query blocks: the ldmatrix kernel's 128-query blocks would hold their registers
             // for warps with no rows, two such blocks per SM.
             Tiles::Ldmatrix if l <= 64 => ("flash_attn", 1),
-            // Two tiles per warp need 244 registers at head dim 64; more would spill.
+            // Two tiles per warp need 243 registers at head dim 64; more would spill.
             Tiles::Ldmatrix => ("flash_attn_ldm", if d == 64 { 2 } else { 1 }),
         }
     }

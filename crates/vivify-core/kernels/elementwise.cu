@@ -29,6 +29,17 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(flo
 constexpr int TILE = 32;
 constexpr int ROWS = 8;
 
+// Rows a0.. and columns b0.. of the (A, B) matrix `in` into `tile`, coalesced along B; the
+// caller reads it transposed after a barrier.
+template <typename T>
+__device__ __forceinline__ void load_tile(T (&tile)[TILE][TILE + 1], const T* __restrict__ in,
+                                          int a0, int b0, int A, int B) {
+  for (int j = threadIdx.y; j < TILE; j += ROWS) {
+    const int a = a0 + j, b = b0 + threadIdx.x;
+    if (a < A && b < B) tile[j][threadIdx.x] = in[(long long)a * B + b];
+  }
+}
+
 // B tiles on x; A tiles on y and matrices on z, both grid-stride (y and z stop at 65535 blocks,
 // and A is the pixel count of a full-resolution VAE activation coming back from channels last).
 template <typename T>
@@ -40,10 +51,7 @@ __device__ __forceinline__ void transpose(const T* __restrict__ in, T* __restric
     const long long base = (long long)z * A * B;
     for (int a0 = blockIdx.y * TILE; a0 < A; a0 += gridDim.y * TILE) {
       __syncthreads();
-      for (int j = threadIdx.y; j < TILE; j += ROWS) {
-        const int a = a0 + j, b = b0 + threadIdx.x;
-        if (a < A && b < B) tile[j][threadIdx.x] = in[base + (long long)a * B + b];
-      }
+      load_tile(tile, in + base, a0, b0, A, B);
       __syncthreads();
       for (int j = threadIdx.y; j < TILE; j += ROWS) {
         const int b = b0 + j, a = a0 + threadIdx.x;
@@ -89,21 +97,20 @@ __device__ __forceinline__ void channel_add(const T* __restrict__ x, const T* __
   }
 }
 
-// x (N, S, C) -> out (N, C, S) = x^T + v[n or 0, c] (+ r (N, C, S)); blocks of (32, 8) threads
-// over (S tiles on x, which may be many; C tiles on y; N on z, grid-stride).
+// x (N, S, C) -> out (N, C, S) = x^T + v[n or 0, c] (+ r (N, C, S)), with channel_add's
+// arguments (rows = N·C); blocks of (32, 8) threads over (S tiles on x, which may be many; C
+// tiles on y; N on z, grid-stride).
 template <typename T>
 __device__ __forceinline__ void channel_add_from_channels_last(
     const T* __restrict__ x, const T* __restrict__ v, const T* __restrict__ r,
-    T* __restrict__ out, int n, int C, int S, int v_rows) {
+    T* __restrict__ out, long long rows, int C, int S, int v_rows) {
   __shared__ T tile[TILE][TILE + 1];
+  const int n = (int)(rows / C);
   const int s0 = blockIdx.x * TILE, c0 = blockIdx.y * TILE;
   for (int z = blockIdx.z; z < n; z += gridDim.z) {
     const long long base = (long long)z * C * S;
     __syncthreads();
-    for (int j = threadIdx.y; j < TILE; j += ROWS) {
-      const int s = s0 + j, c = c0 + threadIdx.x;
-      if (s < S && c < C) tile[j][threadIdx.x] = x[base + (long long)s * C + c];
-    }
+    load_tile(tile, x + base, s0, c0, S, C);
     __syncthreads();
     for (int j = threadIdx.y; j < TILE; j += ROWS) {
       const int c = c0 + j, s = s0 + threadIdx.x;
@@ -158,9 +165,9 @@ CHANNEL_ADD(bf16, __nv_bfloat16, 8)
 
 #define CHANNEL_ADD_FROM_CHANNELS_LAST(TN, T)                                                   \
   extern "C" __global__ void __launch_bounds__(TILE * ROWS)                                      \
-      channel_add_from_channels_last_##TN(const T* x, const T* v, const T* r, T* out, int n,     \
-                                          int C, int S, int v_rows) {                            \
-    channel_add_from_channels_last<T>(x, v, r, out, n, C, S, v_rows);                            \
+      channel_add_from_channels_last_##TN(const T* x, const T* v, const T* r, T* out,            \
+                                          long long rows, int C, int S, int v_rows) {            \
+    channel_add_from_channels_last<T>(x, v, r, out, rows, C, S, v_rows);                         \
   }
 CHANNEL_ADD_FROM_CHANNELS_LAST(f16, __half)
 CHANNEL_ADD_FROM_CHANNELS_LAST(bf16, __nv_bfloat16)

@@ -162,16 +162,8 @@ fn launch_transpose<T: CudaDType + WithDType + DeviceRepr>(
     // SAFETY: the kernel writes every element.
     let out = unsafe { dev.alloc::<T>(n * a * b)? };
     let func = dev.get_or_load_custom_func("transpose_u16", MODULE, PTX)?;
-    // The kernel strides over A's tiles and the matrices (y and z stop at 65535 blocks).
-    let cfg = LaunchConfig {
-        grid_dim: (
-            b.div_ceil(32) as u32,
-            a.div_ceil(32).clamp(1, 65535) as u32,
-            n.clamp(1, 65535) as u32,
-        ),
-        block_dim: (32, 8, 1),
-        shared_mem_bytes: 0,
-    };
+    // The kernel strides over A's tiles as over the matrices (y stops at 65535 blocks too).
+    let cfg = super::tile_launch(b, a.div_ceil(32).clamp(1, 65535), n);
     let (n, a, b) = (n as i32, a as i32, b as i32);
     let mut builder = func.builder();
     builder.arg(&xs);
@@ -302,18 +294,43 @@ fn launch_channel_add<T: CudaDType + WithDType + DeviceRepr>(
     operands: Operands,
     (n, c, s, v_rows): (usize, usize, usize, usize),
 ) -> Result<CudaStorage> {
-    let (xs, vs, rs) = views::<T>(operands)?;
-    // SAFETY: the kernel writes every element.
-    let out = unsafe { dev.alloc::<T>(n * c * s)? };
     let vec = if s.is_multiple_of(8) { 8 } else { 1 };
     let name = format!("channel_add_{}_v{vec}", super::kernel_type_name(T::DTYPE));
-    let func = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
-    let rows = (n * c) as i64;
     let cfg = LaunchConfig {
-        grid_dim: (grid(rows as u64), 1, 1),
+        grid_dim: (grid((n * c) as u64), 1, 1),
         block_dim: (((s / vec).clamp(32, 256) as u32).next_multiple_of(32), 1, 1),
         shared_mem_bytes: 0,
     };
+    launch_sum::<T>(dev, operands, (n, c, s, v_rows), &name, cfg)
+}
+
+fn launch_from_channels_last<T: CudaDType + WithDType + DeviceRepr>(
+    dev: &CudaDevice,
+    operands: Operands,
+    (n, c, s, v_rows): (usize, usize, usize, usize),
+) -> Result<CudaStorage> {
+    let name = format!(
+        "channel_add_from_channels_last_{}",
+        super::kernel_type_name(T::DTYPE)
+    );
+    let cfg = super::tile_launch(s, c.div_ceil(32), n);
+    launch_sum::<T>(dev, operands, (n, c, s, v_rows), &name, cfg)
+}
+
+/// Either per-channel add kernel: both take (x, v, residual or null, out, rows = N·C, C, S,
+/// v_rows).
+fn launch_sum<T: CudaDType + WithDType + DeviceRepr>(
+    dev: &CudaDevice,
+    operands: Operands,
+    (n, c, s, v_rows): (usize, usize, usize, usize),
+    name: &str,
+    cfg: LaunchConfig,
+) -> Result<CudaStorage> {
+    let (xs, vs, rs) = views::<T>(operands)?;
+    // SAFETY: the kernel writes every element.
+    let out = unsafe { dev.alloc::<T>(n * c * s)? };
+    let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
+    let rows = (n * c) as i64;
     let (c, s, v_rows) = (c as i32, s as i32, v_rows as i32);
     let null: u64 = 0;
     let mut builder = func.builder();
@@ -328,46 +345,6 @@ fn launch_channel_add<T: CudaDType + WithDType + DeviceRepr>(
     builder.arg(&c);
     builder.arg(&s);
     builder.arg(&v_rows);
-    // SAFETY: arguments match the kernel's signature; a null residual is checked in the kernel.
-    unsafe { builder.launch(cfg) }.w()?;
-    Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
-}
-
-fn launch_from_channels_last<T: CudaDType + WithDType + DeviceRepr>(
-    dev: &CudaDevice,
-    operands: Operands,
-    (n, c, s, v_rows): (usize, usize, usize, usize),
-) -> Result<CudaStorage> {
-    let (xs, vs, rs) = views::<T>(operands)?;
-    // SAFETY: the kernel writes every element.
-    let out = unsafe { dev.alloc::<T>(n * c * s)? };
-    let name = format!(
-        "channel_add_from_channels_last_{}",
-        super::kernel_type_name(T::DTYPE)
-    );
-    let func = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
-    let cfg = LaunchConfig {
-        grid_dim: (
-            s.div_ceil(32) as u32,
-            c.div_ceil(32) as u32,
-            n.clamp(1, 65535) as u32,
-        ),
-        block_dim: (32, 8, 1),
-        shared_mem_bytes: 0,
-    };
-    let ints = [n, c, s, v_rows].map(|v| v as i32);
-    let null: u64 = 0;
-    let mut builder = func.builder();
-    builder.arg(&xs);
-    builder.arg(&vs);
-    match &rs {
-        Some(r) => builder.arg(r),
-        None => builder.arg(&null),
-    };
-    builder.arg(&out);
-    for v in &ints {
-        builder.arg(v);
-    }
     // SAFETY: arguments match the kernel's signature; a null residual is checked in the kernel.
     unsafe { builder.launch(cfg) }.w()?;
     Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))

@@ -29,13 +29,6 @@ pub fn group_norm(
     eps: f64,
     silu: bool,
 ) -> Result<Option<Tensor>> {
-    if !x.device().is_cuda()
-        || !super::enabled("group_norm")
-        || weight.dtype() != x.dtype()
-        || bias.dtype() != x.dtype()
-    {
-        return Ok(None);
-    }
     let op = GroupNormOp {
         groups,
         frames,
@@ -43,9 +36,7 @@ pub fn group_norm(
         silu,
         channels_last: false,
     };
-    x.contiguous()?
-        .apply_op3_no_bwd(&weight.contiguous()?, &bias.contiguous()?, &op)
-        .map(Some)
+    run(x, weight, bias, &op)
 }
 
 /// `group_norm` of x (B·F, C, H, W), f16 or bf16, answered channels last with the frames folded
@@ -60,13 +51,7 @@ pub fn group_norm_channels_last(
     eps: f64,
     silu: bool,
 ) -> Result<Option<Tensor>> {
-    if !x.device().is_cuda()
-        || !super::enabled("group_norm")
-        || !matches!(x.dtype(), DType::F16 | DType::BF16)
-        || x.rank() != 4
-        || weight.dtype() != x.dtype()
-        || bias.dtype() != x.dtype()
-    {
+    if !matches!(x.dtype(), DType::F16 | DType::BF16) || x.rank() != 4 {
         return Ok(None);
     }
     let op = GroupNormOp {
@@ -76,8 +61,20 @@ pub fn group_norm_channels_last(
         silu,
         channels_last: true,
     };
+    run(x, weight, bias, &op)
+}
+
+/// `op` on CUDA with the kernel switched on and the affine in x's dtype; None otherwise.
+fn run(x: &Tensor, weight: &Tensor, bias: &Tensor, op: &GroupNormOp) -> Result<Option<Tensor>> {
+    if !x.device().is_cuda()
+        || !super::enabled("group_norm")
+        || weight.dtype() != x.dtype()
+        || bias.dtype() != x.dtype()
+    {
+        return Ok(None);
+    }
     x.contiguous()?
-        .apply_op3_no_bwd(&weight.contiguous()?, &bias.contiguous()?, &op)
+        .apply_op3_no_bwd(&weight.contiguous()?, &bias.contiguous()?, op)
         .map(Some)
 }
 
@@ -280,15 +277,7 @@ impl GroupNormOp {
         for v in &ints {
             builder.arg(v);
         }
-        let cfg = LaunchConfig {
-            grid_dim: (
-                pixels.div_ceil(32) as u32,
-                rows.div_ceil(32) as u32,
-                batch.clamp(1, 65535) as u32,
-            ),
-            block_dim: (32, 8, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = super::tile_launch(pixels, rows.div_ceil(32), batch);
         // SAFETY: arguments match the kernel's signature.
         unsafe { builder.launch(cfg) }.w()?;
         Ok(y)

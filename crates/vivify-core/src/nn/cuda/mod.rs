@@ -28,6 +28,25 @@ pub(crate) fn kernel_type_name(dtype: candle_core::DType) -> &'static str {
     }
 }
 
+/// The launch of a kernel over 32x32 tiles in blocks of (32, 8) threads (elementwise.cu's
+/// transposes, group_norm.cu's channels-last apply): tiles of `x_extent` on x, `y_blocks` on y,
+/// `batch` on z (the kernels stride over z, which stops at 65535 blocks).
+pub(crate) fn tile_launch(
+    x_extent: usize,
+    y_blocks: usize,
+    batch: usize,
+) -> candle_core::cuda_backend::cudarc::driver::LaunchConfig {
+    candle_core::cuda_backend::cudarc::driver::LaunchConfig {
+        grid_dim: (
+            x_extent.div_ceil(32) as u32,
+            y_blocks as u32,
+            batch.clamp(1, 65535) as u32,
+        ),
+        block_dim: (32, 8, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
 /// Whether one of vivify's CUDA kernels may run: `VIVIFY_CUDA_DISABLE=attention,group_norm,...`
 /// (names: attention, attention_async, attention_ldmatrix, group_norm, layer_norm, geglu, linear,
 /// elementwise, frame_conv, cudnn_conv, conv1x1_gemm, or `all`) falls back to candle's ops, for

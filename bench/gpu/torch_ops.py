@@ -43,8 +43,14 @@ def main():
             k, ks, stride, pad = cc["c_out"], cc["kernel"], cc["stride"], cc["padding"]
             x = torch.randn(n, c, h, w, device=dev, dtype=dt)
             wt = torch.randn(k, c, ks, ks, device=dev, dtype=dt)
+            flops = 2.0 * n * k * c * ks * ks * (h // stride) * (w // stride)
             ms = best_ms(lambda: F.conv2d(x, wt, stride=stride, padding=pad), args.iters)
-            emit("conv2d", name, ms, 2.0 * n * k * c * ks * ks * (h // stride) * (w // stride))
+            emit("conv2d", name, ms, flops)
+            # Input and weights channels last (torch.channels_last): no layout transforms around
+            # cuDNN's kernel, as vivify's convolutions run after a GroupNorm's channels-last output.
+            xc, wc = x.to(memory_format=torch.channels_last), wt.to(memory_format=torch.channels_last)
+            ms = best_ms(lambda: F.conv2d(xc, wc, stride=stride, padding=pad), args.iters)
+            emit("conv2d_variant", f"{name}/channels_last", ms, flops)
         for tc in cases["conv3d_311"]:
             name, b, f, c = tc["case"], tc["batch"], tc["frames"], tc["channels"]
             hw = tc["h"] * tc["w"]

@@ -38,24 +38,24 @@ fn flash_attention_matches_the_matmul_path() {
     flash_attention_variant_matches_the_matmul_path(Tiles::Registers);
 }
 
-/// The double-buffered cp.async variant (`VIVIFY_CUDA_DISABLE=attention_async` falls back).
+/// The double-buffered cp.async variant (`VIVIFY_CUDA_DISABLE=attention_ldmatrix`; with
+/// `attention_async` too, the register-loaded tiles).
 #[test]
 fn flash_attention_async_tiles_match_the_matmul_path() {
     flash_attention_variant_matches_the_matmul_path(Tiles::Async);
 }
 
-/// ldmatrix fragments and 128-query blocks (`VIVIFY_CUDA_ENABLE=attention_ldmatrix`).
+/// ldmatrix fragments and 128-query blocks: the default.
 #[test]
 fn flash_attention_ldmatrix_tiles_match_the_matmul_path() {
     flash_attention_variant_matches_the_matmul_path(Tiles::Ldmatrix);
 }
 
 /// At the UNet's full-size shapes (bench-ops' cases, and temporal attention over 32 frames at
-/// 1024x1024), the ldmatrix kernel gives what the verified register-tile kernel gives: a launch
-/// or indexing fault that only large grids reach shows up here, in this test's own process
-/// (bench/gpu/run.sh runs each unverified kernel's tests apart), not in the benchmark.
+/// 1024x1024), the ldmatrix kernel gives what the register-tile kernel gives: a launch or
+/// indexing fault that only large grids reach shows up here, not in the benchmark.
 #[test]
-fn flash_attention_ldmatrix_agrees_with_the_verified_kernel_at_full_size() {
+fn flash_attention_ldmatrix_agrees_with_the_register_kernel_at_full_size() {
     let dev = cuda();
     let mut cases: Vec<(usize, usize, usize)> = op_cases()["attention"]
         .as_array()
@@ -181,12 +181,24 @@ fn frame_conv_matches_the_cpu() {
     }
 }
 
-/// Through `convolve`: cuDNN for 3x3 (with the `cudnn` feature), cuBLAS for 1x1.
+/// Through `convolve`: cuDNN for 3x3 (with the `cudnn` feature: its graph API, the legacy API
+/// where that has no engine), cuBLAS for 1x1.
 #[test]
 fn convolution_matches_the_cpu() {
     use vivify_core::nn::conv::convolve;
     convolution_path_matches_the_cpu("conv", |x, w, stride, pad| {
         Some(convolve(x, w, stride, pad).unwrap())
+    });
+}
+
+/// cuDNN's legacy API on the same cases, called directly: the path where the graph API has no
+/// engine for a shape, and with `VIVIFY_CUDA_DISABLE=cudnn_graph`.
+#[cfg(feature = "cudnn")]
+#[test]
+fn convolution_legacy_matches_the_cpu() {
+    use vivify_core::nn::cuda::cudnn_conv::legacy_conv2d;
+    convolution_path_matches_the_cpu("conv legacy", |x, w, stride, pad| {
+        Some(legacy_conv2d(x, w, stride, pad).unwrap())
     });
 }
 
@@ -228,9 +240,9 @@ fn convolution_path_matches_the_cpu(
     }
 }
 
-/// A searched cuDNN algorithm is written to the cache file and the next process finds it there
-/// instead of searching: the test runs itself twice as a child process with `VIVIFY_CONV_CACHE`
-/// at a fresh file.
+/// A searched cuDNN algorithm (the legacy API's: the graph API's heuristics time nothing) is
+/// written to the cache file and the next process finds it there instead of searching: the test
+/// runs itself twice as a child process with `VIVIFY_CONV_CACHE` at a fresh file.
 #[cfg(feature = "cudnn")]
 #[test]
 fn conv_algorithm_choice_is_kept_on_disk() {
@@ -271,6 +283,7 @@ fn conv_algorithm_choice_is_kept_on_disk() {
             .env(CHILD, "1")
             .env("VIVIFY_CONV_CACHE", &file)
             .env("VIVIFY_CONV_LAYOUT", "nhwc")
+            .env("VIVIFY_CUDA_DISABLE", "cudnn_graph")
             .env("VIVIFY_CONV_LOG", "1")
             .output()
             .unwrap();
@@ -291,8 +304,8 @@ fn conv_algorithm_choice_is_kept_on_disk() {
     assert!(second.contains("(from the cache)"), "{second}");
 }
 
-/// The graph-API path (`VIVIFY_CUDA_ENABLE=cudnn_graph`) on the same cases, called directly so it
-/// runs whatever the environment selects: each case must find an engine and match the CPU.
+/// The graph-API path on the same cases, called directly so it runs whatever the environment
+/// selects: each case must find an engine and match the CPU.
 #[cfg(feature = "cudnn")]
 #[test]
 fn convolution_graph_matches_the_cpu() {
@@ -302,9 +315,9 @@ fn convolution_graph_matches_the_cpu() {
     });
 }
 
-/// The graph API against the verified legacy path at bench-ops' full-size 3x3 shapes (the UNet's
-/// and the VAE's), f16 channels last as the UNet runs them: an engine that fails or faults only at
-/// large sizes shows up here, in this test's own process.
+/// The graph API against the legacy path at bench-ops' full-size 3x3 shapes (the UNet's and the
+/// VAE's), f16 channels last as the UNet runs them: an engine that fails or faults only at large
+/// sizes shows up here.
 #[cfg(feature = "cudnn")]
 #[test]
 fn convolution_graph_agrees_with_the_legacy_path_at_full_size() {
@@ -551,7 +564,7 @@ fn elementwise_matches_the_cpu() {
     }
 }
 
-/// The channels-last handoff's two kernels against the verified ones: GroupNorm(+SiLU) written
+/// The channels-last handoff's two kernels against the plain ones: GroupNorm(+SiLU) written
 /// channels last against the plain kernel then a transpose, and the per-channel add from a
 /// channels-last input against a transpose then the plain add (the same sums, so exactly equal).
 /// Shapes with partial tiles, tiles across groups (5 and 4 channels per group) and the UNet's.
@@ -772,10 +785,6 @@ fn channels_last_handoff_transformers_match_the_plain_path() {
     use candle_nn::VarBuilder;
     use vivify_core::nn::compute::ComputeOptions;
     use vivify_core::nn::transformer::{Transformer2DModel, TransformerTemporalModel};
-    assert!(
-        !vivify_core::nn::cuda::opted_in("channels_last_handoff"),
-        "run without VIVIFY_CUDA_ENABLE=channels_last_handoff: the plain forward is the reference"
-    );
     let dev = cuda();
     let vb = VarBuilder::from_backend(Box::new(RandomWeights), DType::F16, dev.clone());
     let opts = ComputeOptions::default();
@@ -795,7 +804,7 @@ fn channels_last_handoff_transformers_match_the_plain_path() {
             .channels_last_handoff(&x, &context, opts)
             .unwrap()
             .expect("the handoff applies to f16 on CUDA");
-        let want = spatial.forward(&x, &context, opts).unwrap();
+        let want = spatial.forward_without_handoff(&x, &context, opts).unwrap();
         assert_eq!(got.dims(), want.dims());
         let err = rel_err_on(&dev, &got, &want);
         println!("channels-last handoff, spatial transformer {c}x{side}x{side}: rel err {err:.2e}");
@@ -806,7 +815,7 @@ fn channels_last_handoff_transformers_match_the_plain_path() {
             .channels_last_handoff(&x, frames, opts)
             .unwrap()
             .expect("the handoff applies to f16 on CUDA");
-        let want = temporal.forward(&x, frames, opts).unwrap();
+        let want = temporal.forward_without_handoff(&x, frames, opts).unwrap();
         let err = rel_err_on(&dev, &got, &want);
         println!(
             "channels-last handoff, temporal transformer {c}x{side}x{side}: rel err {err:.2e}"

@@ -114,8 +114,8 @@ pub fn run(args: &BenchOpsArgs) -> Result<ExitCode> {
                 Ok(cudnn_conv::legacy_conv2d(&x, &wt, c.stride, c.padding)?)
             })?;
             let mut rows = vec![("legacy", legacy)];
-            // The graph path is not yet verified on a device: a failure costs its row, not the
-            // rest of the benchmark, and one switched off (its tests failed) is not run.
+            // A graph-API failure costs its row, not the rest of the benchmark; switched off
+            // (its tests failed on the card), it is not run.
             let graph = match vivify_core::nn::cuda::enabled("cudnn_graph") {
                 true => cudnn_graph_conv::conv2d(&x, &wt, c.stride, c.padding),
                 false => Ok(None),
@@ -131,6 +131,15 @@ pub fn run(args: &BenchOpsArgs) -> Result<ExitCode> {
                 Ok(None) => {}
                 Err(e) => eprintln!("conv2d {} through the graph API: {e}", c.case),
             }
+            // As the resnet blocks run it after the GroupNorm's channels-last handoff: input and
+            // output channels last, no transposes (torch_ops.py times torch.channels_last).
+            let x_cl = x.permute((0, 2, 3, 1))?.contiguous()?;
+            let channels_last = time_ms(&device, args.iters, || {
+                Ok(cudnn_conv::conv2d_channels_last(
+                    &x_cl, &wt, c.stride, c.padding,
+                )?)
+            })?;
+            rows.push(("channels_last", channels_last));
             for (path, ms) in rows {
                 report(
                     "conv2d_variant",
@@ -236,7 +245,7 @@ pub fn run(args: &BenchOpsArgs) -> Result<ExitCode> {
             if !vivify_core::nn::cuda::enabled(tiles.switch()) {
                 continue;
             }
-            // A variant not yet verified on a device may fail: that costs its row only.
+            // A variant that fails on this card costs its row only.
             match flash_attention_with(&q, &k, &v, tiles) {
                 Ok(Some(_)) => {}
                 Ok(None) => break,
@@ -260,8 +269,8 @@ pub fn run(args: &BenchOpsArgs) -> Result<ExitCode> {
 }
 
 /// Milliseconds for GroupNorm(+SiLU), the convolution and its bias on x, `c`'s input, by path:
-/// "plain", and "channels_last_handoff" unless it is switched off or fails (not yet verified on a
-/// device: a failure costs its row only).
+/// "plain", and "channels_last_handoff" unless it is switched off or fails on this card (that
+/// costs its row only).
 #[cfg(feature = "cudnn")]
 fn time_norm_conv(
     c: &ConvCase,

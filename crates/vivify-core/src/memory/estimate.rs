@@ -400,6 +400,17 @@ impl Sim {
         self.backend == Backend::Cuda && self.half
     }
 
+    /// Tensors of the output's size a transformer's way back from tokens to NCHW creates: the
+    /// transposed copy and the sum with x, or on CUDA (the channels-last handoff) one pass that
+    /// adds proj_out's bias and x while writing NCHW.
+    fn back_to_nchw(&self) -> f64 {
+        if self.backend == Backend::Cuda {
+            1.0
+        } else {
+            2.0
+        }
+    }
+
     /// Bytes of `n` elements of the model dtype.
     fn b(&self, n: usize) -> f64 {
         n as f64 * self.e
@@ -455,6 +466,18 @@ impl Sim {
         // the bias add (on CUDA for half types: the channels-last output and its transpose, the
         // bias added in one pass after)
         self.at(extra + 2.0 * out);
+        self.hold(out);
+    }
+
+    /// A resnet block's 3x3 convolution of its GroupNorm's output (live), output held on return.
+    /// On CUDA for half types the GroupNorm wrote channels last (the channels-last handoff): no
+    /// copy of the input, and the bias pass writes NCHW from the channels-last output.
+    fn conv_after_norm(&mut self, n: usize, c_in: usize, c_out: usize, hw: usize) {
+        if !self.fused() {
+            return self.conv(n, c_in, hw, c_out, hw, 3, 0.0);
+        }
+        let out = self.b(n * c_out * hw);
+        self.at(2.0 * out);
         self.hold(out);
     }
 
@@ -527,7 +550,7 @@ impl Sim {
         // norm1 + silu are temporaries of the conv1 statement
         self.norm(ni, 0.0);
         let silu = self.silu_after_norm(self.b(ni));
-        self.conv(n, c_in, hw, c_out, hw, 3, 0.0);
+        self.conv_after_norm(n, c_in, c_out, hw);
         self.free(self.b(ni) + silu);
         // + temb (the conv1 output stays alive under the shadowed name; fused into the bias pass
         // on CUDA)
@@ -535,7 +558,7 @@ impl Sim {
         self.hold(temb_sum);
         self.norm(no, 0.0);
         let silu = self.silu_after_norm(self.b(no));
-        self.conv(n, c_out, hw, c_out, hw, 3, 0.0);
+        self.conv_after_norm(n, c_out, c_out, hw);
         self.free(self.b(no) + silu);
         let mut held = 2.0 * self.b(no) + temb_sum;
         if c_in != c_out {
@@ -779,16 +802,19 @@ impl Sim {
         if chunked {
             self.hold(x - chunk_x);
         }
-        // norm (a temporary), the token copy, proj_in: tokens and proj_in output both live
+        // norm (a temporary), the token copy (on CUDA the GroupNorm writes the tokens), proj_in:
+        // tokens and proj_in output both live
         self.norm(fc * c * hw, 0.0);
-        self.at(chunk_x);
+        if self.backend != Backend::Cuda {
+            self.at(chunk_x);
+        }
         self.free(chunk_x);
         self.hold(chunk_x); // tokens
         self.linear(fc * hw, c, 0.0);
         self.basic_block(fc, hw, c, heads, Some(ctx), opts);
-        // proj_out, permute copy, + x
+        // proj_out, permute copy, + x (on CUDA one pass: bias and x added while writing NCHW)
         self.linear(fc * hw, c, 0.0);
-        self.at(2.0 * chunk_x);
+        self.at(self.back_to_nchw() * chunk_x);
         self.free(4.0 * chunk_x);
         self.hold(chunk_x);
         if chunked {
@@ -813,8 +839,10 @@ impl Sim {
     ) {
         let n = b * frames * c * hw;
         let x = self.b(n);
-        // norm output (temporary) and the permuted token copy
+        // norm output (temporary) and the permuted token copy; on CUDA the GroupNorm writes the
+        // tokens, over all pixels at once
         match opts.temporal_pixel_chunk.filter(|&k| k > 0 && k < hw) {
+            _ if self.backend == Backend::Cuda => self.norm(n, 0.0),
             Some(k) => {
                 // statistics pass, then the chunks normalised and concatenated
                 let chunk = b * frames * c * k;
@@ -827,7 +855,9 @@ impl Sim {
             }
             None => self.norm(n, 0.0),
         }
-        self.at(x);
+        if self.backend != Backend::Cuda {
+            self.at(x);
+        }
         self.free(x);
         self.hold(x); // tokens
         let seqs = b * hw;
@@ -853,8 +883,8 @@ impl Sim {
             self.free(chunk_out);
         }
         self.hold(out_all);
-        // reshape/permute copy, + x
-        self.at(2.0 * x);
+        // reshape/permute copy, + x (on CUDA one pass)
+        self.at(self.back_to_nchw() * x);
         self.free(x + out_all);
         self.hold(x);
     }

@@ -11,26 +11,27 @@ pub(crate) struct MeasuredPeak {
     pub peak_bytes: u64,
 }
 
-/// NVIDIA H200, driver 580.159.04, CUDA 13.0, cuDNN 9 (2026-11-27, the build with channels-last
-/// convolutions, fused linear/GEGLU/element-wise kernels and in-place attention heads).
+/// NVIDIA H200, driver 580.159.04, CUDA 13.0, cuDNN 9 (2026-11-27, the build with the
+/// channels-last handoff around GroupNorm, cuDNN's graph API and the ldmatrix attention kernel;
+/// `results.json` of bench/gpu/run.sh, `e2e_peak_bytes`).
 pub(crate) const H200_GENERATE_PEAKS: [MeasuredPeak; 3] = [
     MeasuredPeak {
         width: 512,
         height: 512,
         frames: 16,
-        peak_bytes: (7.04 * GIB) as u64,
+        peak_bytes: 7_479_688_606,
     },
     MeasuredPeak {
         width: 1280,
         height: 704,
         frames: 16,
-        peak_bytes: (11.16 * GIB) as u64,
+        peak_bytes: 11_697_844_382,
     },
     MeasuredPeak {
         width: 1024,
         height: 1024,
         frames: 32,
-        peak_bytes: (15.72 * GIB) as u64,
+        peak_bytes: 16_205_033_374,
     },
 ];
 

@@ -56,9 +56,9 @@ impl Conv2d {
 
 impl Conv2d {
     /// `forward_plus(&norm.forward_silu(x)?, extra, residual)`: a resnet block's GroupNorm, SiLU
-    /// and convolution. On CUDA with `VIVIFY_CUDA_ENABLE=channels_last_handoff` the GroupNorm
-    /// writes channels last for the convolution and the bias pass reads its channels-last
-    /// output ([`norm_conv_channels_last`]): two full-size transposes fewer.
+    /// and convolution. On CUDA the GroupNorm writes channels last for the convolution and the
+    /// bias pass reads its channels-last output ([`norm_conv_channels_last`]): two full-size
+    /// transposes fewer (`VIVIFY_CUDA_DISABLE=channels_last_handoff` keeps them).
     pub fn forward_plus_after_norm(
         &self,
         norm: &GroupNorm,
@@ -67,7 +67,7 @@ impl Conv2d {
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
         #[cfg(feature = "cudnn")]
-        if super::cuda::opted_in("channels_last_handoff")
+        if super::cuda::enabled("channels_last_handoff")
             && let Some(y) = norm_conv_channels_last(self, norm, x, extra, residual)?
         {
             return Ok(y);
@@ -76,10 +76,10 @@ impl Conv2d {
     }
 }
 
-/// [`Conv2d::forward_plus_after_norm`]'s channels-last handoff, whatever `VIVIFY_CUDA_ENABLE`
-/// says (cuda_ops tests it against the plain path): None where it does not apply (not CUDA, not
-/// a half type, a layout or kernel choice that is not cuDNN channels last, a 1x1 convolution,
-/// any of its kernels switched off).
+/// [`Conv2d::forward_plus_after_norm`]'s channels-last handoff, whatever
+/// `VIVIFY_CUDA_DISABLE=channels_last_handoff` says (cuda_ops tests it against the plain path):
+/// None where it does not apply (not CUDA, not a half type, a layout or kernel choice that is
+/// not cuDNN channels last, a 1x1 convolution, any of its kernels switched off).
 #[cfg(feature = "cudnn")]
 pub fn norm_conv_channels_last(
     conv: &Conv2d,

@@ -219,8 +219,8 @@ impl Transformer2DModel {
     }
 
     /// `forward` without frame chunks through the CUDA channels-last handoff, whatever
-    /// `VIVIFY_CUDA_ENABLE` says (cuda_ops tests it against the plain path); None where it does
-    /// not apply.
+    /// `VIVIFY_CUDA_DISABLE` says (cuda_ops tests it against [`Self::forward_without_handoff`]);
+    /// None where it does not apply.
     #[cfg(feature = "cuda")]
     pub fn channels_last_handoff(
         &self,
@@ -235,11 +235,22 @@ impl Transformer2DModel {
     fn forward_frames(&self, x: &Tensor, context: &Tensor, opts: ComputeOptions) -> Result<Tensor> {
         let _p = super::profile::scope("spatial transformer, other", x.device());
         #[cfg(feature = "cuda")]
-        if super::cuda::opted_in("channels_last_handoff")
+        if super::cuda::enabled("channels_last_handoff")
             && let Some(y) = self.channels_last_handoff(x, context, opts)?
         {
             return Ok(y);
         }
+        self.forward_without_handoff(x, context, opts)
+    }
+
+    /// `forward` without frame chunks and without the CUDA channels-last handoff: GroupNorm,
+    /// transposes to tokens and back, the residual added in a pass of its own.
+    pub fn forward_without_handoff(
+        &self,
+        x: &Tensor,
+        context: &Tensor,
+        opts: ComputeOptions,
+    ) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         // (N, C, H·W) <-> (N, H·W, C)
         let tokens = transpose_last2(&self.0.norm.forward(x)?.reshape((n, c, h * w))?)?;
@@ -264,9 +275,10 @@ impl TransformerTemporalModel {
         Projected::new(vb, channels, heads, dim_head, groups, None).map(Self)
     }
 
-    /// `forward` through the CUDA channels-last handoff, whatever `VIVIFY_CUDA_ENABLE` says
-    /// (cuda_ops tests it against the plain path); None where it does not apply. The GroupNorm
-    /// runs over all pixels at once: on CUDA it has no f32 temporaries to bound.
+    /// `forward` through the CUDA channels-last handoff, whatever `VIVIFY_CUDA_DISABLE` says
+    /// (cuda_ops tests it against [`Self::forward_without_handoff`]); None where it does not
+    /// apply. The GroupNorm runs over all pixels at once: on CUDA it has no f32 temporaries to
+    /// bound.
     #[cfg(feature = "cuda")]
     pub fn channels_last_handoff(
         &self,
@@ -284,11 +296,22 @@ impl TransformerTemporalModel {
     pub fn forward(&self, x: &Tensor, frames: usize, opts: ComputeOptions) -> Result<Tensor> {
         let _p = super::profile::scope("temporal transformer, other", x.device());
         #[cfg(feature = "cuda")]
-        if super::cuda::opted_in("channels_last_handoff")
+        if super::cuda::enabled("channels_last_handoff")
             && let Some(y) = self.channels_last_handoff(x, frames, opts)?
         {
             return Ok(y);
         }
+        self.forward_without_handoff(x, frames, opts)
+    }
+
+    /// `forward` without the CUDA channels-last handoff: GroupNorm, transposes to tokens and
+    /// back, the residual added in a pass of its own.
+    pub fn forward_without_handoff(
+        &self,
+        x: &Tensor,
+        frames: usize,
+        opts: ComputeOptions,
+    ) -> Result<Tensor> {
         let (bf, c, h, w) = x.dims4()?;
         let b = bf / frames;
         // (B, F, C, H, W) -> (B, H, W, F, C) -> (B·H·W, F, C)

@@ -37,10 +37,10 @@ thread_local! {
 pub(super) const WORKSPACE_CAP: usize = 64 << 20;
 
 /// Cross-correlation of x (N, C, H, W) with w (K, C, kh, kw), square stride and padding: through
-/// cuDNN's graph API where `VIVIFY_CUDA_ENABLE=cudnn_graph` and it has an engine for the shape
-/// (cudnn_graph_conv.rs), else through the legacy API.
+/// cuDNN's graph API where it has an engine for the shape (cudnn_graph_conv.rs), else (or with
+/// `VIVIFY_CUDA_DISABLE=cudnn_graph`) through the legacy API.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    if super::opted_in("cudnn_graph")
+    if super::enabled("cudnn_graph")
         && let Some(y) = super::cudnn_graph_conv::conv2d(x, w, stride, padding)?
     {
         return Ok(y);
@@ -56,7 +56,7 @@ pub fn conv2d_channels_last(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
-    if super::opted_in("cudnn_graph")
+    if super::enabled("cudnn_graph")
         && let Some(y) = super::cudnn_graph_conv::conv2d_channels_last(x, w, stride, padding)?
     {
         return Ok(y);

@@ -4,8 +4,8 @@
 //! The legacy API's algorithms ran 1.3-2.5x slower than PyTorch's at the UNet's and VAE's 3x3
 //! shapes on the H200, and its measured search cost 1-7.5 s in every run's first step; the graph
 //! API offers other engines and chooses without running them. Same layouts as cudnn_conv.rs: half
-//! types channels last, f32 NCHW without tensor cores (TF32 engines are skipped). Not yet verified
-//! on a device: `VIVIFY_CUDA_ENABLE=cudnn_graph`; `VIVIFY_CONV_LOG=1` prints each shape's engine.
+//! types channels last, f32 NCHW without tensor cores (TF32 engines are skipped). The default
+//! since its H200 run (bench/gpu/RESULTS.md); `VIVIFY_CONV_LOG=1` prints each shape's engine.
 
 use super::cudnn_conv::{
     Handle, WORKSPACE_CAP, channels_last, data_type, from_channels_last, handle, log_enabled,

@@ -25,30 +25,29 @@ pub enum Tiles {
     /// Single-buffered, through registers: the first kernel, kept as the fallback
     /// (`VIVIFY_CUDA_DISABLE=attention_async`).
     Registers,
-    /// Double-buffered cp.async copies: the default.
+    /// Double-buffered cp.async copies (`VIVIFY_CUDA_DISABLE=attention_ldmatrix`).
     Async,
     /// cp.async copies, fragments through ldmatrix, 128-query blocks for head dim 64 (each
     /// fragment feeds two MMAs) and a head's query blocks launched one after another (they share
-    /// its K/V in L2); up to 64 queries take the `Async` kernel. Not yet verified on a device:
-    /// `VIVIFY_CUDA_ENABLE=attention_ldmatrix`.
+    /// its K/V in L2); up to 64 queries take the `Async` kernel. The default.
     Ldmatrix,
 }
 
 impl Tiles {
     pub const ALL: [Tiles; 3] = [Tiles::Registers, Tiles::Async, Tiles::Ldmatrix];
 
-    /// The variant VIVIFY_CUDA_DISABLE / VIVIFY_CUDA_ENABLE select.
+    /// The variant VIVIFY_CUDA_DISABLE selects.
     pub fn from_env() -> Self {
         if !super::enabled("attention_async") {
             Tiles::Registers
-        } else if super::opted_in("attention_ldmatrix") {
-            Tiles::Ldmatrix
-        } else {
+        } else if !super::enabled("attention_ldmatrix") {
             Tiles::Async
+        } else {
+            Tiles::Ldmatrix
         }
     }
 
-    /// The name VIVIFY_CUDA_DISABLE / VIVIFY_CUDA_ENABLE know the variant by.
+    /// The name VIVIFY_CUDA_DISABLE knows the variant by.
     pub fn switch(self) -> &'static str {
         match self {
             Tiles::Registers => "attention",

@@ -1,7 +1,8 @@
 //! vivify's own CUDA paths (feature `cuda`): fused attention, fused GroupNorm(+SiLU), LayerNorm
 //! and GEGLU, linear layers with the bias in the GEMM's epilogue, the temporal convolution as one
-//! GEMM, cuDNN convolution with tensor-core math and measured algorithm choice (feature `cudnn`;
-//! through the graph API with heuristics instead, opt-in), and the device memory pool's counters.
+//! GEMM, cuDNN convolution with tensor-core math (feature `cudnn`: through the graph API with
+//! cuDNN's heuristics, else the legacy API with measured algorithm choice), the channels-last
+//! handoff around GroupNorm, and the device memory pool's counters.
 
 #[cfg(feature = "cudnn")]
 pub mod cudnn_conv;
@@ -47,29 +48,21 @@ pub(crate) fn tile_launch(
     }
 }
 
-/// Whether one of vivify's CUDA kernels may run: `VIVIFY_CUDA_DISABLE=attention,group_norm,...`
+/// Whether one of vivify's CUDA kernels or paths may run: `VIVIFY_CUDA_DISABLE=attention,group_norm,...`
 /// (names: attention, attention_async, attention_ldmatrix, group_norm, layer_norm, geglu, linear,
-/// elementwise, frame_conv, cudnn_conv, conv1x1_gemm, or `all`) falls back to candle's ops, for
-/// A/B measurements and as a way around a kernel problem on an untested card.
+/// elementwise, frame_conv, cudnn_conv, cudnn_graph, conv1x1_gemm, channels_last_handoff, or
+/// `all`) falls back to the path before it (candle's ops; for attention_async the register-loaded
+/// tiles, for attention_ldmatrix the cp.async tiles, for cudnn_graph cuDNN's legacy API, for
+/// channels_last_handoff the NCHW GroupNorm and transposes), for A/B measurements and as a way
+/// around a kernel problem on an untested card.
 pub fn enabled(kernel: &str) -> bool {
     static DISABLED: OnceLock<Vec<String>> = OnceLock::new();
     let disabled = DISABLED.get_or_init(|| names("VIVIFY_CUDA_DISABLE"));
     !disabled.iter().any(|d| d == kernel || d == "all")
 }
 
-/// Whether a kernel that is built but not yet verified on a device may run:
-/// `VIVIFY_CUDA_ENABLE=attention_ldmatrix,cudnn_graph,channels_last_handoff` (the only such paths
-/// now).
-/// bench/gpu/run.sh sets it when the kernel's test passes on the card; once its figures are in,
-/// it becomes the default.
-pub fn opted_in(kernel: &str) -> bool {
-    static ENABLED: OnceLock<Vec<String>> = OnceLock::new();
-    let opted = ENABLED.get_or_init(|| names("VIVIFY_CUDA_ENABLE"));
-    opted.iter().any(|e| e == kernel) && enabled(kernel)
-}
-
-/// The comma-separated names in an environment variable. Read once by each caller: the kernels
-/// ask on every call.
+/// The comma-separated names in an environment variable. Read once: the kernels ask on every
+/// call.
 fn names(var: &str) -> Vec<String> {
     std::env::var(var)
         .unwrap_or_default()

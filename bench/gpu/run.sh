@@ -188,7 +188,9 @@ if ! skip ablation; then
       *=*) setting=$k ;;
       *) setting="VIVIFY_CUDA_DISABLE=${VIVIFY_CUDA_DISABLE:+$VIVIFY_CUDA_DISABLE,}$k" ;;
     esac
-    env "$setting" timeout "$(lim 90)" "$BIN" bench-unet --config "$WORK/model/unet/config.json" \
+    # The convolution choices each entry makes go to ablation.err (VIVIFY_CONV_LOG).
+    echo "== $k" >> "$OUT/ablation.err"
+    env "$setting" VIVIFY_CONV_LOG=1 timeout "$(lim 90)" "$BIN" bench-unet --config "$WORK/model/unet/config.json" \
       --width "$W" --height "$H" --frames "$F" --iters 2 --device cuda --dtype f16 2>> "$OUT/ablation.err" |
       sed "s/^{/{\"disabled\":\"$k\",\"case\":\"$ACASE\",/" >> "$OUT/ablation.jsonl"
     tail -1 "$OUT/ablation.jsonl"

@@ -240,25 +240,55 @@ fn convolution_path_matches_the_cpu(
     }
 }
 
-/// A searched cuDNN algorithm (the legacy API's: the graph API's heuristics time nothing) is
-/// written to the cache file and the next process finds it there instead of searching: the test
-/// runs itself twice as a child process with `VIVIFY_CONV_CACHE` at a fresh file.
+/// A searched cuDNN algorithm (the legacy API's, found by timing its algorithms) is written to
+/// the cache file and the next process finds it there instead of searching.
 #[cfg(feature = "cudnn")]
 #[test]
 fn conv_algorithm_choice_is_kept_on_disk() {
+    conv_choice_is_kept_on_disk(
+        "conv_algorithm_choice_is_kept_on_disk",
+        ("nhwc", [1, 24, 11, 13, 40, 3, 3, 1, 1]),
+        ("VIVIFY_CUDA_DISABLE", "cudnn_graph"),
+        ("(from a search", "(from the cache)"),
+    );
+}
+
+/// The graph API's config found by timing (`VIVIFY_CONV_GRAPH_SEARCH`) is written to the cache
+/// file and the next process takes it from there instead of timing again.
+#[cfg(feature = "cudnn")]
+#[test]
+fn conv_graph_search_choice_is_kept_on_disk() {
+    conv_choice_is_kept_on_disk(
+        "conv_graph_search_choice_is_kept_on_disk",
+        ("nhwc graph", [1, 24, 11, 13, 48, 3, 3, 1, 1]),
+        ("VIVIFY_CONV_GRAPH_SEARCH", "4"),
+        ("timed:", "recorded by a search"),
+    );
+}
+
+/// `test` runs itself twice as a child process with `VIVIFY_CONV_CACHE` at a fresh file and
+/// `setting` set, convolving f16 `shape` ([n, c, h, w, k, kh, kw, stride, padding], a shape no
+/// other test uses) channels last: the first child must log `searched` and leave a choice under
+/// `layout` in the file, the second must find it there and log `found`.
+#[cfg(feature = "cudnn")]
+fn conv_choice_is_kept_on_disk(
+    test: &str,
+    (layout, s): (&str, [usize; 9]),
+    setting: (&str, &str),
+    (searched, found): (&str, &str),
+) {
     use vivify_core::nn::conv::convolve;
     use vivify_core::nn::conv_algorithms::{self, ConvAlgorithmCache};
     const CHILD: &str = "VIVIFY_TEST_CONV_CACHE_CHILD";
-    // [n, c, h, w, k, kh, kw, stride, padding]: a shape no other test uses.
-    let s = [1, 24, 11, 13, 40, 3, 3, 1, 1];
     let dev = cuda();
-    let key = vivify_core::nn::cuda::cudnn_conv::disk_key(
+    let mut key = vivify_core::nn::cuda::cudnn_conv::disk_key(
         dev.as_cuda_device().unwrap(),
         DType::F16,
         true,
         s,
     )
     .unwrap();
+    key.layout = layout.into();
     if std::env::var_os(CHILD).is_some() {
         // Whether this process's cache knew the shape before convolving.
         println!("cached before: {}", conv_algorithms::lookup(&key).is_some());
@@ -275,15 +305,11 @@ fn conv_algorithm_choice_is_kept_on_disk() {
     let file = dir.path().join("conv-algorithms.json");
     let child = || {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "conv_algorithm_choice_is_kept_on_disk",
-                "--exact",
-                "--nocapture",
-            ])
+            .args([test, "--exact", "--nocapture"])
             .env(CHILD, "1")
             .env("VIVIFY_CONV_CACHE", &file)
             .env("VIVIFY_CONV_LAYOUT", "nhwc")
-            .env("VIVIFY_CUDA_DISABLE", "cudnn_graph")
+            .env(setting.0, setting.1)
             .env("VIVIFY_CONV_LOG", "1")
             .output()
             .unwrap();
@@ -295,13 +321,13 @@ fn conv_algorithm_choice_is_kept_on_disk() {
     };
     let first = child();
     assert!(first.contains("cached before: false"), "{first}");
-    assert!(first.contains("(from a search"), "{first}");
+    assert!(first.contains(searched), "{first}");
     let recorded = ConvAlgorithmCache::open(Some(file.clone())).get(&key);
     println!("recorded for {key:?}: {recorded:?}");
     assert!(recorded.is_some());
     let second = child();
     assert!(second.contains("cached before: true"), "{second}");
-    assert!(second.contains("(from the cache)"), "{second}");
+    assert!(second.contains(found), "{second}");
 }
 
 /// The graph-API path on the same cases, called directly so it runs whatever the environment

@@ -1,6 +1,8 @@
 //! The cuDNN convolution algorithms chosen by measurement, kept in a JSON file so that a later
-//! process skips the search (on an H200 it added 1-7.6 s to a run's first denoising step). Not
-//! behind the `cuda` feature so that CPU tests cover it; `nn::cuda::cudnn_conv` uses it.
+//! process skips the search (on an H200 it added 1-7.6 s to a run's first denoising step): the
+//! legacy API's, and the graph API's engine configs where `VIVIFY_CONV_GRAPH_SEARCH` times them.
+//! Not behind the `cuda` feature so that CPU tests cover it; `nn::cuda::cudnn_conv` and
+//! `nn::cuda::cudnn_graph_conv` use it.
 //!
 //! The file is `VIVIFY_CONV_CACHE` if set (`0` or `off` disables it), else
 //! `$XDG_CACHE_HOME/vivify/conv-algorithms.json`, else `~/.cache/vivify/conv-algorithms.json`.
@@ -24,13 +26,14 @@ pub struct ConvKey {
     pub cudnn: u64,
     /// "f16", "bf16" or "f32".
     pub dtype: String,
-    /// "nchw" or "nhwc".
+    /// "nchw" or "nhwc"; "nchw graph" or "nhwc graph" for the graph API's configs.
     pub layout: String,
     /// [n, c, h, w, k, kh, kw, stride, padding].
     pub shape: [usize; 9],
 }
 
-/// What the search chose: the algorithm and math type as cuDNN's enum values.
+/// What the search chose: the algorithm and math type as cuDNN's enum values (for the graph
+/// API: the engine's global index and its config's rank among the heuristics' results).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Choice {
     pub algo: i32,

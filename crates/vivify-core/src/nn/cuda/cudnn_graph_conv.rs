@@ -6,11 +6,14 @@
 //! API offers other engines and chooses without running them. Same layouts as cudnn_conv.rs: half
 //! types channels last, f32 NCHW without tensor cores (TF32 engines are skipped). The default
 //! since its H200 run (bench/gpu/RESULTS.md); `VIVIFY_CONV_LOG=1` prints each shape's engine.
+//! `VIVIFY_CONV_GRAPH_SEARCH=N` times the first N configs instead and keeps the fastest on disk
+//! (conv_algorithms.rs), as `torch.backends.cudnn.benchmark` does; not yet measured on a device.
 
 use super::cudnn_conv::{
     Handle, WORKSPACE_CAP, channels_last, data_type, from_channels_last, handle, log_enabled,
     to_channels_last,
 };
+use crate::nn::conv_algorithms;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::cudnn::sys;
 use candle_core::cuda_backend::cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
@@ -159,13 +162,32 @@ fn cached_plan(dev: &CudaDevice, key: GraphKey, conv: &Conv) -> Result<Option<Rc
         return Ok(cached);
     }
     let stream = dev.cuda_stream();
-    let (dtype, align) = (key.1, key.4);
-    let built = match GraphPlan::build(handle(dev, &stream)?, data_type(dtype)?, conv, align) {
+    let (dtype, nhwc, shape, align) = (key.1, key.2, key.3, key.4);
+    let pick = match search_width() {
+        0 => Pick::First,
+        width => {
+            let mut disk = super::cudnn_conv::disk_key(dev, dtype, nhwc, shape)?;
+            disk.layout = format!("{} graph", disk.layout);
+            match conv_algorithms::lookup(&disk) {
+                Some(c) => Pick::Recorded {
+                    engine: i64::from(c.algo),
+                    rank: usize::try_from(c.math_type).unwrap_or(usize::MAX),
+                },
+                None => Pick::Timed {
+                    width,
+                    stream: stream.clone(),
+                    disk,
+                },
+            }
+        }
+    };
+    let built = match GraphPlan::build(handle(dev, &stream)?, data_type(dtype)?, conv, align, pick)
+    {
         Ok(plan) => {
             if log_enabled() {
                 eprintln!(
                     "cudnn graph {} {:?} x{:?} w{:?} stride {} pad {}: engine {} (config {} of {}), \
-                     workspace {} KiB",
+                     workspace {} KiB{}",
                     layout_name(conv.nhwc),
                     dtype,
                     conv.x,
@@ -175,7 +197,8 @@ fn cached_plan(dev: &CudaDevice, key: GraphKey, conv: &Conv) -> Result<Option<Rc
                     plan.engine,
                     plan.rank + 1,
                     plan.configs,
-                    plan.workspace >> 10
+                    plan.workspace >> 10,
+                    plan.how
                 );
             }
             Some(Rc::new(plan))
@@ -409,6 +432,51 @@ struct GraphPlan {
     engine: i64,
     rank: usize,
     configs: usize,
+    /// How the config was picked, for VIVIFY_CONV_LOG: "" (heuristics' first), or the timings
+    /// or the record it came from.
+    how: String,
+}
+
+/// How [`GraphPlan::build`] picks among the configs that pass the filters and finalize.
+enum Pick {
+    /// The heuristics' best ranked, as PyTorch picks without `cudnn.benchmark`.
+    First,
+    /// The config a search recorded on disk, if the heuristics still rank that engine there.
+    Recorded { engine: i64, rank: usize },
+    /// The fastest of the first `width`, timed on scratch buffers, then recorded on disk.
+    Timed {
+        width: usize,
+        stream: Arc<CudaStream>,
+        disk: conv_algorithms::ConvKey,
+    },
+}
+
+/// `VIVIFY_CONV_GRAPH_SEARCH=N`: time the first N configs per shape and keep the fastest (as
+/// `torch.backends.cudnn.benchmark` does); 0 or unset takes the heuristics' first. Read once.
+fn search_width() -> usize {
+    static WIDTH: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *WIDTH.get_or_init(|| {
+        let raw = std::env::var("VIVIFY_CONV_GRAPH_SEARCH").unwrap_or_default();
+        raw.trim().parse().unwrap_or_else(|_| {
+            if !raw.trim().is_empty() {
+                eprintln!(
+                    "warning: VIVIFY_CONV_GRAPH_SEARCH={raw:?} is not a number of configs; \
+                     taking cuDNN's heuristics' first"
+                );
+            }
+            0
+        })
+    })
+}
+
+/// A config that passed the filters, with its finalized plan (declared first: dropped before
+/// the config it was built from).
+struct Viable {
+    plan: Desc,
+    cfg: Desc,
+    rank: usize,
+    engine: i64,
+    workspace: usize,
 }
 
 /// The finalized convolution forward operation and the descriptors it refers to.
@@ -488,10 +556,11 @@ impl GraphPlan {
     fn build(
         handle: Rc<Handle>,
         dtype: sys::cudnnDataType_t,
-        conv: &Conv,
+        shape: &Conv,
         align: usize,
+        pick: Pick,
     ) -> Step<Self> {
-        let Operation { op, conv, x, w, y } = Operation::describe(dtype, conv, align)?;
+        let Operation { op, conv, x, w, y } = Operation::describe(dtype, shape, align)?;
         let graph = Desc::new(Kind::CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR)?;
         graph.set_handle(Attr::CUDNN_ATTR_OPERATIONGRAPH_HANDLE, &handle)?;
         graph.set_descs(Attr::CUDNN_ATTR_OPERATIONGRAPH_OPS, &[&op])?;
@@ -516,12 +585,21 @@ impl GraphPlan {
         configs.truncate(filled);
         let total = configs.len();
 
-        // Ranked best first: the first config that passes the filters and finalizes, as
-        // cudnn-frontend's and PyTorch's heuristics modes take it.
+        // Ranked best first: the configs that pass the filters and finalize, as far as `pick`
+        // looks (cudnn-frontend's and PyTorch's heuristics modes take the first).
+        let wanted = match &pick {
+            Pick::First => 1,
+            Pick::Recorded { rank, .. } => rank.saturating_add(1),
+            Pick::Timed { width, .. } => *width,
+        };
         let f32_math = dtype == sys::cudnnDataType_t::CUDNN_DATA_FLOAT;
+        let mut viable = Vec::new();
         let mut skipped = Vec::new();
         let mut malformed = None;
-        for (rank, cfg) in configs.iter().enumerate() {
+        for (rank, cfg) in configs.into_iter().enumerate() {
+            if viable.len() == wanted {
+                break;
+            }
             let engine = Desc::new(Kind::CUDNN_BACKEND_ENGINE_DESCRIPTOR)?;
             cfg.get_descs(
                 Attr::CUDNN_ATTR_ENGINECFG_ENGINE,
@@ -534,7 +612,7 @@ impl GraphPlan {
             }
             let plan = Desc::new(Kind::CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR)?;
             plan.set_handle(Attr::CUDNN_ATTR_EXECUTION_PLAN_HANDLE, &handle)?;
-            plan.set_descs(Attr::CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, &[cfg])?;
+            plan.set_descs(Attr::CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, &[&cfg])?;
             if let Err(f) = plan.finalize(|| format!("finalize execution plan for engine {index}"))
             {
                 skipped.push(format!("engine {index}: {:?}", f.status));
@@ -550,26 +628,82 @@ impl GraphPlan {
                 skipped.push(format!("engine {index}: workspace {} MiB", workspace >> 20));
                 continue;
             }
-            let chosen = configs.swap_remove(rank);
-            return Ok(GraphPlan {
+            viable.push(Viable {
                 plan,
-                _sources: vec![chosen, heur, graph, op, conv, x, w, y],
-                handle,
-                workspace,
-                align,
-                engine: index,
+                cfg,
                 rank,
-                configs: total,
+                engine: index,
+                workspace,
             });
         }
-        Err(malformed.unwrap_or(Failure {
-            step: format!(
-                "none of {total} engine configs finalized [{}]",
-                skipped.join(", ")
-            ),
-            status: sys::cudnnStatus_t::CUDNN_STATUS_NOT_SUPPORTED,
-            detail: String::new(),
-        }))
+        if viable.is_empty() {
+            return Err(malformed.unwrap_or(Failure {
+                step: format!(
+                    "none of {total} engine configs finalized [{}]",
+                    skipped.join(", ")
+                ),
+                status: sys::cudnnStatus_t::CUDNN_STATUS_NOT_SUPPORTED,
+                detail: String::new(),
+            }));
+        }
+        let (chosen, how) = match pick {
+            Pick::First => (0, String::new()),
+            Pick::Recorded { engine, rank } => {
+                match viable
+                    .iter()
+                    .position(|v| v.rank == rank && v.engine == engine)
+                {
+                    Some(i) => (i, ", recorded by a search".to_string()),
+                    None => (0, format!(", the recorded engine {engine} is gone")),
+                }
+            }
+            Pick::Timed { stream, disk, .. } => {
+                // A config that fails to run is passed over (its error logged), not fatal.
+                let ms: Vec<std::result::Result<f64, String>> = viable
+                    .iter()
+                    .map(|v| {
+                        time_plan(&handle, &stream, &v.plan, v.workspace, shape, dtype)
+                            .map_err(|e| e.to_string())
+                    })
+                    .collect();
+                let time = |i: usize| ms[i].clone().unwrap_or(f64::INFINITY);
+                let best = (0..ms.len())
+                    .min_by(|&a, &b| time(a).total_cmp(&time(b)))
+                    .unwrap_or(0);
+                if time(best).is_finite() {
+                    conv_algorithms::record(
+                        disk,
+                        conv_algorithms::Choice {
+                            algo: viable[best].engine as i32,
+                            math_type: viable[best].rank as i32,
+                            workspace_bytes: viable[best].workspace as u64,
+                            time_ms: time(best) as f32,
+                        },
+                    );
+                }
+                let times: Vec<String> = viable
+                    .iter()
+                    .zip(&ms)
+                    .map(|(v, t)| match t {
+                        Ok(t) => format!("{} {t:.3} ms", v.engine),
+                        Err(e) => format!("{} failed ({e})", v.engine),
+                    })
+                    .collect();
+                (best, format!(", timed: {}", times.join(", ")))
+            }
+        };
+        let v = viable.swap_remove(chosen);
+        Ok(GraphPlan {
+            plan: v.plan,
+            _sources: vec![v.cfg, heur, graph, op, conv, x, w, y],
+            handle,
+            workspace: v.workspace,
+            align,
+            engine: v.engine,
+            rank: v.rank,
+            configs: total,
+            how,
+        })
     }
 
     fn run(&self, stream: &Arc<CudaStream>, ptrs: [*mut c_void; 3]) -> Result<()> {
@@ -591,22 +725,84 @@ impl GraphPlan {
         let ws_ptr = guard
             .as_ref()
             .map_or(std::ptr::null_mut(), |(p, _)| *p as *mut c_void);
-        let execute = || -> Step<()> {
-            let pack = Desc::new(Kind::CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR)?;
-            pack.set_ptrs(Attr::CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, &ptrs)?;
-            pack.set_i64s(
-                Attr::CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS,
-                &[X_UID, W_UID, Y_UID],
-            )?;
-            pack.set_ptrs(Attr::CUDNN_ATTR_VARIANT_PACK_WORKSPACE, &[ws_ptr])?;
-            pack.finalize(|| "finalize variant pack".into())?;
-            // SAFETY: the plan describes these buffers (shapes, strides, alignment checked
-            // above); the workspace holds what the plan asked for.
-            let status = unsafe { sys::cudnnBackendExecute(self.handle.0, self.plan.0, pack.0) };
-            check(status, || format!("execute engine {}", self.engine))
-        };
-        execute().map_err(|f| candle_core::Error::Msg(format!("cudnn graph conv: {f}")))
+        // SAFETY: the plan describes these buffers (shapes, strides, alignment checked above);
+        // the workspace holds what the plan asked for.
+        unsafe { execute(&self.handle, &self.plan, ptrs, ws_ptr) }.map_err(|f| {
+            candle_core::Error::Msg(format!("cudnn graph conv: {f} (engine {})", self.engine))
+        })
     }
+}
+
+/// Runs an execution plan on x, w, y with a workspace.
+///
+/// SAFETY: the buffers are as the plan describes them, and the workspace as large as it asked.
+unsafe fn execute(
+    handle: &Handle,
+    plan: &Desc,
+    ptrs: [*mut c_void; 3],
+    workspace: *mut c_void,
+) -> Step<()> {
+    let pack = Desc::new(Kind::CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR)?;
+    pack.set_ptrs(Attr::CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, &ptrs)?;
+    pack.set_i64s(
+        Attr::CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS,
+        &[X_UID, W_UID, Y_UID],
+    )?;
+    pack.set_ptrs(Attr::CUDNN_ATTR_VARIANT_PACK_WORKSPACE, &[workspace])?;
+    pack.finalize(|| "finalize variant pack".into())?;
+    // SAFETY: as the caller guarantees.
+    let status = unsafe { sys::cudnnBackendExecute(handle.0, plan.0, pack.0) };
+    check(status, || "execute".into())
+}
+
+/// Milliseconds per run of `plan` for `conv`: three runs after a warm-up, on zeroed scratch
+/// buffers of the convolution's sizes (the tensor-core kernels' time does not depend on the
+/// values).
+fn time_plan(
+    handle: &Handle,
+    stream: &Arc<CudaStream>,
+    plan: &Desc,
+    workspace: usize,
+    conv: &Conv,
+    dtype: sys::cudnnDataType_t,
+) -> Result<f64> {
+    let elem = if dtype == sys::cudnnDataType_t::CUDNN_DATA_FLOAT {
+        4
+    } else {
+        2
+    };
+    let bytes = |dims: [usize; 4]| dims.iter().product::<usize>() * elem;
+    let alloc = |n: usize| {
+        stream
+            .alloc_zeros::<u8>(n.max(1))
+            .map_err(candle_core::Error::wrap)
+    };
+    let (x, w, mut y, mut ws) = (
+        alloc(bytes(conv.x))?,
+        alloc(bytes(conv.w))?,
+        alloc(bytes(conv.y))?,
+        alloc(workspace)?,
+    );
+    let (xp, _xg) = x.device_ptr(stream);
+    let (wp, _wg) = w.device_ptr(stream);
+    let (yp, _yg) = y.device_ptr_mut(stream);
+    let (wsp, _wsg) = ws.device_ptr_mut(stream);
+    let ptrs = [xp as *mut c_void, wp as *mut c_void, yp as *mut c_void];
+    let run = || -> Result<()> {
+        // SAFETY: buffers of the sizes the plan describes (cudarc's allocations are at least
+        // 256-byte aligned) and a workspace of the size it asked for.
+        unsafe { execute(handle, plan, ptrs, wsp as *mut c_void) }
+            .map_err(|f| candle_core::Error::Msg(format!("cudnn graph conv: {f}")))
+    };
+    let sync = || stream.synchronize().map_err(candle_core::Error::wrap);
+    run()?;
+    sync()?;
+    let start = std::time::Instant::now();
+    for _ in 0..3 {
+        run()?;
+    }
+    sync()?;
+    Ok(start.elapsed().as_secs_f64() * 1e3 / 3.0)
 }
 
 /// The numerical note that rules an engine out, as PyTorch filters them: inputs down-converted

@@ -56,18 +56,15 @@ pub(crate) fn tile_launch(
 /// channels_last_handoff the NCHW GroupNorm and transposes), for A/B measurements and as a way
 /// around a kernel problem on an untested card.
 pub fn enabled(kernel: &str) -> bool {
+    // Read once: the kernels ask on every call.
     static DISABLED: OnceLock<Vec<String>> = OnceLock::new();
-    let disabled = DISABLED.get_or_init(|| names("VIVIFY_CUDA_DISABLE"));
+    let disabled = DISABLED.get_or_init(|| {
+        std::env::var("VIVIFY_CUDA_DISABLE")
+            .unwrap_or_default()
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    });
     !disabled.iter().any(|d| d == kernel || d == "all")
-}
-
-/// The comma-separated names in an environment variable. Read once: the kernels ask on every
-/// call.
-fn names(var: &str) -> Vec<String> {
-    std::env::var(var)
-        .unwrap_or_default()
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
 }

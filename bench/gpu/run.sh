@@ -52,9 +52,14 @@ lim() {
 }
 skip() { case " $SKIP " in *" $1 "*) return 0 ;; esac; return 1; }
 # The tests that failed in a libtest log: its closing "failures:" list (under --nocapture a test's
-# verdict is not on its "test NAME ..." line), and the test that was running if the process died.
+# verdict is not on its "test NAME ..." line), and died_in's.
 failed_tests() {
   sed -n '/^failures:$/,/^test result/p' "$1" | grep -E '^    [a-z0-9_]+$' | tr -d ' '
+  died_in "$1"
+}
+# The test that was running when the process died: one started after the last "test result"
+# (child processes' results, which tests print, reset it too, but the parent's next test sets it).
+died_in() {
   awk '/^test [a-z0-9_]+ \.\.\./ { running = $2 } /^test result/ { running = "" } END { if (running != "") print running }' "$1"
 }
 # The binaries travel xz-compressed (scripts/build-cuda.sh); unpack them into WORK.
@@ -87,7 +92,8 @@ if ! skip ops; then
               frame_conv:frame_conv channels_last_handoff:channels_last_handoff; do
     failed_tests "$OUT/cuda_ops.txt" | grep -q "^${pair%%:*}" && OFF="$OFF${OFF:+,}${pair##*:}"
   done
-  grep -q '^test result' "$OUT/cuda_ops.txt" || echo "!! cuda_ops died in $(failed_tests "$OUT/cuda_ops.txt"): the tests after it did not run"
+  died=$(died_in "$OUT/cuda_ops.txt")
+  [ -n "$died" ] && echo "!! cuda_ops died in $died: the tests after it did not run"
   if [ -n "$OFF" ]; then
     echo "!! kernel tests failed: running with VIVIFY_CUDA_DISABLE=$OFF"; echo "$OFF" > "$OUT/disabled.txt"
     export VIVIFY_CUDA_DISABLE=$OFF

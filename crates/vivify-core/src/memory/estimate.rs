@@ -400,15 +400,16 @@ impl Sim {
         self.backend == Backend::Cuda && self.half
     }
 
+    /// Whether the transformers take the CUDA channels-last handoff (any dtype): GroupNorm writes
+    /// the tokens (no token copy), and one pass adds proj_out's bias and x while writing NCHW.
+    fn transformer_handoff(&self) -> bool {
+        self.backend == Backend::Cuda
+    }
+
     /// Tensors of the output's size a transformer's way back from tokens to NCHW creates: the
-    /// transposed copy and the sum with x, or on CUDA (the channels-last handoff) one pass that
-    /// adds proj_out's bias and x while writing NCHW.
+    /// transposed copy and the sum with x, or with the handoff one pass.
     fn back_to_nchw(&self) -> f64 {
-        if self.backend == Backend::Cuda {
-            1.0
-        } else {
-            2.0
-        }
+        if self.transformer_handoff() { 1.0 } else { 2.0 }
     }
 
     /// Bytes of `n` elements of the model dtype.
@@ -805,7 +806,7 @@ impl Sim {
         // norm (a temporary), the token copy (on CUDA the GroupNorm writes the tokens), proj_in:
         // tokens and proj_in output both live
         self.norm(fc * c * hw, 0.0);
-        if self.backend != Backend::Cuda {
+        if !self.transformer_handoff() {
             self.at(chunk_x);
         }
         self.free(chunk_x);
@@ -842,7 +843,7 @@ impl Sim {
         // norm output (temporary) and the permuted token copy; on CUDA the GroupNorm writes the
         // tokens, over all pixels at once
         match opts.temporal_pixel_chunk.filter(|&k| k > 0 && k < hw) {
-            _ if self.backend == Backend::Cuda => self.norm(n, 0.0),
+            _ if self.transformer_handoff() => self.norm(n, 0.0),
             Some(k) => {
                 // statistics pass, then the chunks normalised and concatenated
                 let chunk = b * frames * c * k;
@@ -855,7 +856,7 @@ impl Sim {
             }
             None => self.norm(n, 0.0),
         }
-        if self.backend != Backend::Cuda {
+        if !self.transformer_handoff() {
             self.at(x);
         }
         self.free(x);

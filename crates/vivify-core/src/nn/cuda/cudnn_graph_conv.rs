@@ -177,6 +177,7 @@ fn cached_plan(dev: &CudaDevice, key: GraphKey, conv: &Conv) -> Result<Option<Rc
                     width,
                     stream: stream.clone(),
                     disk,
+                    elem: dtype.size_in_bytes(),
                 },
             }
         }
@@ -448,6 +449,8 @@ enum Pick {
         width: usize,
         stream: Arc<CudaStream>,
         disk: conv_algorithms::ConvKey,
+        /// Bytes per element of the scratch buffers.
+        elem: usize,
     },
 }
 
@@ -657,12 +660,14 @@ impl GraphPlan {
                     None => (0, format!(", the recorded engine {engine} is gone")),
                 }
             }
-            Pick::Timed { stream, disk, .. } => {
+            Pick::Timed {
+                stream, disk, elem, ..
+            } => {
                 // A config that fails to run is passed over (its error logged), not fatal.
                 let ms: Vec<std::result::Result<f64, String>> = viable
                     .iter()
                     .map(|v| {
-                        time_plan(&handle, &stream, &v.plan, v.workspace, shape, dtype)
+                        time_plan(&handle, &stream, &v.plan, v.workspace, shape, elem)
                             .map_err(|e| e.to_string())
                     })
                     .collect();
@@ -764,13 +769,8 @@ fn time_plan(
     plan: &Desc,
     workspace: usize,
     conv: &Conv,
-    dtype: sys::cudnnDataType_t,
+    elem: usize,
 ) -> Result<f64> {
-    let elem = if dtype == sys::cudnnDataType_t::CUDNN_DATA_FLOAT {
-        4
-    } else {
-        2
-    };
     let bytes = |dims: [usize; 4]| dims.iter().product::<usize>() * elem;
     let alloc = |n: usize| {
         stream

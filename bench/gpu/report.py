@@ -115,6 +115,9 @@ def main():
                                "ratio": r["ms"] / t["ms"] if t.get("ms") else None})
     results["ablation"] = lines(os.path.join(args.out, "ablation.jsonl"))
     first = args.cases.split(",")[0]
+    # The one-step process run before the cases, the machine's first to run every model: its
+    # stage times show what a first run on a fresh machine pays once.
+    results["warmup"] = sidecar(args.out, "vivify_warmup") or None
     results["residency"] = []
     for r in ("all", "staged", "streamed-2"):
         run = f"vivify_{first}" if r == "all" else f"vivify_{first}_{r}"
@@ -151,6 +154,9 @@ def main():
         p = r["parity"] or {}
         print(f"residency {r['residency']} at {r['case']}: e2e {fmt(r['sec'], 2)} s, "
               f"peak {fmt(gib(r['peak_bytes']), 2)} GiB, parity {'-' if not p else ('PASS' if p['pass'] else 'FAIL')}")
+    if results["warmup"]:
+        print("vivify warm-up process (one step at " + first + ", the machine's first generate): " + ", ".join(
+            f"{t['stage']} {t['seconds']:.2f} s" for t in results["warmup"]["timings"] or []))
     print("\ncase | s/step diffusers | s/step vivify | ratio | e2e s diffusers | e2e s vivify | ratio | "
           "peak GiB diffusers | peak GiB vivify | latents rel err | PSNR dB | parity")
     for c in results["cases"]:

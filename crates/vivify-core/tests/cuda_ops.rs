@@ -191,6 +191,32 @@ fn convolution_matches_the_cpu() {
     });
 }
 
+/// `convolve` with the weights as a layer keeps them (`cudnn_conv::stored_weight`: half types'
+/// 3x3 kernels stored channels last), through the graph API and the legacy API: the stored
+/// buffer is read in place, not transposed again.
+#[cfg(feature = "cudnn")]
+#[test]
+fn convolution_with_stored_weights_matches_the_cpu() {
+    use vivify_core::nn::conv::convolve;
+    use vivify_core::nn::cuda::cudnn_conv::{legacy_conv2d, stored_weight};
+    convolution_path_matches_the_cpu("conv stored weights", |x, w, stride, pad| {
+        let stored = stored_weight(w.clone()).unwrap();
+        let kept_channels_last = !stored.is_contiguous();
+        assert_eq!(
+            kept_channels_last,
+            x.dtype() != DType::F32 && w.dim(2).unwrap() > 1,
+            "{:?} {:?}",
+            x.dtype(),
+            w.shape()
+        );
+        let legacy = legacy_conv2d(x, &stored, stride, pad).unwrap();
+        let y = convolve(x, &stored, stride, pad).unwrap();
+        let err = rel_err(&legacy, &y);
+        assert!(err < 5e-3, "graph against legacy: {err}");
+        Some(y)
+    });
+}
+
 /// cuDNN's legacy API on the same cases, called directly: the path where the graph API has no
 /// engine for a shape, and with `VIVIFY_CUDA_DISABLE=cudnn_graph`.
 #[cfg(feature = "cudnn")]
@@ -514,6 +540,32 @@ fn linear_matches_the_cpu() {
                 let limit = if dtype == DType::F16 { 5e-3 } else { 3e-2 };
                 assert!(err < limit, "{dtype:?} {tokens:?} {k} {n} {bias}: {err}");
             }
+        }
+    }
+}
+
+/// The 1x1 convolution as one strided-batched cuBLASLt matmul (a bench-ops variant) against
+/// the CPU's, at odd sizes and at the UNet's shortcut shape.
+#[test]
+fn channel_matmul_matches_the_cpu() {
+    use vivify_core::nn::cuda::linear::channel_matmul;
+    let dev = cuda();
+    // (batch, in channels, pixels, out channels)
+    for (n, k, p, m) in [(3, 24, 63, 40), (1, 8, 16, 8), (16, 320, 1024, 640)] {
+        let x = Tensor::randn(0f32, 1., (n, k, p), &Device::Cpu).unwrap();
+        let w =
+            (Tensor::randn(0f32, 1., (m, k), &Device::Cpu).unwrap() / (k as f64).sqrt()).unwrap();
+        let want = w.broadcast_matmul(&x).unwrap();
+        for dtype in [DType::F16, DType::BF16] {
+            let on = |t: &Tensor| t.to_dtype(dtype).unwrap().to_device(&dev).unwrap();
+            let got = channel_matmul(&on(&x), &on(&w))
+                .unwrap()
+                .expect("cuBLASLt path");
+            assert_eq!(got.dims(), want.dims());
+            let err = rel_err(&got, &want);
+            println!("channel matmul {dtype:?} {n}x{k}x{p} -> {m}: rel err {err:.2e}");
+            let limit = if dtype == DType::F16 { 5e-3 } else { 3e-2 };
+            assert!(err < limit, "{dtype:?} {:?}: {err}", (n, k, p, m));
         }
     }
 }

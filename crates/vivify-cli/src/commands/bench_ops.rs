@@ -93,8 +93,13 @@ pub fn run(args: &BenchOpsArgs) -> Result<ExitCode> {
     for c in &cases.conv2d {
         let x = random((c.batch, c.c_in, c.h, c.w), dtype, &device)?;
         let wt = random((c.c_out, c.c_in, c.kernel, c.kernel), dtype, &device)?;
+        // The weights as a layer keeps them (channels last where cuDNN reads them that way).
+        #[cfg(feature = "cudnn")]
+        let wt_stored = vivify_core::nn::cuda::cudnn_conv::stored_weight(wt.clone())?;
+        #[cfg(not(feature = "cudnn"))]
+        let wt_stored = wt.clone();
         let ms = time_ms(&device, args.iters, || {
-            Ok(convolve(&x, &wt, c.stride, c.padding)?)
+            Ok(convolve(&x, &wt_stored, c.stride, c.padding)?)
         })?;
         let macs =
             c.batch * c.c_out * c.c_in * c.kernel * c.kernel * (c.h / c.stride) * (c.w / c.stride);
@@ -105,42 +110,9 @@ pub fn run(args: &BenchOpsArgs) -> Result<ExitCode> {
             ms,
             serde_json::json!({"tflops": tflops(ms)}),
         );
-        // The 3x3 convolutions through cuDNN's legacy API and its graph API, each on its own,
-        // whatever the environment selects for `convolve` above.
         #[cfg(feature = "cudnn")]
-        if device.is_cuda() && c.kernel == 3 {
-            use vivify_core::nn::cuda::{cudnn_conv, cudnn_graph_conv};
-            let legacy = time_ms(&device, args.iters, || {
-                Ok(cudnn_conv::legacy_conv2d(&x, &wt, c.stride, c.padding)?)
-            })?;
-            let mut rows = vec![("legacy", legacy)];
-            // A graph-API failure costs its row, not the rest of the benchmark; switched off
-            // (its tests failed on the card), it is not run.
-            let graph = match vivify_core::nn::cuda::enabled("cudnn_graph") {
-                true => cudnn_graph_conv::conv2d(&x, &wt, c.stride, c.padding),
-                false => Ok(None),
-            };
-            match graph {
-                Ok(Some(_)) => {
-                    let graph = time_ms(&device, args.iters, || {
-                        Ok(cudnn_graph_conv::conv2d(&x, &wt, c.stride, c.padding)?
-                            .expect("covered above"))
-                    })?;
-                    rows.push(("graph", graph));
-                }
-                Ok(None) => {}
-                Err(e) => eprintln!("conv2d {} through the graph API: {e}", c.case),
-            }
-            // As the resnet blocks run it after the GroupNorm's channels-last handoff: input and
-            // output channels last, no transposes (torch_ops.py times torch.channels_last).
-            let x_cl = x.permute((0, 2, 3, 1))?.contiguous()?;
-            let channels_last = time_ms(&device, args.iters, || {
-                Ok(cudnn_conv::conv2d_channels_last(
-                    &x_cl, &wt, c.stride, c.padding,
-                )?)
-            })?;
-            rows.push(("channels_last", channels_last));
-            for (path, ms) in rows {
+        if device.is_cuda() {
+            for (path, ms) in time_conv_variants(c, &x, &wt, &wt_stored, args.iters, &device)? {
                 report(
                     "conv2d_variant",
                     &format!("{}/{path}", c.case),
@@ -266,6 +238,74 @@ pub fn run(args: &BenchOpsArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Milliseconds for the convolution of x (NCHW) with w by each cuDNN path, whatever the
+/// environment selects for `convolve`: "legacy" (3x3), "cublaslt" (1x1 as one strided-batched
+/// cuBLASLt matmul, against cuBLAS's batched matmul in `convolve`), "graph" (channels last through
+/// transposes), "graph_nchw" (NCHW strides handed to cuDNN, as PyTorch does for NCHW tensors),
+/// and "channels_last" (input and output channels last, no transposes, as the resnet blocks run
+/// after the GroupNorm's handoff; torch_ops.py times torch.channels_last). `w_stored` is w as a
+/// layer keeps it. A graph-API failure costs its row only; switched off (its tests failed on the
+/// card) it is not run.
+#[cfg(feature = "cudnn")]
+fn time_conv_variants(
+    c: &ConvCase,
+    x: &Tensor,
+    w: &Tensor,
+    w_stored: &Tensor,
+    iters: usize,
+    device: &Device,
+) -> Result<Vec<(&'static str, f64)>> {
+    use vivify_core::nn::cuda::{cudnn_conv, cudnn_graph_conv, enabled};
+    let (stride, pad) = (c.stride, c.padding);
+    let mut rows = Vec::new();
+    if c.kernel == 3 {
+        let ms = time_ms(device, iters, || {
+            Ok(cudnn_conv::legacy_conv2d(x, w_stored, stride, pad)?)
+        })?;
+        rows.push(("legacy", ms));
+    }
+    let graph = |x: &Tensor, w: &Tensor, nhwc: bool| {
+        cudnn_graph_conv::conv2d_in_layout(x, w, stride, pad, nhwc)
+    };
+    if enabled("cudnn_graph") {
+        for (path, w, nhwc) in [("graph", w_stored, true), ("graph_nchw", w, false)] {
+            match graph(x, w, nhwc) {
+                Ok(Some(_)) => {
+                    let ms = time_ms(device, iters, || {
+                        Ok(graph(x, w, nhwc)?.expect("covered above"))
+                    })?;
+                    rows.push((path, ms));
+                }
+                Ok(None) => {}
+                Err(e) => eprintln!("conv2d {} through the graph API ({path}): {e}", c.case),
+            }
+        }
+    }
+    if c.kernel == 1 && stride == 1 && pad == 0 {
+        use vivify_core::nn::cuda::linear::channel_matmul;
+        let (n, ci, h, wd) = x.dims4()?;
+        let (x3, w2) = (x.reshape((n, ci, h * wd))?, w.reshape((c.c_out, ci))?);
+        match channel_matmul(&x3, &w2) {
+            Ok(Some(_)) => {
+                let ms = time_ms(device, iters, || {
+                    Ok(channel_matmul(&x3, &w2)?.expect("covered above"))
+                })?;
+                rows.push(("cublaslt", ms));
+            }
+            Ok(None) => {}
+            Err(e) => eprintln!("conv2d {} as a cuBLASLt matmul: {e}", c.case),
+        }
+    }
+    let x_cl = vivify_core::nn::ops::to_channels_last(x)?;
+    let ms = time_ms(device, iters, || {
+        Ok(cudnn_conv::conv2d_channels_last(
+            &x_cl, w_stored, stride, pad,
+        )?)
+    })?;
+    rows.push(("channels_last", ms));
+    Ok(rows)
 }
 
 /// Milliseconds for GroupNorm(+SiLU), the convolution and its bias on x, `c`'s input, by path:

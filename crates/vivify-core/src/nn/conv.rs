@@ -22,6 +22,8 @@ pub fn conv2d(
     vb: VarBuilder,
 ) -> Result<Conv2d> {
     let weight = vb.get((out_channels, in_channels, kernel, kernel), "weight")?;
+    #[cfg(feature = "cudnn")]
+    let weight = super::cuda::cudnn_conv::stored_weight(weight)?;
     let bias = vb.get(out_channels, "bias")?;
     Ok(Conv2d {
         weight,

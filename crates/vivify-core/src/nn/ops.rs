@@ -22,6 +22,30 @@ pub fn transpose_last2(x: &Tensor) -> Result<Tensor> {
     x.transpose(r - 2, r - 1)?.contiguous()
 }
 
+/// (N, C, H, W) -> (N, H, W, C) through [`transpose_last2`]; a tensor that is already a
+/// channels-last buffer seen as NCHW ([`channels_last_backed`]) comes back as that buffer, no copy.
+pub fn to_channels_last(t: &Tensor) -> Result<Tensor> {
+    let nhwc = t.permute((0, 2, 3, 1))?;
+    if nhwc.is_contiguous() {
+        return Ok(nhwc);
+    }
+    let (n, c, h, w) = t.dims4()?;
+    transpose_last2(&t.reshape((n, c, h * w))?)?.reshape((n, h, w, c))
+}
+
+/// (N, H, W, C) -> (N, C, H, W), contiguous.
+pub fn from_channels_last(y: &Tensor) -> Result<Tensor> {
+    let (n, h, w, c) = y.dims4()?;
+    transpose_last2(&y.reshape((n, h * w, c))?)?.reshape((n, c, h, w))
+}
+
+/// t (N, C, H, W) stored channels last: a channels-last copy, seen through a permutation with
+/// t's dims and values. Convolution weights are kept this way where cuDNN reads them channels
+/// last, so a call does not transpose them again.
+pub fn channels_last_backed(t: &Tensor) -> Result<Tensor> {
+    to_channels_last(t)?.permute((0, 3, 1, 2))
+}
+
 /// x (N, C, ...) plus a per-channel `bias` (C), plus a per-sample, per-channel `extra` (N, C),
 /// plus a `residual` of x's shape: one pass on CUDA; on the CPU the additions run in that order.
 pub fn add_per_channel(
@@ -97,5 +121,47 @@ mod tests {
         let back = transpose_last2(&t).unwrap();
         let diff = (back - &x).unwrap().abs().unwrap().max_all().unwrap();
         assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+    }
+
+    /// A weight stored channels last keeps its values under its NCHW dims, and handing it to a
+    /// channels-last consumer reads that buffer as it is instead of transposing it again.
+    #[test]
+    fn a_channels_last_backed_tensor_is_read_without_a_copy() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1., (6, 5, 3, 3), &dev).unwrap();
+        let stored = channels_last_backed(&w).unwrap();
+        assert_eq!(stored.dims(), w.dims());
+        assert!(!stored.is_contiguous());
+        let same = |a: &Tensor, b: &Tensor| {
+            let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+            d.to_scalar::<f32>().unwrap() == 0.0
+        };
+        assert!(same(&stored, &w));
+        let nhwc = to_channels_last(&stored).unwrap();
+        assert!(nhwc.is_contiguous());
+        assert_eq!(nhwc.dims(), &[6, 3, 3, 5]);
+        assert!(same(&nhwc, &to_channels_last(&w).unwrap()));
+        assert!(same(&from_channels_last(&nhwc).unwrap(), &w));
+        let buffer = |t: &Tensor| {
+            let (storage, _) = t.storage_and_layout();
+            std::ptr::from_ref(&*storage).addr()
+        };
+        assert_eq!(buffer(&nhwc), buffer(&stored), "copied the stored weight");
+        assert_ne!(buffer(&to_channels_last(&w).unwrap()), buffer(&w));
+        // A convolution (candle's on the CPU) reads the stored weight as the plain one.
+        let x = Tensor::randn(0f32, 1., (2, 5, 7, 6), &dev).unwrap();
+        let want = x.conv2d(&w, 1, 1, 1, 1).unwrap();
+        let got = crate::nn::conv::convolve(&x, &stored, 1, 1).unwrap();
+        assert!(
+            (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                < 1e-5
+        );
     }
 }

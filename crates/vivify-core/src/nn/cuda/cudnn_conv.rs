@@ -10,6 +10,7 @@
 //! algorithm chosen and whether it came from the disk cache or a search.
 
 use crate::nn::conv_algorithms::{self, Choice, ConvKey};
+use crate::nn::ops::{from_channels_last, to_channels_last};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::cudnn::sys;
 use candle_core::cuda_backend::cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut};
@@ -61,16 +62,32 @@ pub fn conv2d_channels_last(
     {
         return Ok(y);
     }
-    legacy_conv2d_channels_last(&x.contiguous()?, &w.contiguous()?, stride, padding)
+    legacy_conv2d_channels_last(&x.contiguous()?, w, stride, padding)
+}
+
+/// w (K, C, kh, kw) as a convolution layer keeps it: stored channels last
+/// ([`crate::nn::ops::channels_last_backed`]) where cuDNN reads it that way, so no call
+/// transposes it again; as it is elsewhere (CPU, f32, 1x1 kernels, which run as a GEMM on NCHW,
+/// `VIVIFY_CUDA_DISABLE=cudnn_conv` or `conv_weights_channels_last`).
+pub fn stored_weight(w: Tensor) -> Result<Tensor> {
+    let read_channels_last = w.device().is_cuda()
+        && super::enabled("cudnn_conv")
+        && super::enabled("conv_weights_channels_last")
+        && channels_last(&w)
+        && (w.dim(2)? > 1 || w.dim(3)? > 1);
+    if read_channels_last {
+        crate::nn::ops::channels_last_backed(&w)
+    } else {
+        Ok(w)
+    }
 }
 
 /// The legacy API's path on its own (bench-ops times it against the graph path).
 pub fn legacy_conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    let (x, w) = (x.contiguous()?, w.contiguous()?);
-    if channels_last(&x) {
-        conv2d_nhwc(&x, &w, stride, padding)
+    if channels_last(x) {
+        conv2d_nhwc(x, w, stride, padding)
     } else {
-        conv2d_nchw(&x, &w, stride, padding)
+        conv2d_nchw(&x.contiguous()?, &w.contiguous()?, stride, padding)
     }
 }
 
@@ -93,7 +110,7 @@ fn conv2d_nhwc(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<
     )?)
 }
 
-/// x (N, H, W, C) and w (K, C, kh, kw), both contiguous, -> (N, H', W', K).
+/// x (N, H, W, C), contiguous, and w (K, C, kh, kw) in either layout -> (N, H', W', K).
 fn legacy_conv2d_channels_last(
     x: &Tensor,
     w: &Tensor,
@@ -106,18 +123,6 @@ fn legacy_conv2d_channels_last(
         nhwc: true,
     };
     x.apply_op2_no_bwd(&to_channels_last(w)?, &op)
-}
-
-/// (N, C, H, W) -> (N, H, W, C): (N, C, H·W) -> (N, H·W, C) through the full-bandwidth transpose.
-pub(super) fn to_channels_last(t: &Tensor) -> Result<Tensor> {
-    let (n, c, h, w) = t.dims4()?;
-    crate::nn::ops::transpose_last2(&t.reshape((n, c, h * w))?)?.reshape((n, h, w, c))
-}
-
-/// (N, H, W, C) -> (N, C, H, W).
-pub(super) fn from_channels_last(y: &Tensor) -> Result<Tensor> {
-    let (n, h, w, c) = y.dims4()?;
-    crate::nn::ops::transpose_last2(&y.reshape((n, h * w, c))?)?.reshape((n, c, h, w))
 }
 
 /// Whether this convolution runs channels last: half types do (the tensor-core kernels read NHWC

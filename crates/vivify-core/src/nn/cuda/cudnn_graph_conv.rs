@@ -9,11 +9,9 @@
 //! `VIVIFY_CONV_GRAPH_SEARCH=N` times the first N configs instead and keeps the fastest on disk
 //! (conv_algorithms.rs), as `torch.backends.cudnn.benchmark` does; not yet measured on a device.
 
-use super::cudnn_conv::{
-    Handle, WORKSPACE_CAP, channels_last, data_type, from_channels_last, handle, log_enabled,
-    to_channels_last,
-};
+use super::cudnn_conv::{Handle, WORKSPACE_CAP, channels_last, data_type, handle, log_enabled};
 use crate::nn::conv_algorithms;
+use crate::nn::ops::{from_channels_last, to_channels_last};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::cudnn::sys;
 use candle_core::cuda_backend::cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
@@ -28,6 +26,9 @@ use std::sync::Arc;
 use sys::cudnnBackendAttributeName_t as Attr;
 use sys::cudnnBackendAttributeType_t as Type;
 use sys::cudnnBackendDescriptorType_t as Kind;
+
+/// Logical (N, C, H, W) or (K, C, kh, kw) dims, whatever the layout.
+type Dims4 = (usize, usize, usize, usize);
 
 /// (device, dtype, channels last, [n, c, h, w, k, kh, kw, stride, padding], byte alignment).
 type GraphKey = (DeviceId, DType, bool, [usize; 9], usize);
@@ -45,24 +46,36 @@ const Y_UID: i64 = 3;
 /// Cross-correlation of x (N, C, H, W) with w (K, C, kh, kw), square stride and padding, through
 /// the graph API; None when no engine finalizes for the shape (the caller takes the legacy path).
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Option<Tensor>> {
-    let (x, w) = (x.contiguous()?, w.contiguous()?);
-    let nhwc = channels_last(&x);
-    // Channels-last copies are fresh buffers; NCHW operands keep their offsets.
-    let align = if nhwc {
-        16
+    conv2d_in_layout(x, w, stride, padding, channels_last(x))
+}
+
+/// [`conv2d`] with the layout cuDNN is given chosen here: channels last (through transposes of
+/// x and y; w is not copied where it is stored channels last, [`crate::nn::ops::channels_last_backed`])
+/// or NCHW strides as they are, where cuDNN's engines change the layout themselves as they do
+/// for PyTorch's NCHW tensors (bench-ops times both).
+pub fn conv2d_in_layout(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    padding: usize,
+    nhwc: bool,
+) -> Result<Option<Tensor>> {
+    let (dims, w_dims) = (x.dims4()?, w.dims4()?);
+    let (x, w) = if nhwc {
+        (to_channels_last(x)?, to_channels_last(w)?)
     } else {
-        alignment(&x).min(alignment(&w))
+        (x.contiguous()?, w.contiguous()?)
     };
-    let Some(op) = prepare(&x, x.dims4()?, &w, (stride, padding), nhwc, align)? else {
+    let align = alignment(&x).min(alignment(&w));
+    let Some(op) = prepare(&x, dims, &w, w_dims, (stride, padding), nhwc, align)? else {
         return Ok(None);
     };
-    let y = if nhwc {
-        let y = to_channels_last(&x)?.apply_op2_no_bwd(&to_channels_last(&w)?, &op)?;
-        from_channels_last(&y)?
+    let y = x.apply_op2_no_bwd(&w, &op)?;
+    if nhwc {
+        from_channels_last(&y).map(Some)
     } else {
-        x.apply_op2_no_bwd(&w, &op)?
-    };
-    Ok(Some(y))
+        Ok(Some(y))
+    }
 }
 
 /// The same convolution of x given channels last, (N, H, W, C), answered channels last,
@@ -73,34 +86,38 @@ pub fn conv2d_channels_last(
     stride: usize,
     padding: usize,
 ) -> Result<Option<Tensor>> {
-    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    let w_dims = w.dims4()?;
+    let (x, w) = (x.contiguous()?, to_channels_last(w)?);
     let (n, h, wd, c) = x.dims4()?;
+    let align = alignment(&x).min(alignment(&w));
     let Some(op) = prepare(
         &x,
         (n, c, h, wd),
         &w,
+        w_dims,
         (stride, padding),
         true,
-        alignment(&x),
+        align,
     )?
     else {
         return Ok(None);
     };
-    x.apply_op2_no_bwd(&to_channels_last(&w)?, &op).map(Some)
+    x.apply_op2_no_bwd(&w, &op).map(Some)
 }
 
-/// The cached plan for convolving x, of logical shape (N, C, H, W) in the given layout, with
-/// w (K, C, kh, kw), as the op that runs it; None when no engine finalizes for the shape.
+/// The cached plan for convolving x, of logical shape (N, C, H, W), with w of logical shape
+/// (K, C, kh, kw), both in the given layout, as the op that runs it; None when no engine
+/// finalizes for the shape.
 fn prepare(
     x: &Tensor,
-    (n, c, h, wd): (usize, usize, usize, usize),
+    (n, c, h, wd): Dims4,
     w: &Tensor,
+    (k, wc, kh, kw): Dims4,
     (stride, padding): (usize, usize),
     nhwc: bool,
     align: usize,
 ) -> Result<Option<GraphConv2d>> {
     let dtype = x.dtype();
-    let (k, wc, kh, kw) = w.dims4()?;
     if wc != c || w.dtype() != dtype || h + 2 * padding < kh || wd + 2 * padding < kw {
         candle_core::bail!(
             "cudnn graph conv: input {:?} {:?} and weight {:?} {:?}",

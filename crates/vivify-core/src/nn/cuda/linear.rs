@@ -47,6 +47,79 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Option<Tenso
     y.reshape(out_dims).map(Some)
 }
 
+/// A 1x1 convolution on NCHW: w (M, K) · x[i] (K, P) for each i of x (N, K, P) -> (N, M, P), one
+/// strided-batched cuBLASLt matmul that reads w for every i (bench-ops times it against the
+/// cuBLAS batched matmul that `convolve` runs); None where it does not apply (CPU, f32).
+pub fn channel_matmul(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
+    let supported = x.device().is_cuda()
+        && matches!(x.dtype(), DType::F16 | DType::BF16)
+        && w.dtype() == x.dtype();
+    if !supported {
+        return Ok(None);
+    }
+    let ((_, k, _), (_, wk)) = (x.dims3()?, w.dims2()?);
+    if k != wk {
+        candle_core::bail!(
+            "channel matmul: input {:?} and weight {:?}",
+            x.shape(),
+            w.shape()
+        );
+    }
+    x.contiguous()?
+        .apply_op2_no_bwd(&w.contiguous()?, &ChannelMatmul)
+        .map(Some)
+}
+
+struct ChannelMatmul;
+
+impl CustomOp2 for ChannelMatmul {
+    fn name(&self) -> &'static str {
+        "vivify-channel-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        candle_core::bail!("vivify-channel-matmul runs on CUDA only")
+    }
+
+    fn cuda_fwd(
+        &self,
+        x: &CudaStorage,
+        xl: &Layout,
+        w: &CudaStorage,
+        wl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let (n, k, p) = xl.shape().dims3()?;
+        let (m, _) = wl.shape().dims2()?;
+        // Column-major view, per i: y[i]ᵀ (P x M) = x[i]ᵀ (P x K) · wᵀ (K x M), w's batch stride 0.
+        let cfg = MatmulConfig {
+            transa: false,
+            transb: false,
+            transc: false,
+            m: p as u64,
+            n: m as u64,
+            k: k as u64,
+            alpha: 1.0,
+            lda: p as i64,
+            ldb: k as i64,
+            beta: 0.0,
+            ldc: p as i64,
+            stride_a: Some((k * p) as i64),
+            stride_b: Some(0),
+            stride_c: Some((m * p) as i64),
+            stride_bias: None,
+            batch_size: Some(n as i32),
+        };
+        let y = lt_matmul((x, xl), (w, wl), None, cfg, n * m * p)?;
+        Ok((y, Shape::from((n, m, p))))
+    }
+}
+
 struct LtLinear;
 
 impl LtLinear {
@@ -58,12 +131,27 @@ impl LtLinear {
     ) -> Result<(CudaStorage, Shape)> {
         let (rows, k) = xl.shape().dims2()?;
         let (n_out, _) = wl.shape().dims2()?;
-        let dev = x.device().clone();
-        let y = match x.dtype() {
-            DType::F16 => gemm::<half::f16>(&dev, (x, xl), (w, wl), bias, rows, k, n_out)?,
-            DType::BF16 => gemm::<half::bf16>(&dev, (x, xl), (w, wl), bias, rows, k, n_out)?,
-            other => candle_core::bail!("linear: unsupported dtype {other:?}"),
+        // Column-major view: yᵀ (n_out x rows) = w (stored K x n_out, transposed) · xᵀ (K x rows);
+        // the epilogue's bias runs along yᵀ's rows, i.e. one value per output feature.
+        let cfg = MatmulConfig {
+            transa: true,
+            transb: false,
+            transc: false,
+            m: n_out as u64,
+            n: rows as u64,
+            k: k as u64,
+            alpha: 1.0,
+            lda: k as i64,
+            ldb: k as i64,
+            beta: 0.0,
+            ldc: n_out as i64,
+            stride_a: None,
+            stride_b: None,
+            stride_c: None,
+            stride_bias: None,
+            batch_size: None,
         };
+        let y = lt_matmul((w, wl), (x, xl), bias, cfg, rows * n_out)?;
         Ok((y, Shape::from((rows, n_out))))
     }
 }
@@ -124,53 +212,47 @@ impl CustomOp3 for LtLinear {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn gemm<T>(
-    dev: &CudaDevice,
-    (x, xl): (&CudaStorage, &Layout),
-    (w, wl): (&CudaStorage, &Layout),
+/// One cuBLASLt matmul as `cfg` describes it (column-major), a · b into a fresh buffer of
+/// `out_len` elements, plus `bias` in the epilogue, in the operands' dtype.
+fn lt_matmul(
+    a: (&CudaStorage, &Layout),
+    b: (&CudaStorage, &Layout),
     bias: Option<(&CudaStorage, &Layout)>,
-    rows: usize,
-    k: usize,
-    n_out: usize,
+    cfg: MatmulConfig,
+    out_len: usize,
+) -> Result<CudaStorage> {
+    match a.0.dtype() {
+        DType::F16 => lt_matmul_typed::<half::f16>(a, b, bias, cfg, out_len),
+        DType::BF16 => lt_matmul_typed::<half::bf16>(a, b, bias, cfg, out_len),
+        other => candle_core::bail!("cuBLASLt matmul: unsupported dtype {other:?}"),
+    }
+}
+
+fn lt_matmul_typed<T>(
+    (a, al): (&CudaStorage, &Layout),
+    (b, bl): (&CudaStorage, &Layout),
+    bias: Option<(&CudaStorage, &Layout)>,
+    cfg: MatmulConfig,
+    out_len: usize,
 ) -> Result<CudaStorage>
 where
     T: CudaDType + WithDType + DeviceRepr + ValidAsZeroBits,
     CudaBlasLT: Matmul<T>,
 {
-    let lt = handle(dev)?;
-    let xs = x.as_cuda_slice::<T>()?.slice(xl.start_offset()..);
-    let ws = w.as_cuda_slice::<T>()?.slice(wl.start_offset()..);
-    let bs = match bias {
-        Some((b, bl)) => Some(b.as_cuda_slice::<T>()?.slice(bl.start_offset()..)),
+    let dev = a.device().clone();
+    let lt = handle(&dev)?;
+    let a = a.as_cuda_slice::<T>()?.slice(al.start_offset()..);
+    let b = b.as_cuda_slice::<T>()?.slice(bl.start_offset()..);
+    let bias = match bias {
+        Some((s, l)) => Some(s.as_cuda_slice::<T>()?.slice(l.start_offset()..)),
         None => None,
     };
-    // SAFETY: the GEMM writes every element (beta = 0).
-    let mut y = unsafe { dev.alloc::<T>(rows * n_out)? };
-    // Column-major view: yᵀ (n_out x rows) = w (stored K x n_out, transposed) · xᵀ (K x rows);
-    // the epilogue's bias runs along yᵀ's rows, i.e. one value per output feature.
-    let cfg = MatmulConfig {
-        transa: true,
-        transb: false,
-        transc: false,
-        m: n_out as u64,
-        n: rows as u64,
-        k: k as u64,
-        alpha: 1.0,
-        lda: k as i64,
-        ldb: k as i64,
-        beta: 0.0,
-        ldc: n_out as i64,
-        stride_a: None,
-        stride_b: None,
-        stride_c: None,
-        stride_bias: None,
-        batch_size: None,
-    };
+    // SAFETY: the matmul writes every element (beta = 0).
+    let mut y = unsafe { dev.alloc::<T>(out_len)? };
     // SAFETY: the buffers hold exactly the shapes described by `cfg`.
-    unsafe { lt.matmul(cfg, &ws, &xs, &mut y, bs.as_ref(), None) }
+    unsafe { lt.matmul(cfg, &a, &b, &mut y, bias.as_ref(), None) }
         .map_err(candle_core::Error::wrap)?;
-    Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
+    Ok(CudaStorage::wrap_cuda_slice(y, dev))
 }
 
 fn handle(dev: &CudaDevice) -> Result<Arc<CudaBlasLT>> {

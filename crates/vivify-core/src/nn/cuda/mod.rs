@@ -50,10 +50,11 @@ pub(crate) fn tile_launch(
 
 /// Whether one of vivify's CUDA kernels or paths may run: `VIVIFY_CUDA_DISABLE=attention,group_norm,...`
 /// (names: attention, attention_async, attention_ldmatrix, group_norm, layer_norm, geglu, linear,
-/// elementwise, frame_conv, cudnn_conv, cudnn_graph, conv1x1_gemm, channels_last_handoff, or
-/// `all`) falls back to the path before it (candle's ops; for attention_async the register-loaded
-/// tiles, for attention_ldmatrix the cp.async tiles, for cudnn_graph cuDNN's legacy API, for
-/// channels_last_handoff the NCHW GroupNorm and transposes), for A/B measurements and as a way
+/// elementwise, frame_conv, cudnn_conv, cudnn_graph, conv1x1_gemm, channels_last_handoff,
+/// conv_weights_channels_last, or `all`) falls back to the path before it (candle's ops; for
+/// attention_async the register-loaded tiles, for attention_ldmatrix the cp.async tiles, for
+/// cudnn_graph cuDNN's legacy API, for channels_last_handoff the NCHW GroupNorm and transposes,
+/// for conv_weights_channels_last NCHW weights transposed on each call), for A/B measurements and as a way
 /// around a kernel problem on an untested card.
 pub fn enabled(kernel: &str) -> bool {
     // Read once: the kernels ask on every call.

@@ -118,6 +118,9 @@ def main():
     # The one-step process run before the cases, the machine's first to run every model: its
     # stage times show what a first run on a fresh machine pays once.
     results["warmup"] = sidecar(args.out, "vivify_warmup") or None
+    jit = os.path.join(args.out, "warmup_jit_cache.txt")
+    if results["warmup"] and os.path.exists(jit):
+        results["warmup"]["jit_cache"] = open(jit).read().strip()
     results["residency"] = []
     for r in ("all", "staged", "streamed-2"):
         run = f"vivify_{first}" if r == "all" else f"vivify_{first}_{r}"
@@ -156,7 +159,8 @@ def main():
               f"peak {fmt(gib(r['peak_bytes']), 2)} GiB, parity {'-' if not p else ('PASS' if p['pass'] else 'FAIL')}")
     if results["warmup"]:
         print("vivify warm-up process (one step at " + first + ", the machine's first generate): " + ", ".join(
-            f"{t['stage']} {t['seconds']:.2f} s" for t in results["warmup"]["timings"] or []))
+            f"{t['stage']} {t['seconds']:.2f} s" for t in results["warmup"]["timings"] or [])
+              + (f"; {results['warmup']['jit_cache']}" if results["warmup"].get("jit_cache") else ""))
     print("\ncase | s/step diffusers | s/step vivify | ratio | e2e s diffusers | e2e s vivify | ratio | "
           "peak GiB diffusers | peak GiB vivify | latents rel err | PSNR dB | parity")
     for c in results["cases"]:

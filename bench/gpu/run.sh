@@ -36,6 +36,10 @@ STEPS=${STEPS:-10}
 CASES=${CASES:-512x512x16,1280x704x16,1024x1024x32}
 SKIP=${SKIP:-}
 mkdir -p "$OUT" "$WORK"
+# The driver's JIT cache (PTX compiled for the card) in a directory of the run's own, so the
+# warm-up below can say how much it compiled.
+export CUDA_CACHE_PATH=$WORK/cuda-jit-cache
+jit_cache_kib() { du -sk "$CUDA_CACHE_PATH" 2>/dev/null | cut -f1; }
 # cuDNN algorithm choices go to a file of this run's own, so no figure depends on a stale one.
 export VIVIFY_CONV_CACHE=$WORK/conv-algorithms.json
 rm -f "$VIVIFY_CONV_CACHE"
@@ -173,7 +177,10 @@ if ! skip vivify; then
   # cache and the page cache, filled once per machine), as diffusers' figures exclude its own
   # warm-up. Its stage times are reported on their own line.
   phase "vivify generate ${CASE_LIST[0]} (warm-up, one step)"
+  before=$(jit_cache_kib)
   STEPS=1 vivify_generate "${CASE_LIST[0]}" vivify_warmup
+  echo "driver JIT cache: ${before:-0} KiB before the warm-up, $(jit_cache_kib) KiB after" |
+    tee "$OUT/warmup_jit_cache.txt"
   for c in "${CASE_LIST[@]}"; do
     phase "vivify generate $c"
     vivify_generate "$c" "vivify_$c"

@@ -1,5 +1,7 @@
-//! With the `cuda` feature, compiles vivify's own CUDA kernels to PTX (loaded at run time by the
-//! driver, which JIT-compiles them for the card). Without it, nothing happens.
+//! With the `cuda` feature, compiles vivify's own CUDA kernels to fatbins: machine code for sm_80
+//! (Ampere, and Ada, which runs sm_80 code) and sm_90 (Hopper), and compute_80 PTX that the driver
+//! compiles for newer cards (src/nn/cuda/kernel_module.rs loads them). Without it, nothing
+//! happens.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -38,17 +40,28 @@ fn main() {
         .unwrap_or("unknown");
     println!("cargo::rustc-env=VIVIFY_CUDA_TOOLKIT={release}");
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for name in KERNELS {
-        let ptx = out_dir.join(format!("{name}.ptx"));
-        // compute_80: mma.sync with bf16 needs Ampere; the driver JIT-compiles for newer cards.
-        let status = Command::new(&nvcc)
-            .args(["--ptx", "-arch=compute_80", "-O3", "-o"])
-            .arg(&ptx)
-            .arg(format!("kernels/{name}.cu"))
-            .status()
-            .unwrap_or_else(|e| {
-                panic!("running {nvcc:?} (set CUDA_HOME or put nvcc on PATH): {e}")
-            });
+    // mma.sync with bf16 needs Ampere (compute 8.0). The modules compile in parallel (ptxas on
+    // the attention kernels takes most of a minute).
+    let builds: Vec<_> = KERNELS
+        .iter()
+        .map(|name| {
+            let child = Command::new(&nvcc)
+                .args(["--fatbin", "-O3"])
+                .args(["-gencode", "arch=compute_80,code=sm_80"])
+                .args(["-gencode", "arch=compute_90,code=sm_90"])
+                .args(["-gencode", "arch=compute_80,code=compute_80"])
+                .arg("-o")
+                .arg(out_dir.join(format!("{name}.fatbin")))
+                .arg(format!("kernels/{name}.cu"))
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("running {nvcc:?} (set CUDA_HOME or put nvcc on PATH): {e}")
+                });
+            (name, child)
+        })
+        .collect();
+    for (name, mut child) in builds {
+        let status = child.wait().expect("waiting for nvcc");
         assert!(status.success(), "nvcc failed on kernels/{name}.cu");
     }
 }

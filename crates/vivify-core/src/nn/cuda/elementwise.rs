@@ -4,6 +4,7 @@
 //! it does not apply (CPU, f32, switched off with `VIVIFY_CUDA_DISABLE=elementwise`), and the
 //! caller uses candle's ops.
 
+use super::kernel_module::{KernelModule, kernel_module};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
     CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
@@ -14,8 +15,7 @@ use candle_core::{
     WithDType,
 };
 
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/elementwise.ptx"));
-const MODULE: &str = "vivify_elementwise";
+const KERNELS: KernelModule = kernel_module!("elementwise");
 
 fn applies(x: &Tensor) -> bool {
     x.device().is_cuda()
@@ -161,7 +161,7 @@ fn launch_transpose<T: CudaDType + WithDType + DeviceRepr>(
     let xs = x.as_cuda_slice::<T>()?.slice(xl.start_offset()..);
     // SAFETY: the kernel writes every element.
     let out = unsafe { dev.alloc::<T>(n * a * b)? };
-    let func = dev.get_or_load_custom_func("transpose_u16", MODULE, PTX)?;
+    let func = KERNELS.kernel(dev, "transpose_u16")?;
     // The kernel strides over A's tiles as over the matrices (y stops at 65535 blocks too).
     let cfg = super::tile_launch(b, a.div_ceil(32).clamp(1, 65535), n);
     let (n, a, b) = (n as i32, a as i32, b as i32);
@@ -329,7 +329,7 @@ fn launch_sum<T: CudaDType + WithDType + DeviceRepr>(
     let (xs, vs, rs) = views::<T>(operands)?;
     // SAFETY: the kernel writes every element.
     let out = unsafe { dev.alloc::<T>(n * c * s)? };
-    let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
+    let func = KERNELS.kernel(dev, name)?;
     let rows = (n * c) as i64;
     let (c, s, v_rows) = (c as i32, s as i32, v_rows as i32);
     let null: u64 = 0;
@@ -395,10 +395,9 @@ fn launch_add<T: CudaDType + WithDType + DeviceRepr>(
     // SAFETY: the kernel writes every element.
     let out = unsafe { dev.alloc::<T>(n)? };
     let vec = if n.is_multiple_of(8) { 8 } else { 1 };
-    let func = dev.get_or_load_custom_func(
+    let func = KERNELS.kernel(
+        dev,
         &format!("add_{}_v{vec}", super::kernel_type_name(T::DTYPE)),
-        MODULE,
-        PTX,
     )?;
     let cfg = LaunchConfig {
         grid_dim: (grid((n / vec).div_ceil(256) as u64), 1, 1),

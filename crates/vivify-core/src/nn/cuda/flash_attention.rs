@@ -2,12 +2,14 @@
 //! matrix, for f16/bf16 and head dims 64, 80 and 128. Other cases return None so the caller
 //! falls back to the chunked matmul path.
 
+use super::kernel_module::{KernelModule, kernel_module};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{CudaStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/flash_attn.ptx"));
+const KERNELS: KernelModule = kernel_module!("flash_attn");
+
 const HEAD_DIMS: [usize; 3] = [64, 80, 128];
 
 /// softmax(q kᵀ / √d) v over (N, H, L, D) q and (N, H, S, D) k, v, as (N, L, H, D), or None when
@@ -226,7 +228,7 @@ where
         super::kernel_type_name(T::DTYPE),
         kernel.warps
     );
-    let func = dev.get_or_load_custom_func(&name, "vivify_flash_attn", PTX)?;
+    let func = KERNELS.kernel(dev, &name)?;
     let qs = q.as_cuda_slice::<T>()?.slice(ql.start_offset()..);
     let ks = k.as_cuda_slice::<T>()?.slice(kl.start_offset()..);
     let vs = v.as_cuda_slice::<T>()?.slice(vl.start_offset()..);

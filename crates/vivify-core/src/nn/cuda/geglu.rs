@@ -1,5 +1,6 @@
 //! GEGLU on CUDA (kernels/geglu.cu): value · GELU(gate) from the projection's output in one pass.
 
+use super::kernel_module::{KernelModule, kernel_module};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDType, WrapErr};
@@ -7,7 +8,7 @@ use candle_core::{
     CudaDevice, CudaStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, WithDType,
 };
 
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/geglu.ptx"));
+const KERNELS: KernelModule = kernel_module!("geglu");
 
 /// h (..., 2H) -> h[..., :H] · GELU(h[..., H:]), or None where the kernel does not apply.
 pub fn geglu(h: &Tensor) -> Result<Option<Tensor>> {
@@ -63,11 +64,7 @@ fn launch<T: CudaDType + WithDType + DeviceRepr>(
     let hs = h.as_cuda_slice::<T>()?.slice(hl.start_offset()..);
     // SAFETY: the kernel writes every element.
     let out = unsafe { dev.alloc::<T>(n)? };
-    let func = dev.get_or_load_custom_func(
-        &format!("geglu_{}", super::kernel_type_name(T::DTYPE)),
-        "vivify_geglu",
-        PTX,
-    )?;
+    let func = KERNELS.kernel(dev, &format!("geglu_{}", super::kernel_type_name(T::DTYPE)))?;
     // One block per row (the kernel loops past the grid).
     let cfg = LaunchConfig {
         grid_dim: (rows.clamp(1, 1 << 20) as u32, 1, 1),

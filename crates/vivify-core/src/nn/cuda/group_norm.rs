@@ -3,6 +3,7 @@
 //! ten over an f32 copy. `group_norm_channels_last` writes its output channels last for the
 //! convolution that follows (conv.rs's norm-to-convolution handoff).
 
+use super::kernel_module::{KernelModule, kernel_module};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
     CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
@@ -12,7 +13,8 @@ use candle_core::{
     CudaDevice, CudaStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
 };
 
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/group_norm.ptx"));
+const KERNELS: KernelModule = kernel_module!("group_norm");
+
 const THREADS: u32 = 256;
 /// Elements per statistics block: enough work per block, enough blocks for the card.
 const SLICE: usize = 16 * 1024;
@@ -177,11 +179,7 @@ impl GroupNormOp {
             shared_mem_bytes: 0,
         };
         let ints = [self.frames, channels, pixels, self.groups, splits].map(|v| v as i32);
-        let stats = dev.get_or_load_custom_func(
-            &format!("group_norm_stats_{type_name}"),
-            "vivify_group_norm",
-            PTX,
-        )?;
+        let stats = KERNELS.kernel(dev, &format!("group_norm_stats_{type_name}"))?;
         let mut builder = stats.builder();
         builder.arg(&xs);
         builder.arg(&partial);
@@ -195,11 +193,7 @@ impl GroupNormOp {
             let y = self.apply_channels_last::<T>(dev, (&xs, &ws, &bs), &partial, splits, dims)?;
             return Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()));
         }
-        let apply = dev.get_or_load_custom_func(
-            &format!("group_norm_apply_{type_name}"),
-            "vivify_group_norm",
-            PTX,
-        )?;
+        let apply = KERNELS.kernel(dev, &format!("group_norm_apply_{type_name}"))?;
         let silu = i32::from(self.silu);
         // SAFETY: the apply kernel writes every output.
         let y = unsafe { dev.alloc::<T>(xl.shape().elem_count())? };
@@ -235,8 +229,7 @@ impl GroupNormOp {
         // SAFETY: the finalize kernel writes every pair, the apply kernel every output.
         let stat = unsafe { dev.alloc::<f32>(count * 2)? };
         let y = unsafe { dev.alloc::<T>(len)? };
-        let finalize =
-            dev.get_or_load_custom_func("group_norm_finalize", "vivify_group_norm", PTX)?;
+        let finalize = KERNELS.kernel(dev, "group_norm_finalize")?;
         let (count_i, splits_i) = (count as i32, splits as i32);
         let mut builder = finalize.builder();
         builder.arg(partial);
@@ -251,13 +244,12 @@ impl GroupNormOp {
         };
         // SAFETY: arguments match the kernel's signature.
         unsafe { builder.launch(cfg) }.w()?;
-        let apply = dev.get_or_load_custom_func(
+        let apply = KERNELS.kernel(
+            dev,
             &format!(
                 "group_norm_apply_channels_last_{}",
                 super::kernel_type_name(T::DTYPE)
             ),
-            "vivify_group_norm",
-            PTX,
         )?;
         let ints = [
             batch,

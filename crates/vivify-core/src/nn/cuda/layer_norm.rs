@@ -1,5 +1,6 @@
 //! LayerNorm on CUDA (kernels/layer_norm.cu): one warp per row, f32 statistics in two passes.
 
+use super::kernel_module::{KernelModule, kernel_module};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDType, WrapErr};
@@ -7,7 +8,8 @@ use candle_core::{
     CudaDevice, CudaStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
 };
 
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/layer_norm.ptx"));
+const KERNELS: KernelModule = kernel_module!("layer_norm");
+
 const WARPS: u32 = 8;
 
 /// LayerNorm of x over its last dimension with `weight` and `bias`; None when not on CUDA.
@@ -89,10 +91,9 @@ impl LayerNormOp {
         let bs = b.as_cuda_slice::<T>()?.slice(bl.start_offset()..);
         // SAFETY: every row is written by the kernel.
         let y = unsafe { dev.alloc::<T>(n)? };
-        let func = dev.get_or_load_custom_func(
+        let func = KERNELS.kernel(
+            dev,
             &format!("layer_norm_{}", super::kernel_type_name(T::DTYPE)),
-            "vivify_layer_norm",
-            PTX,
         )?;
         let cfg = LaunchConfig {
             grid_dim: ((rows as u64).div_ceil(u64::from(WARPS)) as u32, 1, 1),

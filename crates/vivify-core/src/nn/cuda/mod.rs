@@ -13,6 +13,7 @@ pub mod flash_attention;
 pub mod frame_conv;
 pub mod geglu;
 pub mod group_norm;
+mod kernel_module;
 pub mod layer_norm;
 pub mod linear;
 pub mod memory;

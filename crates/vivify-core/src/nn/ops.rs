@@ -132,16 +132,16 @@ mod tests {
         let stored = channels_last_backed(&w).unwrap();
         assert_eq!(stored.dims(), w.dims());
         assert!(!stored.is_contiguous());
-        let same = |a: &Tensor, b: &Tensor| {
+        let max_diff = |a: &Tensor, b: &Tensor| {
             let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
-            d.to_scalar::<f32>().unwrap() == 0.0
+            d.to_scalar::<f32>().unwrap()
         };
-        assert!(same(&stored, &w));
+        assert_eq!(max_diff(&stored, &w), 0.0);
         let nhwc = to_channels_last(&stored).unwrap();
         assert!(nhwc.is_contiguous());
         assert_eq!(nhwc.dims(), &[6, 3, 3, 5]);
-        assert!(same(&nhwc, &to_channels_last(&w).unwrap()));
-        assert!(same(&from_channels_last(&nhwc).unwrap(), &w));
+        assert_eq!(max_diff(&nhwc, &to_channels_last(&w).unwrap()), 0.0);
+        assert_eq!(max_diff(&from_channels_last(&nhwc).unwrap(), &w), 0.0);
         let buffer = |t: &Tensor| {
             let (storage, _) = t.storage_and_layout();
             std::ptr::from_ref(&*storage).addr()
@@ -152,16 +152,6 @@ mod tests {
         let x = Tensor::randn(0f32, 1., (2, 5, 7, 6), &dev).unwrap();
         let want = x.conv2d(&w, 1, 1, 1, 1).unwrap();
         let got = crate::nn::conv::convolve(&x, &stored, 1, 1).unwrap();
-        assert!(
-            (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                < 1e-5
-        );
+        assert!(max_diff(&got, &want) < 1e-5);
     }
 }

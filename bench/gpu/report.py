@@ -95,7 +95,7 @@ def main():
             "case": case,
             "diffusers": {"sec_per_step": d_step.get("sec_min"), "unet_peak_bytes": d_step.get("peak_bytes"),
                           "e2e_sec": d_e2e.get("sec"), "e2e_peak_bytes": d_e2e.get("peak_bytes"),
-                          "steps": d_e2e.get("steps")},
+                          "steps": d_e2e.get("steps"), "decode_sec": d_e2e.get("decode_sec")},
             "vivify": {"sec_per_step": v_step.get("sec_min"), "unet_peak_bytes": v_step.get("peak_bytes"),
                        "e2e_sec": v_e2e.get("sec"), "e2e_peak_bytes": v_e2e.get("peak_bytes"),
                        "timings": v_e2e.get("timings"), "conv_algorithms": convs},
@@ -171,6 +171,12 @@ def main():
               f"{fmt(gib(d['e2e_peak_bytes']), 2)} | {fmt(gib(v['e2e_peak_bytes']), 2)} | "
               f"{fmt(p.get('latents_rel_l2'), 5)} | {fmt(p.get('psnr_db'), 1)} | "
               f"{'-' if not p else ('PASS' if p['pass'] else 'FAIL')}")
+    for c in results["cases"]:
+        d_dec = c["diffusers"].get("decode_sec")
+        v_dec = next((t["seconds"] for t in c["vivify"].get("timings") or [] if t["stage"] == "decode"), None)
+        if d_dec is not None or v_dec is not None:
+            print(f"{c['case']}: VAE decode s diffusers {fmt(d_dec, 2)}, vivify {fmt(v_dec, 2)}, "
+                  f"ratio {fmt(ratio(v_dec, d_dec), 2)}")
     for c in results["cases"]:
         convs = c["vivify"]["conv_algorithms"]
         if convs:

@@ -192,13 +192,14 @@ fn convolution_matches_the_cpu() {
 }
 
 /// `convolve` with the weights as a layer keeps them (`cudnn_conv::stored_weight`: half types'
-/// 3x3 kernels stored channels last), through the graph API and the legacy API: the stored
-/// buffer is read in place, not transposed again.
+/// 3x3 kernels stored channels last), through the graph API (also with NCHW x and y) and the
+/// legacy API: the stored buffer is read in place, not transposed again.
 #[cfg(feature = "cudnn")]
 #[test]
 fn convolution_with_stored_weights_matches_the_cpu() {
     use vivify_core::nn::conv::convolve;
     use vivify_core::nn::cuda::cudnn_conv::{legacy_conv2d, stored_weight};
+    use vivify_core::nn::cuda::cudnn_graph_conv::conv2d_in_layout;
     convolution_path_matches_the_cpu("conv stored weights", |x, w, stride, pad| {
         let stored = stored_weight(w.clone()).unwrap();
         let kept_channels_last = !stored.is_contiguous();
@@ -213,6 +214,15 @@ fn convolution_with_stored_weights_matches_the_cpu() {
         let y = convolve(x, &stored, stride, pad).unwrap();
         let err = rel_err(&legacy, &y);
         assert!(err < 5e-3, "graph against legacy: {err}");
+        // NCHW strides for x and y with the weight as stored (bench-ops' graph_nchw_stored),
+        // where cuDNN has an engine for that mix.
+        match conv2d_in_layout(x, &stored, stride, pad, false).unwrap() {
+            Some(nchw) => {
+                let err = rel_err(&legacy, &nchw);
+                assert!(err < 5e-3, "NCHW graph against legacy: {err}");
+            }
+            None => println!("no graph engine for NCHW with {:?}", stored.layout()),
+        }
         Some(y)
     });
 }

@@ -244,6 +244,7 @@ pub fn run(args: &BenchOpsArgs) -> Result<ExitCode> {
 /// environment selects for `convolve`: "legacy" (3x3), "cublaslt" (1x1 as one strided-batched
 /// cuBLASLt matmul, against cuBLAS's batched matmul in `convolve`), "graph" (channels last through
 /// transposes), "graph_nchw" (NCHW strides handed to cuDNN, as PyTorch does for NCHW tensors),
+/// "graph_nchw_stored" (the same with the weight as stored, channels last, where it is),
 /// and "channels_last" (input and output channels last, no transposes, as the resnet blocks run
 /// after the GroupNorm's handoff; torch_ops.py times torch.channels_last). `w_stored` is w as a
 /// layer keeps it. A graph-API failure costs its row only; switched off (its tests failed on the
@@ -270,7 +271,11 @@ fn time_conv_variants(
         cudnn_graph_conv::conv2d_in_layout(x, w, stride, pad, nhwc)
     };
     if enabled("cudnn_graph") {
-        for (path, w, nhwc) in [("graph", w_stored, true), ("graph_nchw", w, false)] {
+        let mut paths = vec![("graph", w_stored, true), ("graph_nchw", w, false)];
+        if !w_stored.is_contiguous() {
+            paths.push(("graph_nchw_stored", w_stored, false));
+        }
+        for (path, w, nhwc) in paths {
             match graph(x, w, nhwc) {
                 Ok(Some(_)) => {
                     let ms = time_ms(device, iters, || {

@@ -30,8 +30,27 @@ use sys::cudnnBackendDescriptorType_t as Kind;
 /// Logical (N, C, H, W) or (K, C, kh, kw) dims, whatever the layout.
 type Dims4 = (usize, usize, usize, usize);
 
-/// (device, dtype, channels last, [n, c, h, w, k, kh, kw, stride, padding], byte alignment).
-type GraphKey = (DeviceId, DType, bool, [usize; 9], usize);
+/// (device, dtype, layouts, [n, c, h, w, k, kh, kw, stride, padding], byte alignment).
+type GraphKey = (DeviceId, DType, Layouts, [usize; 9], usize);
+
+/// How the operands are stored: x and y channels last or NCHW, and w channels last or not on
+/// its own (a weight stored channels last also serves an NCHW convolution).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+struct Layouts {
+    nhwc: bool,
+    w_nhwc: bool,
+}
+
+impl Layouts {
+    fn name(self) -> &'static str {
+        match (self.nhwc, self.w_nhwc) {
+            (true, true) => "nhwc",
+            (false, false) => "nchw",
+            (false, true) => "nchw, w nhwc",
+            (true, false) => "nhwc, w nchw",
+        }
+    }
+}
 
 thread_local! {
     // None: no engine finalized for the shape, which stays on the legacy path.
@@ -50,9 +69,9 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<O
 }
 
 /// [`conv2d`] with the layout cuDNN is given chosen here: channels last (through transposes of
-/// x and y; w is not copied where it is stored channels last, [`crate::nn::ops::channels_last_backed`])
-/// or NCHW strides as they are, where cuDNN's engines change the layout themselves as they do
-/// for PyTorch's NCHW tensors (bench-ops times both).
+/// x and y) or NCHW strides as they are, where cuDNN's engines change the layout themselves as
+/// they do for PyTorch's NCHW tensors (bench-ops times both). A weight stored channels last
+/// ([`crate::nn::ops::channels_last_backed`]) is read in place either way.
 pub fn conv2d_in_layout(
     x: &Tensor,
     w: &Tensor,
@@ -61,13 +80,20 @@ pub fn conv2d_in_layout(
     nhwc: bool,
 ) -> Result<Option<Tensor>> {
     let (dims, w_dims) = (x.dims4()?, w.dims4()?);
-    let (x, w) = if nhwc {
-        (to_channels_last(x)?, to_channels_last(w)?)
+    let (x, w, layouts) = if nhwc {
+        let layouts = Layouts { nhwc, w_nhwc: true };
+        (to_channels_last(x)?, to_channels_last(w)?, layouts)
     } else {
-        (x.contiguous()?, w.contiguous()?)
+        let w_stored = w.permute((0, 2, 3, 1))?;
+        let (w, w_nhwc) = if !w.is_contiguous() && w_stored.is_contiguous() {
+            (w_stored, true)
+        } else {
+            (w.contiguous()?, false)
+        };
+        (x.contiguous()?, w, Layouts { nhwc, w_nhwc })
     };
     let align = alignment(&x).min(alignment(&w));
-    let Some(op) = prepare(&x, dims, &w, w_dims, (stride, padding), nhwc, align)? else {
+    let Some(op) = prepare(&x, dims, &w, w_dims, (stride, padding), layouts, align)? else {
         return Ok(None);
     };
     let y = x.apply_op2_no_bwd(&w, &op)?;
@@ -90,13 +116,17 @@ pub fn conv2d_channels_last(
     let (x, w) = (x.contiguous()?, to_channels_last(w)?);
     let (n, h, wd, c) = x.dims4()?;
     let align = alignment(&x).min(alignment(&w));
+    let layouts = Layouts {
+        nhwc: true,
+        w_nhwc: true,
+    };
     let Some(op) = prepare(
         &x,
         (n, c, h, wd),
         &w,
         w_dims,
         (stride, padding),
-        true,
+        layouts,
         align,
     )?
     else {
@@ -106,7 +136,7 @@ pub fn conv2d_channels_last(
 }
 
 /// The cached plan for convolving x, of logical shape (N, C, H, W), with w of logical shape
-/// (K, C, kh, kw), both in the given layout, as the op that runs it; None when no engine
+/// (K, C, kh, kw), stored in the given layouts, as the op that runs it; None when no engine
 /// finalizes for the shape.
 fn prepare(
     x: &Tensor,
@@ -114,7 +144,7 @@ fn prepare(
     w: &Tensor,
     (k, wc, kh, kw): Dims4,
     (stride, padding): (usize, usize),
-    nhwc: bool,
+    layouts: Layouts,
     align: usize,
 ) -> Result<Option<GraphConv2d>> {
     let dtype = x.dtype();
@@ -139,12 +169,12 @@ fn prepare(
         ],
         stride,
         padding,
-        nhwc,
+        layouts,
     };
     let key: GraphKey = (
         dev.id(),
         dtype,
-        nhwc,
+        layouts,
         [n, c, h, wd, k, kh, kw, stride, padding],
         align,
     );
@@ -154,7 +184,7 @@ fn prepare(
     let [_, _, oh, ow] = conv.y;
     Ok(Some(GraphConv2d {
         plan,
-        out: if nhwc {
+        out: if layouts.nhwc {
             Shape::from((n, oh, ow, k))
         } else {
             Shape::from((n, k, oh, ow))
@@ -179,12 +209,12 @@ fn cached_plan(dev: &CudaDevice, key: GraphKey, conv: &Conv) -> Result<Option<Rc
         return Ok(cached);
     }
     let stream = dev.cuda_stream();
-    let (dtype, nhwc, shape, align) = (key.1, key.2, key.3, key.4);
+    let (dtype, layouts, shape, align) = (key.1, key.2, key.3, key.4);
     let pick = match search_width() {
         0 => Pick::First,
         width => {
-            let mut disk = super::cudnn_conv::disk_key(dev, dtype, nhwc, shape)?;
-            disk.layout = format!("{} graph", disk.layout);
+            let mut disk = super::cudnn_conv::disk_key(dev, dtype, layouts.nhwc, shape)?;
+            disk.layout = format!("{} graph", layouts.name());
             match conv_algorithms::lookup(&disk) {
                 Some(c) => Pick::Recorded {
                     engine: i64::from(c.algo),
@@ -206,7 +236,7 @@ fn cached_plan(dev: &CudaDevice, key: GraphKey, conv: &Conv) -> Result<Option<Rc
                 eprintln!(
                     "cudnn graph {} {:?} x{:?} w{:?} stride {} pad {}: engine {} (config {} of {}), \
                      workspace {} KiB{}",
-                    layout_name(conv.nhwc),
+                    conv.layouts.name(),
                     dtype,
                     conv.x,
                     conv.w,
@@ -225,7 +255,7 @@ fn cached_plan(dev: &CudaDevice, key: GraphKey, conv: &Conv) -> Result<Option<Rc
             if log_enabled() {
                 eprintln!(
                     "cudnn graph {} {:?} x{:?} w{:?} stride {} pad {}: no engine ({f}); legacy path",
-                    layout_name(conv.nhwc),
+                    conv.layouts.name(),
                     dtype,
                     conv.x,
                     conv.w,
@@ -241,10 +271,6 @@ fn cached_plan(dev: &CudaDevice, key: GraphKey, conv: &Conv) -> Result<Option<Rc
     Ok(built)
 }
 
-fn layout_name(nhwc: bool) -> &'static str {
-    if nhwc { "nhwc" } else { "nchw" }
-}
-
 /// Logical [N, C, H, W] / [K, C, kh, kw] / [N, K, OH, OW] dims and the convolution's geometry.
 #[derive(Clone, Copy)]
 struct Conv {
@@ -253,7 +279,7 @@ struct Conv {
     y: [usize; 4],
     stride: usize,
     padding: usize,
-    nhwc: bool,
+    layouts: Layouts,
 }
 
 /// Strides of logical [N, C, H, W] dims, stored NHWC (C fastest) or NCHW.
@@ -516,7 +542,11 @@ impl Operation {
             let t = Desc::new(Kind::CUDNN_BACKEND_TENSOR_DESCRIPTOR)?;
             t.set_data_type(Attr::CUDNN_ATTR_TENSOR_DATA_TYPE, dtype)?;
             t.set_i64s(Attr::CUDNN_ATTR_TENSOR_DIMENSIONS, &dims.map(|v| v as i64))?;
-            t.set_i64s(Attr::CUDNN_ATTR_TENSOR_STRIDES, &strides(dims, conv.nhwc))?;
+            let nhwc = match uid {
+                W_UID => conv.layouts.w_nhwc,
+                _ => conv.layouts.nhwc,
+            };
+            t.set_i64s(Attr::CUDNN_ATTR_TENSOR_STRIDES, &strides(dims, nhwc))?;
             t.set_i64s(Attr::CUDNN_ATTR_TENSOR_UNIQUE_ID, &[uid])?;
             t.set_i64s(Attr::CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, &[align as i64])?;
             t.finalize(|| format!("finalize tensor {uid} {dims:?}"))?;
@@ -927,7 +957,10 @@ mod tests {
             y: [n, k, out(h), out(w)],
             stride,
             padding,
-            nhwc: true,
+            layouts: Layouts {
+                nhwc: true,
+                w_nhwc: true,
+            },
         }
     }
 
@@ -950,10 +983,11 @@ mod tests {
             D::CUDNN_DATA_FLOAT,
         ] {
             for mut case in cases {
-                for nhwc in [true, false] {
-                    case.nhwc = nhwc;
-                    let op = Operation::describe(dtype, &case, 16)
-                        .unwrap_or_else(|f| panic!("{dtype:?} {:?} nhwc {nhwc}: {f}", case.x));
+                for (nhwc, w_nhwc) in [(true, true), (false, false), (false, true)] {
+                    case.layouts = Layouts { nhwc, w_nhwc };
+                    let op = Operation::describe(dtype, &case, 16).unwrap_or_else(|f| {
+                        panic!("{dtype:?} {:?} {}: {f}", case.x, case.layouts.name())
+                    });
                     let mut dims = [0i64; 8];
                     // SAFETY: CUDNN_TYPE_INT64 elements are int64_t.
                     let n = unsafe {

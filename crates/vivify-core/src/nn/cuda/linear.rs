@@ -1,7 +1,8 @@
 //! Linear layers as one cuBLASLt GEMM over all tokens with the bias added in the GEMM's
 //! epilogue. candle's `Linear` broadcasts the weight into a batched GEMM (thousands of 16-row
 //! GEMMs for the temporal layers, whose batch is every pixel) and adds the bias in a separate
-//! pass over the output.
+//! pass over the output. Also the 1x1 convolution on NCHW as one strided-batched cuBLASLt matmul
+//! ([`channel_matmul`], a bench-ops variant so far).
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::cublaslt::{CudaBlasLT, Matmul, MatmulConfig};

@@ -25,12 +25,18 @@ pub fn transpose_last2(x: &Tensor) -> Result<Tensor> {
 /// (N, C, H, W) -> (N, H, W, C) through [`transpose_last2`]; a tensor that is already a
 /// channels-last buffer seen as NCHW ([`channels_last_backed`]) comes back as that buffer, no copy.
 pub fn to_channels_last(t: &Tensor) -> Result<Tensor> {
-    let nhwc = t.permute((0, 2, 3, 1))?;
-    if nhwc.is_contiguous() {
+    if let Some(nhwc) = stored_channels_last(t)? {
         return Ok(nhwc);
     }
     let (n, c, h, w) = t.dims4()?;
     transpose_last2(&t.reshape((n, c, h * w))?)?.reshape((n, h, w, c))
+}
+
+/// t (N, C, H, W)'s own buffer read channels last, (N, H, W, C), where it is stored that way
+/// ([`channels_last_backed`]); None where reading it so would need a copy.
+pub fn stored_channels_last(t: &Tensor) -> Result<Option<Tensor>> {
+    let nhwc = t.permute((0, 2, 3, 1))?;
+    Ok(nhwc.is_contiguous().then_some(nhwc))
 }
 
 /// (N, H, W, C) -> (N, C, H, W), contiguous.

@@ -11,7 +11,7 @@
 
 use super::cudnn_conv::{Handle, WORKSPACE_CAP, channels_last, data_type, handle, log_enabled};
 use crate::nn::conv_algorithms;
-use crate::nn::ops::{from_channels_last, to_channels_last};
+use crate::nn::ops::{from_channels_last, stored_channels_last, to_channels_last};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::cudnn::sys;
 use candle_core::cuda_backend::cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
@@ -42,6 +42,12 @@ struct Layouts {
 }
 
 impl Layouts {
+    /// Everything channels last, as the half types' convolutions run.
+    const NHWC: Layouts = Layouts {
+        nhwc: true,
+        w_nhwc: true,
+    };
+
     fn name(self) -> &'static str {
         match (self.nhwc, self.w_nhwc) {
             (true, true) => "nhwc",
@@ -90,14 +96,11 @@ pub fn conv2d_in_layout(
 ) -> Result<Option<Tensor>> {
     let (dims, w_dims) = (x.dims4()?, w.dims4()?);
     let (x, w, layouts) = if nhwc {
-        let layouts = Layouts { nhwc, w_nhwc: true };
-        (to_channels_last(x)?, to_channels_last(w)?, layouts)
+        (to_channels_last(x)?, to_channels_last(w)?, Layouts::NHWC)
     } else {
-        let w_stored = w.permute((0, 2, 3, 1))?;
-        let (w, w_nhwc) = if !w.is_contiguous() && w_stored.is_contiguous() {
-            (w_stored, true)
-        } else {
-            (w.contiguous()?, false)
+        let (w, w_nhwc) = match stored_channels_last(w)? {
+            Some(stored) if !w.is_contiguous() => (stored, true),
+            _ => (w.contiguous()?, false),
         };
         (x.contiguous()?, w, Layouts { nhwc, w_nhwc })
     };
@@ -125,17 +128,13 @@ pub fn conv2d_channels_last(
     let (x, w) = (x.contiguous()?, to_channels_last(w)?);
     let (n, h, wd, c) = x.dims4()?;
     let align = alignment(&x).min(alignment(&w));
-    let layouts = Layouts {
-        nhwc: true,
-        w_nhwc: true,
-    };
     let Some(op) = prepare(
         &x,
         (n, c, h, wd),
         &w,
         w_dims,
         (stride, padding),
-        layouts,
+        Layouts::NHWC,
         align,
     )?
     else {
@@ -966,10 +965,7 @@ mod tests {
             y: [n, k, out(h), out(w)],
             stride,
             padding,
-            layouts: Layouts {
-                nhwc: true,
-                w_nhwc: true,
-            },
+            layouts: Layouts::NHWC,
         }
     }
 

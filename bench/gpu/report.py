@@ -82,15 +82,19 @@ def main():
         v_step = next((r for r in viv_unet if (r.get("width"), r.get("height"), r.get("frames")) == (w, h, f)), {})
         v_e2e = sidecar(args.out, f"vivify_{case}")
         # How many shapes generate ran through cuDNN's graph API (engines chosen by heuristics,
-        # nothing timed), and of the legacy API's algorithm choices how many it searched for and
-        # how many it found in the run's cache (VIVIFY_CONV_LOG lines): its e2e time includes
-        # those searches only.
+        # nothing timed), of the legacy API's algorithm choices how many it searched for and
+        # how many it found in the run's cache, and of the NCHW convolutions' ways
+        # (nn::cuda::conv_path) how many it timed and how many it found recorded
+        # (VIVIFY_CONV_LOG lines): its e2e time includes those searches and timings only.
         log_path = os.path.join(args.out, f"vivify_{case}.log")
         convs = None
         if os.path.exists(log_path):
             log = open(log_path, errors="replace").read()
+            paths = [line for line in log.splitlines() if line.startswith("conv path ")]
             convs = {"graph": log.count("cudnn graph "), "searched": log.count("(from a search"),
-                     "cached": log.count("(from the cache)")}
+                     "cached": log.count("(from the cache)"),
+                     "paths_timed": sum("(timed:" in line for line in paths),
+                     "paths_recorded": sum(line.endswith("(recorded)") for line in paths)}
         results["cases"].append({
             "case": case,
             "diffusers": {"sec_per_step": d_step.get("sec_min"), "unet_peak_bytes": d_step.get("peak_bytes"),
@@ -183,7 +187,9 @@ def main():
             print(f"{c['case']}: vivify generate ran {convs.get('graph', 0)} convolution shapes through cuDNN's "
                   f"graph API (heuristic engines, nothing timed); of the legacy API's, it timed "
                   f"{convs['searched']} algorithm searches and took {convs['cached']} choices from the "
-                  f"run's cache, filled by the phases before it")
+                  f"run's cache, filled by the phases before it; of the NCHW convolutions' ways it "
+                  f"timed {convs.get('paths_timed', 0)} shapes and found {convs.get('paths_recorded', 0)} "
+                  f"recorded")
 
 
 if __name__ == "__main__":

@@ -94,7 +94,9 @@ if ! skip ops; then
               convolution_legacy:cudnn_conv convolution_graph:cudnn_graph group_norm:group_norm \
               layer_norm:layer_norm linear:linear geglu:geglu elementwise:elementwise \
               frame_conv:frame_conv channels_last_handoff:channels_last_handoff \
-              convolution_with_stored_weights:conv_weights_channels_last; do
+              convolution_with_stored_weights:conv_weights_channels_last \
+              conv_path_choice:conv_path_choice conv_nchw_strides:conv_nchw_strides \
+              conv1x1_cublaslt:conv1x1_cublaslt; do
     failed_tests "$OUT/cuda_ops.txt" | grep -q "^${pair%%:*}" && OFF="$OFF${OFF:+,}${pair##*:}"
   done
   died=$(died_in "$OUT/cuda_ops.txt")

@@ -214,7 +214,7 @@ fn convolution_with_stored_weights_matches_the_cpu() {
         let y = convolve(x, &stored, stride, pad).unwrap();
         let err = rel_err(&legacy, &y);
         assert!(err < 5e-3, "graph against legacy: {err}");
-        // NCHW strides for x and y with the weight as stored (bench-ops' graph_nchw_stored),
+        // NCHW strides for x and y with the weight as stored (bench-ops' nchw_strides row),
         // where cuDNN has an engine for that mix.
         match conv2d_in_layout(x, &stored, stride, pad, false).unwrap() {
             Some(nchw) => {
@@ -284,7 +284,7 @@ fn conv_algorithm_choice_is_kept_on_disk() {
     conv_choice_is_kept_on_disk(
         "conv_algorithm_choice_is_kept_on_disk",
         ("nhwc", [1, 24, 11, 13, 40, 3, 3, 1, 1]),
-        ("VIVIFY_CUDA_DISABLE", "cudnn_graph"),
+        &[("VIVIFY_CUDA_DISABLE", "cudnn_graph,conv_path_choice")],
         ("(from a search", "(from the cache)"),
     );
 }
@@ -297,9 +297,113 @@ fn conv_graph_search_choice_is_kept_on_disk() {
     conv_choice_is_kept_on_disk(
         "conv_graph_search_choice_is_kept_on_disk",
         ("nhwc graph", [1, 24, 11, 13, 48, 3, 3, 1, 1]),
-        ("VIVIFY_CONV_GRAPH_SEARCH", "4"),
+        &[
+            ("VIVIFY_CONV_GRAPH_SEARCH", "4"),
+            ("VIVIFY_CUDA_DISABLE", "conv_path_choice"),
+        ],
         ("timed:", "recorded by a search"),
     );
+}
+
+/// The way `convolve` chose for an NCHW shape by timing them (`nn::cuda::conv_path`) is written
+/// to the cache file and the next process takes it from there instead of timing again.
+#[cfg(feature = "cudnn")]
+#[test]
+fn conv_path_choice_is_kept_on_disk() {
+    conv_choice_is_kept_on_disk(
+        "conv_path_choice_is_kept_on_disk",
+        ("nchw path", [1, 24, 11, 13, 56, 3, 3, 1, 1]),
+        &[],
+        ("(timed:", "(recorded)"),
+    );
+}
+
+/// Every way `convolve` chooses from, called directly, against the CPU on the shared cases, and
+/// the choice's own answer (`chosen` then `convolve`) against the CPU: a way with no kernel for
+/// a case is left out of the choice, so only the transposes must run everywhere.
+#[cfg(feature = "cudnn")]
+#[test]
+fn conv_path_choice_matches_the_cpu() {
+    use vivify_core::nn::conv::convolve;
+    use vivify_core::nn::cuda::conv_path::{ConvPath, chosen};
+    convolution_path_matches_the_cpu("conv path choice", |x, w, stride, pad| {
+        let cpu = |t: &Tensor| {
+            t.to_dtype(DType::F32)
+                .unwrap()
+                .to_device(&Device::Cpu)
+                .unwrap()
+        };
+        let reference = cpu(x).conv2d(&cpu(w), pad, stride, 1, 1).unwrap();
+        let limit = if x.dtype() == DType::BF16 { 1e-2 } else { 3e-3 };
+        for path in ConvPath::ALL {
+            if !path.applies(w, stride, pad).unwrap() {
+                continue;
+            }
+            match path.run(x, w, stride, pad).unwrap() {
+                Some(y) => {
+                    let err = rel_err(&y, &reference);
+                    println!("  {} {:?}: rel err {err:.2e}", path.name(), x.dtype());
+                    assert!(err < limit, "{} {:?}: {err}", path.name(), x.dtype());
+                }
+                None => {
+                    assert_ne!(path, ConvPath::Transposes);
+                    println!("  {} {:?}: no kernel", path.name(), x.dtype());
+                }
+            }
+        }
+        if x.dtype() != DType::F32 {
+            println!("  chosen: {}", chosen(x, w, stride, pad).unwrap().name());
+        }
+        Some(convolve(x, w, stride, pad).unwrap())
+    });
+}
+
+/// cuDNN's graph API given NCHW strides (the way PyTorch runs NCHW tensors) against the CPU,
+/// with the weight as a layer keeps it, at the shared cases (where cuDNN has an engine) and at
+/// bench-ops' full-size shapes in f16 (where a fault would show only at size).
+#[cfg(feature = "cudnn")]
+#[test]
+fn conv_nchw_strides_matches_the_cpu() {
+    use vivify_core::nn::cuda::conv_path::ConvPath;
+    use vivify_core::nn::cuda::cudnn_conv::stored_weight;
+    let path = ConvPath::NchwStrides;
+    convolution_path_matches_the_cpu("conv nchw strides", |x, w, stride, pad| {
+        let stored = stored_weight(w.clone()).unwrap();
+        match path.run(x, &stored, stride, pad).unwrap() {
+            Some(y) => Some(y),
+            None => {
+                println!("  no engine for {:?} {:?}", x.dtype(), x.shape());
+                ConvPath::Transposes.run(x, &stored, stride, pad).unwrap()
+            }
+        }
+    });
+    let dev = cuda();
+    for c in op_cases()["conv2d"].as_array().unwrap() {
+        let n = |k: &str| c[k].as_u64().unwrap() as usize;
+        let (stride, pad, ks) = (n("stride"), n("padding"), n("kernel"));
+        let half = |shape: (usize, usize, usize, usize), std: f32| {
+            Tensor::randn(0f32, std, shape, &dev)
+                .unwrap()
+                .to_dtype(DType::F16)
+                .unwrap()
+        };
+        let x = half((n("batch"), n("c_in"), n("h"), n("w")), 1.0);
+        let w = stored_weight(half((n("c_out"), n("c_in"), ks, ks), 0.05)).unwrap();
+        let Some(y) = path.run(&x, &w, stride, pad).unwrap() else {
+            println!("conv nchw strides {}: no engine", c["case"]);
+            continue;
+        };
+        let want = ConvPath::Transposes
+            .run(&x, &w, stride, pad)
+            .unwrap()
+            .unwrap();
+        let err = rel_err_on(&dev, &y, &want);
+        println!(
+            "conv nchw strides vs transposes {}: rel err {err:.2e}",
+            c["case"]
+        );
+        assert!(err < 5e-3, "{c}: {err}");
+    }
 }
 
 /// `test` runs itself twice as a child process with `VIVIFY_CONV_CACHE` at a fresh file and
@@ -310,7 +414,7 @@ fn conv_graph_search_choice_is_kept_on_disk() {
 fn conv_choice_is_kept_on_disk(
     test: &str,
     (layout, s): (&str, [usize; 9]),
-    setting: (&str, &str),
+    settings: &[(&str, &str)],
     (searched, found): (&str, &str),
 ) {
     use vivify_core::nn::conv::convolve;
@@ -345,8 +449,8 @@ fn conv_choice_is_kept_on_disk(
             .env(CHILD, "1")
             .env("VIVIFY_CONV_CACHE", &file)
             .env("VIVIFY_CONV_LAYOUT", "nhwc")
-            .env(setting.0, setting.1)
             .env("VIVIFY_CONV_LOG", "1")
+            .envs(settings.iter().copied())
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string()
@@ -554,10 +658,10 @@ fn linear_matches_the_cpu() {
     }
 }
 
-/// The 1x1 convolution as one strided-batched cuBLASLt matmul (a bench-ops variant) against
-/// the CPU's, at odd sizes and at the UNet's shortcut shape.
+/// The 1x1 convolution as one strided-batched cuBLASLt matmul (one of `convolve`'s ways,
+/// `nn::cuda::conv_path`) against the CPU's, at odd sizes and at the UNet's shortcut shape.
 #[test]
-fn channel_matmul_matches_the_cpu() {
+fn conv1x1_cublaslt_matches_the_cpu() {
     use vivify_core::nn::cuda::linear::channel_matmul;
     let dev = cuda();
     // (batch, in channels, pixels, out channels)

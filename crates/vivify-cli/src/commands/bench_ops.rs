@@ -112,7 +112,7 @@ pub fn run(args: &BenchOpsArgs) -> Result<ExitCode> {
         );
         #[cfg(feature = "cudnn")]
         if device.is_cuda() {
-            for (path, ms) in time_conv_variants(c, &x, &wt, &wt_stored, args.iters, &device)? {
+            for (path, ms) in time_conv_variants(c, &x, &wt_stored, args.iters, &device)? {
                 report(
                     "conv2d_variant",
                     &format!("{}/{path}", c.case),
@@ -240,25 +240,22 @@ pub fn run(args: &BenchOpsArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Milliseconds for the convolution of x (NCHW) with w by each cuDNN path, whatever the
-/// environment selects for `convolve`: "legacy" (3x3), "cublaslt" (1x1 as one strided-batched
-/// cuBLASLt matmul, against cuBLAS's batched matmul in `convolve`), "graph" (channels last through
-/// transposes), "graph_nchw" (NCHW strides handed to cuDNN, as PyTorch does for NCHW tensors),
-/// "graph_nchw_stored" (the same with the weight as stored, channels last, where it is),
-/// and "channels_last" (input and output channels last, no transposes, as the resnet blocks run
-/// after the GroupNorm's handoff; torch_ops.py times torch.channels_last). `w_stored` is w as a
-/// layer keeps it. A graph-API failure costs its row only; switched off (its tests failed on the
-/// card) it is not run.
+/// Milliseconds for the convolution of x (NCHW) with `w_stored` (w as a layer keeps it) by
+/// each way `convolve` chooses from (`nn::cuda::conv_path`: "transposes", "nchw_strides",
+/// "cublas" and "cublaslt" for 1x1), whatever it chose, plus "legacy" (3x3: cuDNN's legacy API
+/// through transposes) and "channels_last" (input and output channels last, no transposes, as
+/// the resnet blocks run after the GroupNorm's handoff; torch_ops.py times torch.channels_last).
+/// A way that fails costs its row only; one switched off (its tests failed on the card) is not
+/// run.
 #[cfg(feature = "cudnn")]
 fn time_conv_variants(
     c: &ConvCase,
     x: &Tensor,
-    w: &Tensor,
     w_stored: &Tensor,
     iters: usize,
     device: &Device,
 ) -> Result<Vec<(&'static str, f64)>> {
-    use vivify_core::nn::cuda::{cudnn_conv, cudnn_graph_conv, enabled};
+    use vivify_core::nn::cuda::{conv_path::ConvPath, cudnn_conv};
     let (stride, pad) = (c.stride, c.padding);
     let mut rows = Vec::new();
     if c.kernel == 3 {
@@ -267,40 +264,19 @@ fn time_conv_variants(
         })?;
         rows.push(("legacy", ms));
     }
-    let graph = |x: &Tensor, w: &Tensor, nhwc: bool| {
-        cudnn_graph_conv::conv2d_in_layout(x, w, stride, pad, nhwc)
-    };
-    if enabled("cudnn_graph") {
-        let mut paths = vec![("graph", w_stored, true), ("graph_nchw", w, false)];
-        if !w_stored.is_contiguous() {
-            paths.push(("graph_nchw_stored", w_stored, false));
+    for path in ConvPath::ALL {
+        if !path.applies(w_stored, stride, pad)? {
+            continue;
         }
-        for (path, w, nhwc) in paths {
-            match graph(x, w, nhwc) {
-                Ok(Some(_)) => {
-                    let ms = time_ms(device, iters, || {
-                        Ok(graph(x, w, nhwc)?.expect("covered above"))
-                    })?;
-                    rows.push((path, ms));
-                }
-                Ok(None) => {}
-                Err(e) => eprintln!("conv2d {} through the graph API ({path}): {e}", c.case),
-            }
-        }
-    }
-    if c.kernel == 1 && stride == 1 && pad == 0 {
-        use vivify_core::nn::cuda::linear::channel_matmul;
-        let (n, ci, h, wd) = x.dims4()?;
-        let (x3, w2) = (x.reshape((n, ci, h * wd))?, w.reshape((c.c_out, ci))?);
-        match channel_matmul(&x3, &w2) {
+        match path.run(x, w_stored, stride, pad) {
             Ok(Some(_)) => {
                 let ms = time_ms(device, iters, || {
-                    Ok(channel_matmul(&x3, &w2)?.expect("covered above"))
+                    Ok(path.run(x, w_stored, stride, pad)?.expect("covered above"))
                 })?;
-                rows.push(("cublaslt", ms));
+                rows.push((path.name(), ms));
             }
             Ok(None) => {}
-            Err(e) => eprintln!("conv2d {} as a cuBLASLt matmul: {e}", c.case),
+            Err(e) => eprintln!("conv2d {} by {}: {e}", c.case, path.name()),
         }
     }
     let x_cl = vivify_core::nn::ops::to_channels_last(x)?;

@@ -18,6 +18,7 @@ pub mod resample;
 pub mod resnet;
 pub mod row_bands;
 pub mod temporal_conv;
+pub mod timed_choice;
 pub mod transformer;
 
 /// A convolution config with the given stride and padding (no dilation, one group).

@@ -71,16 +71,7 @@ const Y_UID: i64 = 3;
 /// Cross-correlation of x (N, C, H, W) with w (K, C, kh, kw), square stride and padding, through
 /// the graph API; None when no engine finalizes for the shape (the caller takes the legacy path).
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Option<Tensor>> {
-    conv2d_in_layout(x, w, stride, padding, channels_last(x) && !nchw_to_cudnn())
-}
-
-/// `VIVIFY_CONV_NCHW=cudnn`: an NCHW input goes to cuDNN with its own strides (cuDNN's engines
-/// change the layout, as they do for PyTorch's NCHW tensors) instead of through vivify's
-/// transposes; the convolutions after the channels-last handoff are unchanged. Off by default
-/// until a device run shows it faster (bench-ops' graph_nchw rows). Read once.
-fn nchw_to_cudnn() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("VIVIFY_CONV_NCHW").is_ok_and(|v| v == "cudnn"))
+    conv2d_in_layout(x, w, stride, padding, channels_last(x))
 }
 
 /// [`conv2d`] with the layout cuDNN is given chosen here: channels last (through transposes of
@@ -507,7 +498,7 @@ enum Pick {
 
 /// `VIVIFY_CONV_GRAPH_SEARCH=N`: time the first N configs per shape and keep the fastest (as
 /// `torch.backends.cudnn.benchmark` does); 0 or unset takes the heuristics' first. Read once.
-fn search_width() -> usize {
+pub(super) fn search_width() -> usize {
     static WIDTH: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *WIDTH.get_or_init(|| {
         let raw = std::env::var("VIVIFY_CONV_GRAPH_SEARCH").unwrap_or_default();

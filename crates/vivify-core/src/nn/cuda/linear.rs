@@ -2,7 +2,7 @@
 //! epilogue. candle's `Linear` broadcasts the weight into a batched GEMM (thousands of 16-row
 //! GEMMs for the temporal layers, whose batch is every pixel) and adds the bias in a separate
 //! pass over the output. Also the 1x1 convolution on NCHW as one strided-batched cuBLASLt matmul
-//! ([`channel_matmul`], a bench-ops variant so far).
+//! ([`channel_matmul`], one of the ways `nn::cuda::conv_path` times).
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::cublaslt::{CudaBlasLT, Matmul, MatmulConfig};
@@ -49,8 +49,8 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Option<Tenso
 }
 
 /// A 1x1 convolution on NCHW: w (M, K) · x[i] (K, P) for each i of x (N, K, P) -> (N, M, P), one
-/// strided-batched cuBLASLt matmul that reads w for every i (bench-ops times it against the
-/// cuBLAS batched matmul that `convolve` runs); None where it does not apply (CPU, f32).
+/// strided-batched cuBLASLt matmul that reads w for every i (`nn::cuda::conv_path` times it
+/// against cuBLAS's batched matmul); None where it does not apply (CPU, f32).
 pub fn channel_matmul(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
     let supported = x.device().is_cuda()
         && matches!(x.dtype(), DType::F16 | DType::BF16)

@@ -1,9 +1,12 @@
 //! vivify's own CUDA paths (feature `cuda`): fused attention, fused GroupNorm(+SiLU), LayerNorm
 //! and GEGLU, linear layers with the bias in the GEMM's epilogue, the temporal convolution as one
 //! GEMM, cuDNN convolution with tensor-core math (feature `cudnn`: through the graph API with
-//! cuDNN's heuristics, else the legacy API with measured algorithm choice), the channels-last
-//! handoff around GroupNorm, and the device memory pool's counters.
+//! cuDNN's heuristics, else the legacy API with measured algorithm choice; for NCHW input the
+//! fastest way per shape, timed), the channels-last handoff around GroupNorm, and the device
+//! memory pool's counters.
 
+#[cfg(feature = "cudnn")]
+pub mod conv_path;
 #[cfg(feature = "cudnn")]
 pub mod cudnn_conv;
 #[cfg(feature = "cudnn")]
@@ -52,11 +55,13 @@ pub(crate) fn tile_launch(
 /// Whether one of vivify's CUDA kernels or paths may run: `VIVIFY_CUDA_DISABLE=attention,group_norm,...`
 /// (names: attention, attention_async, attention_ldmatrix, group_norm, layer_norm, geglu, linear,
 /// elementwise, frame_conv, cudnn_conv, cudnn_graph, conv1x1_gemm, channels_last_handoff,
-/// conv_weights_channels_last, or `all`) falls back to the path before it (candle's ops; for
-/// attention_async the register-loaded tiles, for attention_ldmatrix the cp.async tiles, for
-/// cudnn_graph cuDNN's legacy API, for channels_last_handoff the NCHW GroupNorm and transposes,
-/// for conv_weights_channels_last NCHW weights transposed on each call), for A/B measurements and as a way
-/// around a kernel problem on an untested card.
+/// conv_weights_channels_last, conv_path_choice, conv_nchw_strides, conv1x1_cublaslt, or `all`)
+/// falls back to the path before it (candle's ops; for attention_async the register-loaded
+/// tiles, for attention_ldmatrix the cp.async tiles, for cudnn_graph cuDNN's legacy API, for
+/// channels_last_handoff the NCHW GroupNorm and transposes, for conv_weights_channels_last NCHW
+/// weights transposed on each call, for conv_path_choice the transposes around cuDNN at every
+/// shape; conv_nchw_strides and conv1x1_cublaslt leave that way out of the choice), for A/B
+/// measurements and as a way around a kernel problem on an untested card.
 pub fn enabled(kernel: &str) -> bool {
     // Read once: the kernels ask on every call.
     static DISABLED: OnceLock<Vec<String>> = OnceLock::new();

@@ -84,7 +84,7 @@ export PYTHONPATH=$PYLIB${PYTHONPATH:+:$PYTHONPATH}
 
 if ! skip ops; then
   phase "cuda_ops tests"
-  timeout "$(lim 90)" "$WORK/cuda_ops" --nocapture --test-threads=1 2>&1 | tee "$OUT/cuda_ops.txt" | grep -vE "^\s+[0-9]+:|^\s+at " | tail -40
+  timeout "$(lim 150)" "$WORK/cuda_ops" --nocapture --test-threads=1 2>&1 | tee "$OUT/cuda_ops.txt" | grep -vE "^\s+[0-9]+:|^\s+at " | tail -40
   # A kernel whose test failed (or was running when the process died) is switched off for the
   # rest of the run, its bench-ops rows too, so the numbers still mean something (the report
   # names what was off). Test name prefix: kernel name.

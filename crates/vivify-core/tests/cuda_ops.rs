@@ -31,6 +31,14 @@ fn rel_err_on(dev: &Device, a: &Tensor, b: &Tensor) -> f32 {
     max_abs(&(&a - &b).unwrap()) / max_abs(&b)
 }
 
+/// Normal random values of `shape` drawn on `dev` and rounded to f16.
+fn randn_f16(dev: &Device, shape: &[usize], mean: f32, std: f32) -> Tensor {
+    Tensor::randn(mean, std, shape, dev)
+        .unwrap()
+        .to_dtype(DType::F16)
+        .unwrap()
+}
+
 /// Tiles through registers, the fallback (bench/gpu/run.sh maps test names to kernel names:
 /// keep the prefixes).
 #[test]
@@ -381,14 +389,8 @@ fn conv_nchw_strides_matches_the_cpu() {
     for c in op_cases()["conv2d"].as_array().unwrap() {
         let n = |k: &str| c[k].as_u64().unwrap() as usize;
         let (stride, pad, ks) = (n("stride"), n("padding"), n("kernel"));
-        let half = |shape: (usize, usize, usize, usize), std: f32| {
-            Tensor::randn(0f32, std, shape, &dev)
-                .unwrap()
-                .to_dtype(DType::F16)
-                .unwrap()
-        };
-        let x = half((n("batch"), n("c_in"), n("h"), n("w")), 1.0);
-        let w = stored_weight(half((n("c_out"), n("c_in"), ks, ks), 0.05)).unwrap();
+        let x = randn_f16(&dev, &[n("batch"), n("c_in"), n("h"), n("w")], 0., 1.);
+        let w = stored_weight(randn_f16(&dev, &[n("c_out"), n("c_in"), ks, ks], 0., 0.05)).unwrap();
         let Some(y) = path.run(&x, &w, stride, pad).unwrap() else {
             println!("conv nchw strides {}: no engine", c["case"]);
             continue;
@@ -495,14 +497,8 @@ fn convolution_graph_agrees_with_the_legacy_path_at_full_size() {
             continue;
         }
         let (stride, pad) = (n("stride"), n("padding"));
-        let half = |shape: (usize, usize, usize, usize), std: f32| {
-            Tensor::randn(0f32, std, shape, &dev)
-                .unwrap()
-                .to_dtype(DType::F16)
-                .unwrap()
-        };
-        let x = half((n("batch"), n("c_in"), n("h"), n("w")), 1.0);
-        let w = half((n("c_out"), n("c_in"), 3, 3), 0.05);
+        let x = randn_f16(&dev, &[n("batch"), n("c_in"), n("h"), n("w")], 0., 1.);
+        let w = randn_f16(&dev, &[n("c_out"), n("c_in"), 3, 3], 0., 0.05);
         let graph = cudnn_graph_conv::conv2d(&x, &w, stride, pad)
             .unwrap()
             .unwrap_or_else(|| panic!("{c}: no graph engine (VIVIFY_CONV_LOG=1 says why)"));
@@ -848,12 +844,7 @@ fn channels_last_handoff_matches_the_plain_path_at_full_size() {
     use vivify_core::nn::conv::{conv2d, norm_conv_channels_last};
     use vivify_core::nn::norm::GroupNorm;
     let dev = cuda();
-    let half = |shape: &[usize], mean: f32, std: f32| {
-        Tensor::randn(mean, std, shape, &dev)
-            .unwrap()
-            .to_dtype(DType::F16)
-            .unwrap()
-    };
+    let half = |shape: &[usize], mean: f32, std: f32| randn_f16(&dev, shape, mean, std);
     // (N, C_in, H, W, C_out, time embedding and residual)
     for (n, ci, h, w, co, extras) in [
         (32, 320, 64, 64, 320, true),

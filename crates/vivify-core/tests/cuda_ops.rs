@@ -320,7 +320,10 @@ fn conv_graph_search_choice_is_kept_on_disk() {
 fn conv_path_choice_is_kept_on_disk() {
     conv_choice_is_kept_on_disk(
         "conv_path_choice_is_kept_on_disk",
-        ("nchw path", [1, 24, 11, 13, 56, 3, 3, 1, 1]),
+        (
+            "nchw path (transposes, nchw_strides)",
+            [1, 24, 11, 13, 56, 3, 3, 1, 1],
+        ),
         &[],
         ("(timed:", "(recorded)"),
     );

@@ -145,8 +145,12 @@ pub fn chosen(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<C
         ways[0]
     } else {
         let mut disk = disk_key(dev, x.dtype(), false, shape)?;
+        // The ways timed are part of the key: a choice made with one switched off must not
+        // stand for a process where it may run.
+        let names: Vec<_> = ways.iter().map(|p| p.name()).collect();
         disk.layout = format!(
-            "nchw path{}{}",
+            "nchw path ({}){}{}",
+            names.join(", "),
             if w_nhwc { ", w nhwc" } else { "" },
             match cudnn_graph_conv::search_width() {
                 0 => String::new(),

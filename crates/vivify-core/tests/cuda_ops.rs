@@ -31,7 +31,8 @@ fn rel_err_on(dev: &Device, a: &Tensor, b: &Tensor) -> f32 {
     max_abs(&(&a - &b).unwrap()) / max_abs(&b)
 }
 
-/// Normal random values of `shape` drawn on `dev` and rounded to f16.
+/// Normal random values of `shape` drawn on `dev` and rounded to f16 (for the cuDNN tests).
+#[cfg(feature = "cudnn")]
 fn randn_f16(dev: &Device, shape: &[usize], mean: f32, std: f32) -> Tensor {
     Tensor::randn(mean, std, shape, dev)
         .unwrap()

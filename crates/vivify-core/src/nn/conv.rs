@@ -129,10 +129,7 @@ pub fn convolve(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result
     #[cfg(feature = "cuda")]
     if x.device().is_cuda()
         && super::cuda::enabled("conv1x1_gemm")
-        && w.dim(2)? == 1
-        && w.dim(3)? == 1
-        && stride == 1
-        && padding == 0
+        && is_pointwise(w, stride, padding)?
     {
         return conv1x1_gemm(x, w);
     }
@@ -141,6 +138,13 @@ pub fn convolve(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result
         return super::cuda::cudnn_conv::conv2d(x, w, stride, padding);
     }
     x.conv2d(w, padding, stride, 1, 1)
+}
+
+/// Whether w (K, C, kh, kw) at this stride and padding is a 1x1 convolution that a channel
+/// matmul computes.
+#[cfg(feature = "cuda")]
+pub(crate) fn is_pointwise(w: &Tensor, stride: usize, padding: usize) -> Result<bool> {
+    Ok(w.dim(2)? == 1 && w.dim(3)? == 1 && stride == 1 && padding == 0)
 }
 
 /// A 1x1 convolution (stride 1, no padding) as a channel matmul, w (K, C) broadcast over x's

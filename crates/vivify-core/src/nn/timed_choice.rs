@@ -22,14 +22,15 @@ pub enum Outcome {
 /// `runs` more times between two `sync`s (the device finishes queued work), and gives each one's
 /// outcome in the candidates' order. A candidate answers Ok(false) where it does not apply.
 /// Only `sync`'s own error is raised: after a failed synchronisation nothing else would run.
-pub fn time_each<P: Copy>(
-    candidates: &[(P, &dyn Fn() -> Result<bool>)],
+pub fn time_each<P: Copy, F: Fn() -> Result<bool>>(
+    candidates: &[(P, F)],
     runs: usize,
     sync: &dyn Fn() -> Result<()>,
 ) -> Result<Vec<(P, Outcome)>> {
     let runs = runs.max(1);
     let mut outcomes = Vec::with_capacity(candidates.len());
-    for &(path, run) in candidates {
+    for (path, run) in candidates {
+        let path = *path;
         let warm = run();
         sync()?;
         let outcome = match warm {

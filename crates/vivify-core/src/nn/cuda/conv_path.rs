@@ -57,7 +57,7 @@ impl ConvPath {
     /// Whether this way may run for w at this stride and padding (its switch on, its kernel
     /// shape).
     pub fn applies(self, w: &Tensor, stride: usize, padding: usize) -> Result<bool> {
-        let pointwise = w.dim(2)? == 1 && w.dim(3)? == 1 && stride == 1 && padding == 0;
+        let pointwise = crate::nn::conv::is_pointwise(w, stride, padding)?;
         Ok(match self {
             ConvPath::Transposes => true,
             ConvPath::NchwStrides => {
@@ -188,14 +188,12 @@ fn time_ways(
     ways: &[ConvPath],
     disk: conv_algorithms::ConvKey,
 ) -> Result<ConvPath> {
-    let runs: Vec<_> = ways
+    let candidates: Vec<_> = ways
         .iter()
-        .map(|&path| move || -> Result<bool> { Ok(path.run(x, w, stride, padding)?.is_some()) })
-        .collect();
-    let candidates: Vec<(ConvPath, &dyn Fn() -> Result<bool>)> = ways
-        .iter()
-        .zip(&runs)
-        .map(|(&p, r)| (p, r as &dyn Fn() -> Result<bool>))
+        .map(|&path| {
+            let run = move || -> Result<bool> { Ok(path.run(x, w, stride, padding)?.is_some()) };
+            (path, run)
+        })
         .collect();
     let outcomes = timed_choice::time_each(&candidates, 3, &|| x.device().synchronize())?;
     let best = timed_choice::fastest(&outcomes);

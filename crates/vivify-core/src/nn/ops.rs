@@ -107,6 +107,12 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
+    /// The largest absolute difference between a and b.
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+        d.to_scalar::<f32>().unwrap()
+    }
+
     #[test]
     fn per_channel_sum_matches_broadcasting() {
         let dev = Device::Cpu;
@@ -120,13 +126,11 @@ mod tests {
             .unwrap()
             + &r)
             .unwrap();
-        let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
-        assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+        assert_eq!(max_diff(&got, &want), 0.0);
         let t = transpose_last2(&x).unwrap();
         assert_eq!(t.dims(), &[2, 3, 5, 4]);
         let back = transpose_last2(&t).unwrap();
-        let diff = (back - &x).unwrap().abs().unwrap().max_all().unwrap();
-        assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+        assert_eq!(max_diff(&back, &x), 0.0);
     }
 
     /// A weight stored channels last keeps its values under its NCHW dims, and handing it to a
@@ -138,10 +142,6 @@ mod tests {
         let stored = channels_last_backed(&w).unwrap();
         assert_eq!(stored.dims(), w.dims());
         assert!(!stored.is_contiguous());
-        let max_diff = |a: &Tensor, b: &Tensor| {
-            let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
-            d.to_scalar::<f32>().unwrap()
-        };
         assert_eq!(max_diff(&stored, &w), 0.0);
         let nhwc = to_channels_last(&stored).unwrap();
         assert!(nhwc.is_contiguous());

@@ -96,7 +96,7 @@ if ! skip ops; then
               frame_conv:frame_conv channels_last_handoff:channels_last_handoff \
               convolution_with_stored_weights:conv_weights_channels_last \
               conv_path_choice:conv_path_choice conv_nchw_strides:conv_nchw_strides \
-              conv1x1_cublaslt:conv1x1_cublaslt; do
+              conv1x1_cublaslt:conv1x1_cublaslt pair_tiles:pair_tiles; do
     failed_tests "$OUT/cuda_ops.txt" | grep -q "^${pair%%:*}" && OFF="$OFF${OFF:+,}${pair##*:}"
   done
   died=$(died_in "$OUT/cuda_ops.txt")

@@ -2,12 +2,14 @@
 // no per-element index division), where candle's generic kernels ran 1.5-7x PyTorch's time:
 //   transpose_{u16}: (n, A, B) -> (n, B, A), 32x32 shared-memory tiles (NCHW <-> NHWC, the
 //                    transformers' token layouts);
+//   transpose_pairs_u16: the same for even A and B, 64x64 tiles moved as 32-bit pairs;
 //   channel_add_{f16,bf16}: out = x + v[n or 0, c] (+ r) over (N, C, S): a convolution's bias,
 //                    the time embedding and the residual in one pass;
 //   channel_add_from_channels_last_{f16,bf16}: the same sum for x given channels last
 //                    (N, S, C), written (N, C, S) through transpose's tiles: a channels-last
 //                    convolution's or transformer's output back to NCHW with its bias and
 //                    residual, no separate transpose;
+//   channel_add_from_channels_last_pairs_{f16,bf16}: the same for even C and S, by pairs;
 //   add_{f16,bf16}: out = a + b, same shapes.
 // Sums run in f32 with one rounding at the end.
 #ifdef VIVIFY_KERNEL_EMULATION
@@ -56,6 +58,50 @@ __device__ __forceinline__ void transpose(const T* __restrict__ in, T* __restric
       for (int j = threadIdx.y; j < TILE; j += ROWS) {
         const int b = b0 + j, a = a0 + threadIdx.x;
         if (a < A && b < B) out[base + (long long)b * A + a] = tile[threadIdx.x][j];
+      }
+    }
+  }
+}
+
+constexpr int PAIR_TILE = 64;
+using PairTile = uint32_t[PAIR_TILE][PAIR_TILE / 2];
+
+// The 16-bit transposes two elements per access (4-byte loads and stores, a warp's row 128
+// bytes): transpose's 2-byte accesses moved 1.3 TB/s on the H200, a third of its bandwidth.
+// Rows a0.. and columns b0.. of the (A, B) matrix `in` (even A and B; B / 2 pairs a row) go
+// into `tile` as the transposed matrix's pairs: each thread loads one column pair of two
+// adjacent rows and pairs them per column in registers. tile[b - b0][k ^ ((b - b0) / 2)] holds
+// (in[a0 + 2k][b], in[a0 + 2k + 1][b]): the XOR keeps both these writes and the caller's row
+// reads, tile[j][threadIdx.x ^ (j >> 1)], off each other's banks. The caller syncs around it.
+__device__ __forceinline__ void load_pair_tile(PairTile& tile, const uint32_t* __restrict__ in,
+                                               int a0, int b0, int A, int B) {
+  const int tx = threadIdx.x, half_b = B / 2, bp = b0 / 2 + tx;
+  for (int k = threadIdx.y; k < PAIR_TILE / 2; k += ROWS) {
+    const int a = a0 + 2 * k;
+    if (a < A && bp < half_b) {
+      const uint32_t r0 = in[(long long)a * half_b + bp];
+      const uint32_t r1 = in[(long long)(a + 1) * half_b + bp];
+      tile[2 * tx][k ^ tx] = (r0 & 0xffffu) | (r1 << 16);
+      tile[2 * tx + 1][k ^ tx] = (r0 >> 16) | (r1 & 0xffff0000u);
+    }
+  }
+}
+
+// transpose for even A and B through load_pair_tile, in 64-element tiles on transpose's grid.
+__device__ __forceinline__ void transpose_pairs(const uint32_t* __restrict__ in,
+                                                uint32_t* __restrict__ out, int n, int A, int B) {
+  __shared__ PairTile tile;
+  const int b0 = blockIdx.x * PAIR_TILE;
+  for (int z = blockIdx.z; z < n; z += gridDim.z) {
+    const long long base = (long long)z * A * (B / 2);  // pairs before matrix z, either side
+    for (int a0 = blockIdx.y * PAIR_TILE; a0 < A; a0 += gridDim.y * PAIR_TILE) {
+      __syncthreads();
+      load_pair_tile(tile, in + base, a0, b0, A, B);
+      __syncthreads();
+      const int a = a0 + 2 * threadIdx.x;  // this thread's output pair: a and a + 1
+      for (int j = threadIdx.y; j < PAIR_TILE; j += ROWS) {
+        const int b = b0 + j;
+        if (b < B && a < A) out[base + (long long)b * (A / 2) + a / 2] = tile[j][threadIdx.x ^ (j >> 1)];
       }
     }
   }
@@ -124,6 +170,43 @@ __device__ __forceinline__ void channel_add_from_channels_last(
   }
 }
 
+// channel_add_from_channels_last for even C and S through load_pair_tile: x, r and out moved
+// as 16-bit pairs along S, the same sums in the same order (so the same bits).
+template <typename T>
+__device__ __forceinline__ void channel_add_from_channels_last_pairs(
+    const uint32_t* __restrict__ x, const T* __restrict__ v, const uint32_t* __restrict__ r,
+    uint32_t* __restrict__ out, long long rows, int C, int S, int v_rows) {
+  __shared__ PairTile tile;
+  const int n = (int)(rows / C);
+  const int s0 = blockIdx.x * PAIR_TILE, c0 = blockIdx.y * PAIR_TILE;
+  const int s = s0 + 2 * threadIdx.x;  // this thread's output pair: s and s + 1
+  for (int z = blockIdx.z; z < n; z += gridDim.z) {
+    const long long base = (long long)z * C * (S / 2);
+    __syncthreads();
+    load_pair_tile(tile, x + base, s0, c0, S, C);
+    __syncthreads();
+    for (int j = threadIdx.y; j < PAIR_TILE; j += ROWS) {
+      const int c = c0 + j;
+      if (s < S && c < C) {
+        const long long o = base + (long long)c * (S / 2) + s / 2;
+        const float add = to_f32(v[(v_rows == 1 ? 0 : z) * C + c]);
+        const uint32_t xv = tile[j][threadIdx.x ^ (j >> 1)], rv = r ? r[o] : 0u;
+        const T* xe = reinterpret_cast<const T*>(&xv);
+        const T* re = reinterpret_cast<const T*>(&rv);
+        uint32_t ov;
+        T* oe = reinterpret_cast<T*>(&ov);
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float y = to_f32(xe[e]) + add;
+          if (r) y += to_f32(re[e]);
+          oe[e] = from_f32<T>(y);
+        }
+        out[o] = ov;
+      }
+    }
+  }
+}
+
 template <typename T, int VEC>
 __device__ __forceinline__ void add(const T* __restrict__ a, const T* __restrict__ b,
                                     T* __restrict__ out, long long n) {
@@ -152,6 +235,11 @@ extern "C" __global__ void __launch_bounds__(TILE * ROWS)
   transpose(in, out, n, A, B);
 }
 
+extern "C" __global__ void __launch_bounds__(TILE * ROWS)
+    transpose_pairs_u16(const uint32_t* in, uint32_t* out, int n, int A, int B) {
+  transpose_pairs(in, out, n, A, B);
+}
+
 #define CHANNEL_ADD(TN, T, VEC)                                                                  \
   extern "C" __global__ void channel_add_##TN##_v##VEC(const T* x, const T* v, const T* r,      \
                                                         T* out, long long rows, int C, int S,    \
@@ -171,6 +259,16 @@ CHANNEL_ADD(bf16, __nv_bfloat16, 8)
   }
 CHANNEL_ADD_FROM_CHANNELS_LAST(f16, __half)
 CHANNEL_ADD_FROM_CHANNELS_LAST(bf16, __nv_bfloat16)
+
+#define CHANNEL_ADD_FROM_CHANNELS_LAST_PAIRS(TN, T)                                             \
+  extern "C" __global__ void __launch_bounds__(TILE * ROWS)                                      \
+      channel_add_from_channels_last_pairs_##TN(const uint32_t* x, const T* v, const uint32_t* r, \
+                                                uint32_t* out, long long rows, int C, int S,     \
+                                                int v_rows) {                                    \
+    channel_add_from_channels_last_pairs<T>(x, v, r, out, rows, C, S, v_rows);                   \
+  }
+CHANNEL_ADD_FROM_CHANNELS_LAST_PAIRS(f16, __half)
+CHANNEL_ADD_FROM_CHANNELS_LAST_PAIRS(bf16, __nv_bfloat16)
 
 #define ADD(TN, T, VEC)                                                                          \
   extern "C" __global__ void add_##TN##_v##VEC(const T* a, const T* b, T* out, long long n) {   \

@@ -756,6 +756,62 @@ fn elementwise_matches_the_cpu() {
     }
 }
 
+/// The kernels that move 16-bit pairs (even sides) against the CPU: the transpose bit for bit,
+/// and the per-channel add from channels last (bias and residual) to within rounding. Partial
+/// 64-element tiles on either side, the UNet's and VAE's layout changes at full size (channels
+/// last and back, the temporal transformer's frames x channels), and odd sides, which take the
+/// 32x32 tiles.
+#[test]
+fn pair_tiles_match_the_cpu() {
+    use vivify_core::nn::cuda::elementwise::{channel_add_from_channels_last, transpose_last2};
+    let dev = cuda();
+    for dtype in [DType::F16, DType::BF16] {
+        let limit = if dtype == DType::F16 { 2e-3 } else { 2e-2 };
+        for (n, a, b) in [
+            (3, 40, 70),
+            (2, 130, 66),
+            (5, 2, 128),
+            (16, 320, 4096),
+            (16, 4096, 320),
+            (2, 5120, 1024),
+            (1, 128, 262_144),
+            (2, 33, 70),
+            (3, 40, 71),
+        ] {
+            let randn = |shape: (usize, usize, usize)| {
+                Tensor::randn(0f32, 1., shape, &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap()
+            };
+            let x = randn((n, a, b));
+            let on = |t: &Tensor| t.to_device(&dev).unwrap();
+            let got = transpose_last2(&on(&x)).unwrap().expect("fused path");
+            let want = x.transpose(1, 2).unwrap().contiguous().unwrap();
+            assert_eq!(got.dims(), want.dims());
+            assert_eq!(rel_err(&got, &want), 0.0, "transpose {dtype:?} {n}x{a}x{b}");
+
+            // x as channels-last (N, S = a, 1, C = b) tokens; bias (C) and residual (N, C, S, 1).
+            let (bias, residual) = (randn((1, 1, b)), randn((n, b, a)));
+            let got = channel_add_from_channels_last(
+                &on(&x.reshape((n, a, 1, b)).unwrap()),
+                &on(&bias.flatten_all().unwrap()),
+                Some(&on(&residual.reshape((n, b, a, 1)).unwrap())),
+            )
+            .unwrap()
+            .expect("fused path");
+            let f32 = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+            let want = f32(&want)
+                .broadcast_add(&f32(&bias).reshape((1, b, 1)).unwrap())
+                .unwrap()
+                .add(&f32(&residual))
+                .unwrap();
+            let err = rel_err(&got.reshape((n, b, a)).unwrap(), &want);
+            assert!(err < limit, "bias pass {dtype:?} {n}x{a}x{b}: {err}");
+        }
+    }
+}
+
 /// The channels-last handoff's two kernels against the plain ones: GroupNorm(+SiLU) written
 /// channels last against the plain kernel then a transpose, and the per-channel add from a
 /// channels-last input against a transpose then the plain add (the same sums, so exactly equal).
@@ -908,21 +964,29 @@ fn channels_last_handoff_matches_the_plain_path_at_full_size() {
     }
 }
 
-/// The transposes past 65535 tiles of rows (the grid's y limit): a (1, 2.2M, 8) matrix, as a
-/// full-resolution VAE activation of more than 2048x1024 pixels comes back from channels last,
-/// and the channels-last bias pass at that size.
+/// The transposes past 65535 tiles of rows (the grid's y limit), as a full-resolution VAE
+/// activation of more than 2048x1024 pixels comes back from channels last: (1, 2.2M, 7) for the
+/// 32-row tiles (odd sides), (1, 4.4M, 8) for the 64-row pair tiles; and the channels-last bias
+/// pass at 2.2M x 8.
 #[test]
 fn elementwise_transposes_past_the_grid_limit() {
     use vivify_core::nn::cuda::elementwise::{channel_add_from_channels_last, transpose_last2};
     let dev = cuda();
+    let randn = |rows: usize, c: usize| {
+        Tensor::randn(0f32, 1., (1, rows, c), &dev)
+            .unwrap()
+            .to_dtype(DType::F16)
+            .unwrap()
+    };
+    for (rows, c) in [(2_200_000, 7), (4_400_000, 8)] {
+        let x = randn(rows, c);
+        let want = x.transpose(1, 2).unwrap().contiguous().unwrap();
+        let got = transpose_last2(&x).unwrap().expect("fused path");
+        assert_eq!(rel_err_on(&dev, &got, &want), 0.0, "{rows} x {c}");
+    }
     let (rows, c) = (2_200_000, 8);
-    let x = Tensor::randn(0f32, 1., (1, rows, c), &dev)
-        .unwrap()
-        .to_dtype(DType::F16)
-        .unwrap();
+    let x = randn(rows, c);
     let want = x.transpose(1, 2).unwrap().contiguous().unwrap();
-    let got = transpose_last2(&x).unwrap().expect("fused path");
-    assert_eq!(rel_err_on(&dev, &got, &want), 0.0);
     let bias = Tensor::zeros(c, DType::F16, &dev).unwrap();
     let got = channel_add_from_channels_last(&x.reshape((1, 1000, 2200, c)).unwrap(), &bias, None)
         .unwrap()

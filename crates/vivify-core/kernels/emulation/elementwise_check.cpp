@@ -1,6 +1,7 @@
 // kernels/elementwise.cu under the CPU emulation, each kernel with the block shape
 // nn/cuda/elementwise.rs gives it and grids smaller than the work (their grid-stride loops):
-// the 32x32-tile transpose (partial tiles, more matrices than z blocks), the per-channel add
+// the 32x32-tile transpose (partial tiles, more matrices than z blocks), the 64x64 one by
+// 32-bit pairs (the same, even sides), the per-channel add
 // (8-wide and scalar, one vector or one per sample, with and without a residual), the same sum
 // from a channels-last input (partial tiles, more samples than z blocks) and the same-shape add,
 // f16/bf16, against sums in double precision.
@@ -39,17 +40,53 @@ bool check_transpose() {
   return ok;
 }
 
+// transpose_pairs: even A and B, whole and partial 64-element tiles on both sides, fewer y and z
+// blocks than tiles and matrices; the 16-bit halves must land in order.
+bool check_transpose_pairs() {
+  // (n, A, B, y blocks, z blocks)
+  const int shapes[][5] = {{3, 40, 70, 1, 2}, {1, 64, 64, 1, 1}, {2, 130, 66, 2, 1},
+                           {5, 2, 128, 1, 3}, {2, 200, 2, 1, 2}, {1, 192, 320, 2, 1}};
+  bool ok = true;
+  std::mt19937 rng(19);
+  for (const auto& s : shapes) {
+    const int n = s[0], a = s[1], b = s[2];
+    std::vector<uint16_t> in((size_t)n * a * b), out(in.size(), 0xffff);
+    for (auto& v : in) v = uint16_t(rng());
+    const auto* in32 = reinterpret_cast<const uint32_t*>(in.data());
+    auto* out32 = reinterpret_cast<uint32_t*>(out.data());
+    emulation::launch({unsigned((b + 63) / 64), unsigned(s[3]), unsigned(s[4])}, {32, 8, 1},
+                      [&] { transpose_pairs_u16(in32, out32, n, a, b); });
+    size_t wrong = 0;
+    for (int z = 0; z < n; ++z)
+      for (int i = 0; i < a; ++i)
+        for (int j = 0; j < b; ++j)
+          wrong += out[((size_t)z * b + j) * a + i] != in[((size_t)z * a + i) * b + j];
+    const std::string what = "transpose pairs " + std::to_string(n) + "x" + std::to_string(a) +
+                             "x" + std::to_string(b) + " on " + std::to_string(s[3]) +
+                             " y and " + std::to_string(s[4]) + " z blocks";
+    ok &= report(what.c_str(), wrong ? INFINITY : 0.0, 1e-30);
+  }
+  return ok;
+}
+
 template <typename T>
 using ChannelAdd = void (*)(const T*, const T*, const T*, T*, long long, int, int, int);
 template <typename T>
+using ChannelAddPairs = void (*)(const uint32_t*, const T*, const uint32_t*, uint32_t*,
+                                 long long, int, int, int);
+template <typename T>
 using Add = void (*)(const T*, const T*, T*, long long);
 
+// Both channels-last kernels; where C and S are even the pairs kernel must also give the
+// 32x32 one's bits.
 template <typename T>
-bool check_from_channels_last(const char* type, ChannelAdd<T> kernel) {
+bool check_from_channels_last(const char* type, ChannelAdd<T> kernel,
+                              ChannelAddPairs<T> pairs_kernel) {
   bool ok = true;
   std::mt19937 rng(23);
   // (N, C, S, one vector per sample, residual, z blocks)
-  const int cases[][6] = {{3, 40, 70, 1, 1, 2}, {1, 32, 33, 0, 0, 1}, {2, 5, 64, 1, 0, 1}};
+  const int cases[][6] = {{3, 40, 70, 1, 1, 2}, {1, 32, 33, 0, 0, 1}, {2, 5, 64, 1, 0, 1},
+                          {2, 66, 130, 0, 1, 1}, {1, 64, 64, 1, 0, 1}, {4, 2, 200, 1, 1, 3}};
   for (const auto& c : cases) {
     const int n = c[0], ch = c[1], s = c[2], v_rows = c[3] ? n : 1;
     const bool residual = c[4];
@@ -78,6 +115,21 @@ bool check_from_channels_last(const char* type, ChannelAdd<T> kernel) {
                              (residual ? " + residual" : "") + " on " + std::to_string(c[5]) +
                              " z blocks";
     ok &= report(what.c_str(), rel_err(out, want), tolerance<T>());
+    if (ch % 2 || s % 2) continue;
+    std::vector<T> pairs(len, from_float<T>(NAN));
+    const auto* x32 = reinterpret_cast<const uint32_t*>(x.data());
+    const auto* r32 = reinterpret_cast<const uint32_t*>(r.data());
+    emulation::launch({unsigned((s + 63) / 64), unsigned((ch + 63) / 64), unsigned(c[5])},
+                      {32, 8, 1}, [&] {
+                        pairs_kernel(x32, v.data(), residual ? r32 : nullptr,
+                                     reinterpret_cast<uint32_t*>(pairs.data()),
+                                     (long long)n * ch, ch, s, v_rows);
+                      });
+    size_t other_bits = 0;
+    for (size_t i = 0; i < len; ++i) other_bits += pairs[i].bits != out[i].bits;
+    ok &= report((what + ", by pairs").c_str(), rel_err(pairs, want), tolerance<T>());
+    ok &= report((what + ", by pairs, bits against 32x32").c_str(), other_bits ? INFINITY : 0.0,
+                 1e-30);
   }
   return ok;
 }
@@ -136,12 +188,15 @@ bool check_adds(const char* type, ChannelAdd<T> channel_add_v1, ChannelAdd<T> ch
 int main() {
   const bool ok = under_both_orders([] {
     bool ok = check_transpose();
+    ok &= check_transpose_pairs();
     ok &= check_adds<__half>("f16", channel_add_f16_v1, channel_add_f16_v8, add_f16_v1, add_f16_v8);
     ok &= check_adds<__nv_bfloat16>("bf16", channel_add_bf16_v1, channel_add_bf16_v8,
                                     add_bf16_v1, add_bf16_v8);
-    ok &= check_from_channels_last<__half>("f16", channel_add_from_channels_last_f16);
+    ok &= check_from_channels_last<__half>("f16", channel_add_from_channels_last_f16,
+                                           channel_add_from_channels_last_pairs_f16);
     return ok & check_from_channels_last<__nv_bfloat16>("bf16",
-                                                        channel_add_from_channels_last_bf16);
+                                                        channel_add_from_channels_last_bf16,
+                                                        channel_add_from_channels_last_pairs_bf16);
   });
   std::printf(ok ? "all cases match\n" : "some cases FAILED\n");
   return ok ? 0 : 1;

@@ -34,7 +34,8 @@ thread_local! {
 
 /// Largest workspace an algorithm may ask for. The winners at the UNet's and VAE's shapes
 /// (implicit GEMM, channels last) need none; the cap keeps the search from timing FFT variants
-/// that would want gigabytes.
+/// that would want gigabytes. The graph API's NCHW half-type convolutions may go up to copies of
+/// x and y, what the transposes would allocate (`Conv::workspace_cap` in cudnn_graph_conv.rs).
 pub(super) const WORKSPACE_CAP: usize = 64 << 20;
 
 /// Cross-correlation of x (N, C, H, W) with w (K, C, kh, kw), square stride and padding: through

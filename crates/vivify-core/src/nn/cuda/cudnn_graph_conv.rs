@@ -281,6 +281,21 @@ struct Conv {
     layouts: Layouts,
 }
 
+impl Conv {
+    /// The largest workspace an engine may ask for. Channels last, and f32 (native NCHW), keep
+    /// the fixed cap. A half-type NCHW convolution may also have what vivify's transposes would
+    /// allocate instead, copies of x and y: the engines that change the layout themselves (as
+    /// PyTorch's NCHW convolutions run) keep those copies in their workspace, which at the
+    /// UNet's 64x64 and the VAE's shapes is above the fixed cap.
+    fn workspace_cap(&self, half: bool) -> usize {
+        if self.layouts.nhwc || !half {
+            return WORKSPACE_CAP;
+        }
+        let bytes = |dims: [usize; 4]| dims.iter().product::<usize>() * 2;
+        WORKSPACE_CAP.max(bytes(self.x) + bytes(self.y))
+    }
+}
+
 /// Strides of logical [N, C, H, W] dims, stored NHWC (C fastest) or NCHW.
 fn strides([_, c, h, w]: [usize; 4], nhwc: bool) -> [i64; 4] {
     let s = if nhwc {
@@ -642,6 +657,7 @@ impl GraphPlan {
             Pick::Timed { width, .. } => *width,
         };
         let f32_math = dtype == sys::cudnnDataType_t::CUDNN_DATA_FLOAT;
+        let workspace_cap = shape.workspace_cap(!f32_math);
         let mut viable = Vec::new();
         let mut skipped = Vec::new();
         let mut malformed = None;
@@ -673,7 +689,7 @@ impl GraphPlan {
             }
             let workspace = plan.get_i64(Attr::CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE)?;
             let workspace = usize::try_from(workspace).unwrap_or(usize::MAX);
-            if workspace > WORKSPACE_CAP {
+            if workspace > workspace_cap {
                 skipped.push(format!("engine {index}: workspace {} MiB", workspace >> 20));
                 continue;
             }
@@ -998,6 +1014,36 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// An NCHW half-type convolution may take a workspace as large as the transposes' copies of
+    /// x and y (the layout-changing engines need that much at the UNet's 64x64 shapes); the
+    /// other layouts and f32 keep the fixed cap.
+    #[test]
+    fn the_nchw_workspace_cap_covers_copies_of_x_and_y() {
+        let mut unet = conv([16, 320, 64, 64], 320, 3, 1, 1);
+        let copies = 2 * (16 * 320 * 64 * 64 * 2);
+        assert!(copies > WORKSPACE_CAP);
+        assert_eq!(unet.workspace_cap(true), WORKSPACE_CAP);
+        unet.layouts = Layouts {
+            nhwc: false,
+            w_nhwc: true,
+        };
+        assert_eq!(unet.workspace_cap(true), copies);
+        assert_eq!(unet.workspace_cap(false), WORKSPACE_CAP);
+        let small = Conv {
+            layouts: unet.layouts,
+            ..conv([2, 320, 16, 16], 320, 3, 1, 1)
+        };
+        assert_eq!(small.workspace_cap(true), WORKSPACE_CAP);
+        let down = Conv {
+            layouts: unet.layouts,
+            ..conv([1, 128, 512, 512], 128, 3, 2, 1)
+        };
+        assert_eq!(
+            down.workspace_cap(true),
+            (128 * 512 * 512 + 128 * 256 * 256) * 2
+        );
     }
 
     /// cuDNN does check: an output shape that disagrees with the convolution fails to finalize.

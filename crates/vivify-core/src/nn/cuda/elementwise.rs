@@ -161,9 +161,18 @@ fn launch_transpose<T: CudaDType + WithDType + DeviceRepr>(
     let xs = x.as_cuda_slice::<T>()?.slice(xl.start_offset()..);
     // SAFETY: the kernel writes every element.
     let out = unsafe { dev.alloc::<T>(n * a * b)? };
-    let func = KERNELS.kernel(dev, "transpose_u16")?;
-    // The kernel strides over A's tiles as over the matrices (y stops at 65535 blocks too).
-    let cfg = super::tile_launch(b, a.div_ceil(32).clamp(1, 65535), n);
+    // Even sides (every UNet and VAE shape) move as 32-bit pairs in 64-element tiles; `aligned`
+    // started x on a 16-byte boundary.
+    let pairs = a.is_multiple_of(2) && b.is_multiple_of(2) && super::enabled("pair_tiles");
+    let (name, per_thread) = match pairs {
+        true => ("transpose_pairs_u16", 2),
+        false => ("transpose_u16", 1),
+    };
+    let func = KERNELS.kernel(dev, name)?;
+    // Tiles of 32 accesses a side. The kernel strides over A's tiles as over the matrices (y
+    // stops at 65535 blocks too).
+    let tiles_a = a.div_ceil(32 * per_thread).clamp(1, 65535);
+    let cfg = super::tile_launch(b / per_thread, tiles_a, n);
     let (n, a, b) = (n as i32, a as i32, b as i32);
     let mut builder = func.builder();
     builder.arg(&xs);
@@ -309,11 +318,20 @@ fn launch_from_channels_last<T: CudaDType + WithDType + DeviceRepr>(
     operands: Operands,
     (n, c, s, v_rows): (usize, usize, usize, usize),
 ) -> Result<CudaStorage> {
+    // As the transpose: even sides, and x and the residual on 4-byte boundaries, by pairs.
+    let ((_, xl), _, residual) = operands;
+    let pairs = c.is_multiple_of(2)
+        && s.is_multiple_of(2)
+        && xl.start_offset().is_multiple_of(2)
+        && residual.is_none_or(|(_, rl)| rl.start_offset().is_multiple_of(2))
+        && super::enabled("pair_tiles");
+    let per_thread = if pairs { 2 } else { 1 };
     let name = format!(
-        "channel_add_from_channels_last_{}",
+        "channel_add_from_channels_last{}_{}",
+        if pairs { "_pairs" } else { "" },
         super::kernel_type_name(T::DTYPE)
     );
-    let cfg = super::tile_launch(s, c.div_ceil(32), n);
+    let cfg = super::tile_launch(s / per_thread, c.div_ceil(32 * per_thread), n);
     launch_sum::<T>(dev, operands, (n, c, s, v_rows), &name, cfg)
 }
 

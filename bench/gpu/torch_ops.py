@@ -1,5 +1,5 @@
 """PyTorch's side of `vivify bench-ops`: the same convolution, temporal convolution, linear,
-element-wise and attention cases (op_cases.json, which vivify embeds), timed the same way (best of N after a
+element-wise, GroupNorm and attention cases (op_cases.json, which vivify embeds), timed the same way (best of N after a
 warm-up), one JSON line per case.
 Usage: python torch_ops.py [--iters 5] [--dtype fp16]
 """
@@ -77,6 +77,21 @@ def main():
             print(json.dumps({"impl": "torch", "op": "elementwise", "case": ec["case"], "ms": round(ms, 4),
                               "dtype": args.dtype,
                               "extra": {"gb_per_s": round(passes * x.numel() * x.element_size() / ms / 1e6, 1)}}),
+                  flush=True)
+        for gc in cases["group_norm"]:
+            # diffusers' GroupNorm then SiLU (two kernels); the temporal layers' on
+            # (videos, C, frames, H, W), statistics pooled over the frames.
+            c, f = gc["channels"], gc["frames"]
+            shape = (gc["videos"], c, f, gc["h"], gc["w"]) if f > 1 else (gc["videos"], c, gc["h"], gc["w"])
+            x = torch.randn(*shape, device=dev, dtype=dt)
+            wt = torch.randn(c, device=dev, dtype=dt)
+            bias = torch.randn(c, device=dev, dtype=dt)
+            norm = lambda: F.group_norm(x, gc["groups"], wt, bias, 1e-6)
+            fn = (lambda: F.silu(norm())) if gc["silu"] else norm
+            ms = best_ms(fn, args.iters)
+            print(json.dumps({"impl": "torch", "op": "group_norm", "case": gc["case"], "ms": round(ms, 4),
+                              "dtype": args.dtype,
+                              "extra": {"gb_per_s": round(3 * x.numel() * x.element_size() / ms / 1e6, 1)}}),
                   flush=True)
         for ac in cases["attention"]:
             name, bh, l, s, d = ac["case"], ac["batch_heads"], ac["queries"], ac["keys"], ac["head_dim"]

@@ -19,6 +19,8 @@ fn main() {
     for name in KERNELS {
         println!("cargo::rerun-if-changed=kernels/{name}.cu");
     }
+    // Included by elementwise.cu and group_norm.cu.
+    println!("cargo::rerun-if-changed=kernels/pair_tile.cuh");
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
         println!("cargo::rustc-env=VIVIFY_CUDA_TOOLKIT=");
         return;

@@ -19,6 +19,7 @@
 #include <cuda_bf16.h>
 #include <stdint.h>
 #endif
+#include "pair_tile.cuh"
 
 namespace {
 
@@ -63,30 +64,6 @@ __device__ __forceinline__ void transpose(const T* __restrict__ in, T* __restric
   }
 }
 
-constexpr int PAIR_TILE = 64;
-using PairTile = uint32_t[PAIR_TILE][PAIR_TILE / 2];
-
-// The 16-bit transposes two elements per access (4-byte loads and stores, a warp's row 128
-// bytes): transpose's 2-byte accesses moved 1.3 TB/s on the H200, a third of its bandwidth.
-// Rows a0.. and columns b0.. of the (A, B) matrix `in` (even A and B; B / 2 pairs a row) go
-// into `tile` as the transposed matrix's pairs: each thread loads one column pair of two
-// adjacent rows and pairs them per column in registers. tile[b - b0][k ^ ((b - b0) / 2)] holds
-// (in[a0 + 2k][b], in[a0 + 2k + 1][b]): the XOR keeps both these writes and the caller's row
-// reads, tile[j][threadIdx.x ^ (j >> 1)], off each other's banks. The caller syncs around it.
-__device__ __forceinline__ void load_pair_tile(PairTile& tile, const uint32_t* __restrict__ in,
-                                               int a0, int b0, int A, int B) {
-  const int tx = threadIdx.x, half_b = B / 2, bp = b0 / 2 + tx;
-  for (int k = threadIdx.y; k < PAIR_TILE / 2; k += ROWS) {
-    const int a = a0 + 2 * k;
-    if (a < A && bp < half_b) {
-      const uint32_t r0 = in[(long long)a * half_b + bp];
-      const uint32_t r1 = in[(long long)(a + 1) * half_b + bp];
-      tile[2 * tx][k ^ tx] = (r0 & 0xffffu) | (r1 << 16);
-      tile[2 * tx + 1][k ^ tx] = (r0 >> 16) | (r1 & 0xffff0000u);
-    }
-  }
-}
-
 // transpose for even A and B through load_pair_tile, in 64-element tiles on transpose's grid.
 __device__ __forceinline__ void transpose_pairs(const uint32_t* __restrict__ in,
                                                 uint32_t* __restrict__ out, int n, int A, int B) {
@@ -99,7 +76,7 @@ __device__ __forceinline__ void transpose_pairs(const uint32_t* __restrict__ in,
       load_pair_tile(tile, in + base, a0, b0, A, B);
       __syncthreads();
       const int a = a0 + 2 * threadIdx.x;  // this thread's output pair: a and a + 1
-      for (int j = threadIdx.y; j < PAIR_TILE; j += ROWS) {
+      for (int j = threadIdx.y; j < PAIR_TILE; j += PAIR_ROWS) {
         const int b = b0 + j;
         if (b < B && a < A) out[base + (long long)b * (A / 2) + a / 2] = tile[j][threadIdx.x ^ (j >> 1)];
       }
@@ -185,7 +162,7 @@ __device__ __forceinline__ void channel_add_from_channels_last_pairs(
     __syncthreads();
     load_pair_tile(tile, x + base, s0, c0, S, C);
     __syncthreads();
-    for (int j = threadIdx.y; j < PAIR_TILE; j += ROWS) {
+    for (int j = threadIdx.y; j < PAIR_TILE; j += PAIR_ROWS) {
       const int c = c0 + j;
       if (s < S && c < C) {
         const long long o = base + (long long)c * (S / 2) + s / 2;

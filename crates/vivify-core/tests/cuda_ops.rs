@@ -520,11 +520,13 @@ fn group_norm_matches_the_cpu() {
     use std::collections::HashMap;
     use vivify_core::nn::norm::GroupNorm;
     let dev = cuda();
-    // (videos, frames, channels, h, w, groups): per-sample, pooled over frames, many slices.
+    // (videos, frames, channels, h, w, groups): per-sample (pixels not a multiple of 8: one
+    // element per access), pooled over frames, many slices, slices that end mid-frame.
     let cases = [
         (2, 1, 64, 9, 7, 32),
         (2, 4, 32, 8, 8, 8),
         (1, 16, 64, 32, 32, 32),
+        (1, 5, 96, 48, 48, 32),
     ];
     for (b, f, c, h, w, g) in cases {
         let x = Tensor::randn(0.5f32, 2., (b * f, c, h, w), &Device::Cpu).unwrap();

@@ -1,4 +1,4 @@
-//! `vivify bench-ops`: milliseconds per convolution, linear, element-wise and attention call at
+//! `vivify bench-ops`: milliseconds per convolution, linear, element-wise, GroupNorm and attention call at
 //! the UNet's and VAE's shapes (bench/gpu/torch_ops.py times the same cases in PyTorch).
 
 use crate::args::BenchOpsArgs;
@@ -20,7 +20,22 @@ struct Cases {
     conv3d_311: Vec<TemporalCase>,
     linear: Vec<LinearCase>,
     elementwise: Vec<ElementwiseCase>,
+    group_norm: Vec<GroupNormCase>,
     attention: Vec<AttentionCase>,
+}
+
+/// GroupNorm (then SiLU with `silu`) of `videos` x `frames` images, statistics pooled over each
+/// video's frames (the temporal layers), as diffusers runs it on (videos, C, frames, H, W).
+#[derive(serde::Deserialize)]
+struct GroupNormCase {
+    case: String,
+    videos: usize,
+    frames: usize,
+    channels: usize,
+    h: usize,
+    w: usize,
+    groups: usize,
+    silu: bool,
 }
 
 /// x (tokens, in) -> (tokens, out) with a bias.
@@ -188,6 +203,47 @@ pub fn run(args: &BenchOpsArgs) -> Result<ExitCode> {
             ms,
             serde_json::json!({"gb_per_s": bytes / ms / 1e6}),
         );
+    }
+    for c in &cases.group_norm {
+        let x = random((c.videos * c.frames, c.channels, c.h, c.w), dtype, &device)?;
+        let affine = std::collections::HashMap::from([
+            ("weight".to_string(), random(c.channels, dtype, &device)?),
+            ("bias".to_string(), random(c.channels, dtype, &device)?),
+        ]);
+        let vb = candle_nn::VarBuilder::from_tensors(affine, dtype, &device);
+        let norm = vivify_core::nn::norm::GroupNorm::new(vb, c.groups, c.channels, 1e-6)?;
+        // One read for the statistics, one read and one write to apply.
+        let bytes = 3.0 * x.elem_count() as f64 * dtype.size_in_bytes() as f64;
+        let ms = time_ms(&device, args.iters, || {
+            Ok(match c.silu {
+                true => norm.forward_frames_silu(&x, c.frames)?,
+                false => norm.forward_frames(&x, c.frames)?,
+            })
+        })?;
+        report(
+            "group_norm",
+            &c.case,
+            ms,
+            serde_json::json!({"gb_per_s": bytes / ms / 1e6}),
+        );
+        // Written channels last for the convolution or the tokens that follow (the handoff).
+        #[cfg(feature = "cuda")]
+        if norm
+            .forward_frames_channels_last(&x, c.frames, c.silu)?
+            .is_some()
+        {
+            let ms = time_ms(&device, args.iters, || {
+                Ok(norm
+                    .forward_frames_channels_last(&x, c.frames, c.silu)?
+                    .expect("checked above"))
+            })?;
+            report(
+                "group_norm_variant",
+                &format!("{}/channels_last", c.case),
+                ms,
+                serde_json::json!({"gb_per_s": bytes / ms / 1e6}),
+            );
+        }
     }
     // The matmul path at full size would need a (bh, l, s) score matrix: chunk it as the planner
     // would (1024 queries), which is what runs when the fused kernel cannot.
@@ -380,5 +436,9 @@ mod tests {
     fn the_shared_cases_parse() {
         let c = super::cases().unwrap();
         assert!(!c.conv2d.is_empty() && !c.conv3d_311.is_empty() && !c.attention.is_empty());
+        assert!(!c.group_norm.is_empty());
+        for g in &c.group_norm {
+            assert!(g.channels.is_multiple_of(g.groups), "{}", g.case);
+        }
     }
 }

@@ -1,5 +1,6 @@
 // kernels/group_norm.cu under the CPU emulation: the statistics and apply kernels as
-// nn/cuda/group_norm.rs launches them (a block per (video, group) and slice, 256 threads), over
+// nn/cuda/group_norm.rs launches them (a block per (video, group) and slice, 256 threads;
+// element by element and 16 bytes per access), over
 // one frame and pooled over several, with one slice and with several (Chan's merge), with and
 // without SiLU, f32/f16/bf16, against GroupNorm computed in double precision; and the
 // channels-last output (statistics, finalize, tiled apply) at shapes with partial tiles, tiles
@@ -61,17 +62,25 @@ std::vector<double> reference(const std::vector<T>& x, const std::vector<T>& w,
   return want;
 }
 
+// The scalar entries on every case, the `_v` ones (16 bytes per access) where P is a multiple
+// of `vec`.
 template <typename T>
-bool check(const char* type, Stats<T> stats, Apply<T> apply) {
+bool check(const char* type, Stats<T> stats_scalar, Apply<T> apply_scalar, Stats<T> stats_v,
+           Apply<T> apply_v, int vec) {
   // (videos, frames, channels, pixels, groups, splits, silu): a slice per group; slices that do
-  // not divide the group; statistics pooled over frames; more slices than threads have work.
-  const Case cases[] = {{2, 1, 32, 50, 8, 1, true},
-                        {1, 1, 16, 1000, 4, 7, false},
-                        {2, 3, 16, 100, 4, 3, true},
-                        {1, 2, 8, 4, 2, 5, false}};
+  // not divide the group; statistics pooled over frames; more slices than threads have work;
+  // slices that cross frames and slices left empty by rounding to whole vectors.
+  const Case cases[] = {{2, 1, 32, 50, 8, 1, true},   {1, 1, 16, 1000, 4, 7, false},
+                        {2, 3, 16, 100, 4, 3, true},  {1, 2, 8, 4, 2, 5, false},
+                        {2, 3, 16, 64, 4, 5, true},   {1, 1, 8, 8, 2, 7, false},
+                        {1, 4, 32, 256, 8, 16, true}};
   bool ok = true;
   std::mt19937 rng(7);
-  for (const Case& c : cases) {
+  for (const Case& c : cases)
+   for (const bool vector : {false, true}) {
+    if (vector && c.pixels % vec) continue;
+    const auto stats = vector ? stats_v : stats_scalar;
+    const auto apply = vector ? apply_v : apply_scalar;
     const size_t n = (size_t)c.videos * c.frames * c.channels * c.pixels;
     const auto x = random_values<T>(rng, n, 0.5f, 2.f);
     const auto w = random_values<T>(rng, c.channels);
@@ -93,7 +102,7 @@ bool check(const char* type, Stats<T> stats, Apply<T> apply) {
                              "x" + std::to_string(c.frames) + "x" + std::to_string(c.channels) +
                              "x" + std::to_string(c.pixels) + " groups " +
                              std::to_string(c.groups) + " splits " + std::to_string(c.splits) +
-                             (c.silu ? " silu" : "");
+                             (c.silu ? " silu" : "") + (vector ? " by 16 bytes" : "");
     ok &= report(what.c_str(), rel_err(y, want), std::max(tolerance<T>(), 1e-4));
   }
   return ok;
@@ -102,17 +111,22 @@ bool check(const char* type, Stats<T> stats, Apply<T> apply) {
 template <typename T>
 using ApplyChannelsLast = void (*)(const T*, const float*, const T*, const T*, T*, int, int, int,
                                    int, int, int);
-
-// Statistics, finalize and the channels-last apply as nn/cuda/group_norm.rs launches them.
 template <typename T>
-bool check_channels_last(const char* type, Stats<T> stats, ApplyChannelsLast<T> apply) {
+using ApplyChannelsLastPairs = void (*)(const uint32_t*, const float*, const T*, const T*,
+                                        uint32_t*, int, int, int, int, int, int);
+
+// Statistics, finalize and the channels-last apply as nn/cuda/group_norm.rs launches them; where
+// F·C and P are even the pairs apply too, which must give the same bits.
+template <typename T>
+bool check_channels_last(const char* type, Stats<T> stats, ApplyChannelsLast<T> apply,
+                         ApplyChannelsLastPairs<T> apply_pairs) {
   // (videos, frames, channels, pixels, groups, splits, z blocks, silu): partial tiles both ways
   // with 5 channels per group (tiles span groups); 4 per group (the VAE's 128 / 32); more videos
-  // than z blocks; one tile; statistics pooled over 3 frames with tiles that span frames.
-  const int cases[][8] = {{3, 1, 40, 70, 8, 3, 2, 1},
-                          {1, 1, 128, 33, 32, 1, 1, 0},
-                          {2, 1, 32, 32, 4, 2, 2, 1},
-                          {2, 3, 20, 50, 4, 2, 1, 0}};
+  // than z blocks; one tile; statistics pooled over 3 frames with tiles that span frames; the
+  // UNet's 10 channels per group over several 64-row tiles.
+  const int cases[][8] = {{3, 1, 40, 70, 8, 3, 2, 1},  {1, 1, 128, 33, 32, 1, 1, 0},
+                          {2, 1, 32, 32, 4, 2, 2, 1},  {2, 3, 20, 50, 4, 2, 1, 0},
+                          {2, 1, 320, 100, 32, 2, 1, 1}};
   bool ok = true;
   std::mt19937 rng(11);
   for (const auto& c : cases) {
@@ -147,6 +161,19 @@ bool check_channels_last(const char* type, Stats<T> stats, ApplyChannelsLast<T> 
                              std::to_string(groups) + " splits " + std::to_string(splits) +
                              (silu ? " silu" : "");
     ok &= report(what.c_str(), rel_err(y, want), std::max(tolerance<T>(), 1e-4));
+    if (rows % 2 || pixels % 2) continue;
+    std::vector<T> pairs(n, from_float<T>(NAN));
+    emulation::launch({unsigned((pixels + PAIR_TILE - 1) / PAIR_TILE),
+                       unsigned((rows + PAIR_TILE - 1) / PAIR_TILE), unsigned(c[6])},
+                      {32, PAIR_ROWS, 1}, [&] {
+                        apply_pairs(reinterpret_cast<const uint32_t*>(x.data()), stat.data(),
+                                    w.data(), b.data(), reinterpret_cast<uint32_t*>(pairs.data()),
+                                    videos, frames, channels, pixels, groups, silu);
+                      });
+    size_t other_bits = 0;
+    for (size_t i = 0; i < n; ++i) other_bits += pairs[i].bits != y[i].bits;
+    ok &= report((what + ", by pairs, bits against 32x32").c_str(), other_bits ? INFINITY : 0.0,
+                 1e-30);
   }
   return ok;
 }
@@ -155,13 +182,18 @@ bool check_channels_last(const char* type, Stats<T> stats, ApplyChannelsLast<T> 
 
 int main() {
   const bool ok = under_both_orders([] {
-    bool ok = check<float>("f32", group_norm_stats_f32, group_norm_apply_f32);
-    ok &= check<__half>("f16", group_norm_stats_f16, group_norm_apply_f16);
-    ok &= check<__nv_bfloat16>("bf16", group_norm_stats_bf16, group_norm_apply_bf16);
+    bool ok = check<float>("f32", group_norm_stats_f32, group_norm_apply_f32,
+                           group_norm_stats_f32_v, group_norm_apply_f32_v, 4);
+    ok &= check<__half>("f16", group_norm_stats_f16, group_norm_apply_f16, group_norm_stats_f16_v,
+                        group_norm_apply_f16_v, 8);
+    ok &= check<__nv_bfloat16>("bf16", group_norm_stats_bf16, group_norm_apply_bf16,
+                               group_norm_stats_bf16_v, group_norm_apply_bf16_v, 8);
     ok &= check_channels_last<__half>("f16", group_norm_stats_f16,
-                                      group_norm_apply_channels_last_f16);
+                                      group_norm_apply_channels_last_f16,
+                                      group_norm_apply_channels_last_pairs_f16);
     return ok & check_channels_last<__nv_bfloat16>("bf16", group_norm_stats_bf16,
-                                                   group_norm_apply_channels_last_bf16);
+                                                   group_norm_apply_channels_last_bf16,
+                                                   group_norm_apply_channels_last_pairs_bf16);
   });
   std::printf(ok ? "all cases match\n" : "some cases FAILED\n");
   return ok ? 0 : 1;

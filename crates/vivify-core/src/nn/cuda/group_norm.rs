@@ -164,7 +164,15 @@ impl GroupNormOp {
         dev: &CudaDevice,
         (x, xl, w, wl, b, bl, videos, channels, pixels): Args,
     ) -> Result<CudaStorage> {
-        let group_len = self.frames * (channels / self.groups) * pixels;
+        let run = (channels / self.groups) * pixels;
+        if run > i32::MAX as usize {
+            // The kernels index within one frame's run of a group in 32 bits.
+            candle_core::bail!(
+                "group norm: {} channels per group x {pixels} pixels is past 2^31 elements",
+                channels / self.groups
+            );
+        }
+        let group_len = self.frames * run;
         let splits = group_len.div_ceil(SLICE).clamp(1, MAX_SPLITS);
         let blocks = videos * self.groups;
         let type_name = super::kernel_type_name(T::DTYPE);
@@ -179,7 +187,13 @@ impl GroupNormOp {
             shared_mem_bytes: 0,
         };
         let ints = [self.frames, channels, pixels, self.groups, splits].map(|v| v as i32);
-        let stats = KERNELS.kernel(dev, &format!("group_norm_stats_{type_name}"))?;
+        // 16 bytes per access where every run of a channel's pixels starts on a 16-byte boundary.
+        let vec = 16 / T::DTYPE.size_in_bytes();
+        let suffix = match pixels.is_multiple_of(vec) && xl.start_offset().is_multiple_of(vec) {
+            true => "_v",
+            false => "",
+        };
+        let stats = KERNELS.kernel(dev, &format!("group_norm_stats_{type_name}{suffix}"))?;
         let mut builder = stats.builder();
         builder.arg(&xs);
         builder.arg(&partial);
@@ -190,10 +204,11 @@ impl GroupNormOp {
         unsafe { builder.launch(cfg) }.w()?;
         if self.channels_last {
             let dims = (videos, channels, pixels);
-            let y = self.apply_channels_last::<T>(dev, (&xs, &ws, &bs), &partial, splits, dims)?;
+            let x = (&xs, xl.start_offset());
+            let y = self.apply_channels_last::<T>(dev, x, (&ws, &bs), &partial, splits, dims)?;
             return Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()));
         }
-        let apply = KERNELS.kernel(dev, &format!("group_norm_apply_{type_name}"))?;
+        let apply = KERNELS.kernel(dev, &format!("group_norm_apply_{type_name}{suffix}"))?;
         let silu = i32::from(self.silu);
         // SAFETY: the apply kernel writes every output.
         let y = unsafe { dev.alloc::<T>(xl.shape().elem_count())? };
@@ -218,7 +233,8 @@ impl GroupNormOp {
     fn apply_channels_last<T: CudaDType + WithDType + DeviceRepr>(
         &self,
         dev: &CudaDevice,
-        (xs, ws, bs): (&CudaView<T>, &CudaView<T>, &CudaView<T>),
+        (xs, xs_offset): (&CudaView<T>, usize),
+        (ws, bs): (&CudaView<T>, &CudaView<T>),
         partial: &CudaSlice<f32>,
         splits: usize,
         (batch, channels, pixels): (usize, usize, usize),
@@ -244,10 +260,18 @@ impl GroupNormOp {
         };
         // SAFETY: arguments match the kernel's signature.
         unsafe { builder.launch(cfg) }.w()?;
+        // 16-bit pairs (pair_tile.cuh) where F·C and P are even and x starts on 4 bytes.
+        let pairs = T::DTYPE.size_in_bytes() == 2
+            && rows.is_multiple_of(2)
+            && pixels.is_multiple_of(2)
+            && xs_offset.is_multiple_of(2)
+            && super::enabled("pair_tiles");
+        let per_thread = if pairs { 2 } else { 1 };
         let apply = KERNELS.kernel(
             dev,
             &format!(
-                "group_norm_apply_channels_last_{}",
+                "group_norm_apply_channels_last{}_{}",
+                if pairs { "_pairs" } else { "" },
                 super::kernel_type_name(T::DTYPE)
             ),
         )?;
@@ -269,7 +293,7 @@ impl GroupNormOp {
         for v in &ints {
             builder.arg(v);
         }
-        let cfg = super::tile_launch(pixels, rows.div_ceil(32), batch);
+        let cfg = super::tile_launch(pixels / per_thread, rows.div_ceil(32 * per_thread), batch);
         // SAFETY: arguments match the kernel's signature.
         unsafe { builder.launch(cfg) }.w()?;
         Ok(y)

@@ -10,6 +10,9 @@ use candle_core::{
 
 const KERNELS: KernelModule = kernel_module!("layer_norm");
 
+/// 16-byte chunks of a row one lane of layer_norm_v keeps (kernels/layer_norm.cu).
+const MAX_CHUNKS: usize = 8;
+
 const WARPS: u32 = 8;
 
 /// LayerNorm of x over its last dimension with `weight` and `bias`; None when not on CUDA.
@@ -91,9 +94,22 @@ impl LayerNormOp {
         let bs = b.as_cuda_slice::<T>()?.slice(bl.start_offset()..);
         // SAFETY: every row is written by the kernel.
         let y = unsafe { dev.alloc::<T>(n)? };
+        // 16 bytes per access, the row kept in registers, where it is whole 16-byte chunks (at
+        // most MAX_CHUNKS a lane) and x, weight and bias start on 16-byte boundaries.
+        let vec = 16 / T::DTYPE.size_in_bytes();
+        let in_registers = dim.is_multiple_of(vec)
+            && dim / vec <= 32 * MAX_CHUNKS
+            && [xl, wl, bl]
+                .iter()
+                .all(|l| l.start_offset().is_multiple_of(vec));
+        let name = if in_registers {
+            "layer_norm_v"
+        } else {
+            "layer_norm"
+        };
         let func = KERNELS.kernel(
             dev,
-            &format!("layer_norm_{}", super::kernel_type_name(T::DTYPE)),
+            &format!("{name}_{}", super::kernel_type_name(T::DTYPE)),
         )?;
         let cfg = LaunchConfig {
             grid_dim: ((rows as u64).div_ceil(u64::from(WARPS)) as u32, 1, 1),

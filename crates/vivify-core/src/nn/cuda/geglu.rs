@@ -69,7 +69,8 @@ fn launch<T: CudaDType + WithDType + DeviceRepr>(
     // loop past the grid.
     let v8 = (half_width as usize).is_multiple_of(8)
         && n / 8 < i32::MAX as usize
-        && hl.start_offset().is_multiple_of(8);
+        && hl.start_offset().is_multiple_of(8)
+        && super::enabled("wide_access");
     let name = match v8 {
         true => "geglu_v8",
         false => "geglu",

@@ -189,10 +189,10 @@ impl GroupNormOp {
         let ints = [self.frames, channels, pixels, self.groups, splits].map(|v| v as i32);
         // 16 bytes per access where every run of a channel's pixels starts on a 16-byte boundary.
         let vec = 16 / T::DTYPE.size_in_bytes();
-        let suffix = match pixels.is_multiple_of(vec) && xl.start_offset().is_multiple_of(vec) {
-            true => "_v",
-            false => "",
-        };
+        let wide = pixels.is_multiple_of(vec)
+            && xl.start_offset().is_multiple_of(vec)
+            && super::enabled("wide_access");
+        let suffix = if wide { "_v" } else { "" };
         let stats = KERNELS.kernel(dev, &format!("group_norm_stats_{type_name}{suffix}"))?;
         let mut builder = stats.builder();
         builder.arg(&xs);

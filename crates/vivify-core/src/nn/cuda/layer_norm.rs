@@ -101,7 +101,8 @@ impl LayerNormOp {
             && dim / vec <= 32 * MAX_CHUNKS
             && [xl, wl, bl]
                 .iter()
-                .all(|l| l.start_offset().is_multiple_of(vec));
+                .all(|l| l.start_offset().is_multiple_of(vec))
+            && super::enabled("wide_access");
         let name = if in_registers {
             "layer_norm_v"
         } else {

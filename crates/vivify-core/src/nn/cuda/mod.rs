@@ -56,13 +56,15 @@ pub(crate) fn tile_launch(
 /// (names: attention, attention_async, attention_ldmatrix, group_norm, layer_norm, geglu, linear,
 /// elementwise, frame_conv, cudnn_conv, cudnn_graph, conv1x1_gemm, channels_last_handoff,
 /// conv_weights_channels_last, conv_path_choice, conv_nchw_strides, conv1x1_cublaslt,
-/// pair_tiles, or `all`) falls back to the path before it (candle's ops; for pair_tiles 32x32
-/// tiles of single 16-bit elements in the transposes, the bias pass from channels last and
-/// GroupNorm's channels-last output; for attention_async the register-loaded
-/// tiles, for attention_ldmatrix the cp.async tiles, for cudnn_graph cuDNN's legacy API, for
-/// channels_last_handoff the NCHW GroupNorm and transposes, for conv_weights_channels_last NCHW
-/// weights transposed on each call, for conv_path_choice the transposes around cuDNN at every
-/// shape; conv_nchw_strides and conv1x1_cublaslt leave that way out of the choice), for A/B
+/// pair_tiles, wide_access, or `all`) falls back to the path before it (candle's ops; for
+/// pair_tiles 32x32 tiles of single 16-bit elements in the transposes, the bias pass from
+/// channels last and GroupNorm's channels-last output; for wide_access one element per access
+/// (two in GEGLU's block per row) in GroupNorm, GEGLU and LayerNorm; for attention_async the
+/// register-loaded tiles, for attention_ldmatrix the cp.async tiles, for cudnn_graph cuDNN's
+/// legacy API, for channels_last_handoff the NCHW GroupNorm and transposes, for
+/// conv_weights_channels_last NCHW weights transposed on each call, for conv_path_choice the
+/// transposes around cuDNN at every shape; conv_nchw_strides and conv1x1_cublaslt leave that
+/// way out of the choice), for A/B
 /// measurements and as a way around a kernel problem on an untested card.
 pub fn enabled(kernel: &str) -> bool {
     // Read once: the kernels ask on every call.

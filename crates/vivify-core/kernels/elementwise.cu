@@ -78,7 +78,8 @@ __device__ __forceinline__ void transpose_pairs(const uint32_t* __restrict__ in,
       const int a = a0 + 2 * threadIdx.x;  // this thread's output pair: a and a + 1
       for (int j = threadIdx.y; j < PAIR_TILE; j += PAIR_ROWS) {
         const int b = b0 + j;
-        if (b < B && a < A) out[base + (long long)b * (A / 2) + a / 2] = tile[j][threadIdx.x ^ (j >> 1)];
+        if (b < B && a < A)
+          out[base + (long long)b * (A / 2) + a / 2] = tile[j][threadIdx.x ^ (j >> 1)];
       }
     }
   }
@@ -212,7 +213,7 @@ extern "C" __global__ void __launch_bounds__(TILE * ROWS)
   transpose(in, out, n, A, B);
 }
 
-extern "C" __global__ void __launch_bounds__(TILE * ROWS)
+extern "C" __global__ void __launch_bounds__(32 * PAIR_ROWS)
     transpose_pairs_u16(const uint32_t* in, uint32_t* out, int n, int A, int B) {
   transpose_pairs(in, out, n, A, B);
 }
@@ -238,7 +239,7 @@ CHANNEL_ADD_FROM_CHANNELS_LAST(f16, __half)
 CHANNEL_ADD_FROM_CHANNELS_LAST(bf16, __nv_bfloat16)
 
 #define CHANNEL_ADD_FROM_CHANNELS_LAST_PAIRS(TN, T)                                             \
-  extern "C" __global__ void __launch_bounds__(TILE * ROWS)                                      \
+  extern "C" __global__ void __launch_bounds__(32 * PAIR_ROWS)                                   \
       channel_add_from_channels_last_pairs_##TN(const uint32_t* x, const T* v, const uint32_t* r, \
                                                 uint32_t* out, long long rows, int C, int S,     \
                                                 int v_rows) {                                    \

@@ -51,7 +51,8 @@ __device__ __forceinline__ void geglu_v8(const T* __restrict__ h, T* __restrict_
                                          long long rows, int half_width) {
   const unsigned per_row = (unsigned)half_width / 8;
   const unsigned chunks = (unsigned)rows * per_row;
-  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < chunks; i += gridDim.x * blockDim.x) {
+  const unsigned stride = gridDim.x * blockDim.x;
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < chunks; i += stride) {
     const unsigned r = i / per_row, j = (i - r * per_row) * 8;
     const T* row = h + (long long)r * 2 * half_width;
     const uint4 vv = *reinterpret_cast<const uint4*>(row + j);

@@ -68,10 +68,13 @@ pub fn group_norm_channels_last(
 
 /// `op` on CUDA with the kernel switched on and the affine in x's dtype; None otherwise.
 fn run(x: &Tensor, weight: &Tensor, bias: &Tensor, op: &GroupNormOp) -> Result<Option<Tensor>> {
+    // The kernels index within one frame's run of a group (its channels' pixels) in 32 bits.
+    let run = x.elem_count() / x.dim(0)?.max(1) / op.groups.max(1);
     if !x.device().is_cuda()
         || !super::enabled("group_norm")
         || weight.dtype() != x.dtype()
         || bias.dtype() != x.dtype()
+        || run > i32::MAX as usize
     {
         return Ok(None);
     }
@@ -164,15 +167,7 @@ impl GroupNormOp {
         dev: &CudaDevice,
         (x, xl, w, wl, b, bl, videos, channels, pixels): Args,
     ) -> Result<CudaStorage> {
-        let run = (channels / self.groups) * pixels;
-        if run > i32::MAX as usize {
-            // The kernels index within one frame's run of a group in 32 bits.
-            candle_core::bail!(
-                "group norm: {} channels per group x {pixels} pixels is past 2^31 elements",
-                channels / self.groups
-            );
-        }
-        let group_len = self.frames * run;
+        let group_len = self.frames * (channels / self.groups) * pixels;
         let splits = group_len.div_ceil(SLICE).clamp(1, MAX_SPLITS);
         let blocks = videos * self.groups;
         let type_name = super::kernel_type_name(T::DTYPE);

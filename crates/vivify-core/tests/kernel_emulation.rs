@@ -47,7 +47,7 @@ fn compile(cxx: &str, check: &str, exe: &Path) -> Child {
 fn the_cuda_kernels_match_their_references_under_emulation() {
     let dir = tempfile::tempdir().unwrap();
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
-    // Compile all at once, then run each.
+    // Compile all at once.
     let builds: Vec<(&str, PathBuf, Child)> = CHECKS
         .iter()
         .map(|check| {
@@ -56,15 +56,27 @@ fn the_cuda_kernels_match_their_references_under_emulation() {
             (*check, exe, child)
         })
         .collect();
+    // Each check starts as soon as it is built, alongside the others (each runs on one core).
+    let runs: Vec<(&str, Child)> = builds
+        .into_iter()
+        .map(|(check, exe, child)| {
+            let built = child.wait_with_output().unwrap();
+            assert!(
+                built.status.success(),
+                "{cxx} failed on {check}_check.cpp:\n{}",
+                String::from_utf8_lossy(&built.stderr)
+            );
+            let run = Command::new(&exe)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            (check, run)
+        })
+        .collect();
     let mut failed = Vec::new();
-    for (check, exe, child) in builds {
-        let built = child.wait_with_output().unwrap();
-        assert!(
-            built.status.success(),
-            "{cxx} failed on {check}_check.cpp:\n{}",
-            String::from_utf8_lossy(&built.stderr)
-        );
-        let run = Command::new(&exe).output().unwrap();
+    for (check, run) in runs {
+        let run = run.wait_with_output().unwrap();
         let report = String::from_utf8_lossy(&run.stdout);
         println!(
             "== {check}\n{report}{}",

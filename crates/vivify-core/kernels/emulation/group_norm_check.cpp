@@ -73,7 +73,7 @@ bool check(const char* type, Stats<T> stats_scalar, Apply<T> apply_scalar, Stats
   const Case cases[] = {{2, 1, 32, 50, 8, 1, true},   {1, 1, 16, 1000, 4, 7, false},
                         {2, 3, 16, 100, 4, 3, true},  {1, 2, 8, 4, 2, 5, false},
                         {2, 3, 16, 64, 4, 5, true},   {1, 1, 8, 8, 2, 7, false},
-                        {1, 4, 32, 256, 8, 16, true}};
+                        {1, 4, 16, 128, 4, 6, true}};
   bool ok = true;
   std::mt19937 rng(7);
   for (const Case& c : cases)
@@ -122,11 +122,11 @@ bool check_channels_last(const char* type, Stats<T> stats, ApplyChannelsLast<T> 
                          ApplyChannelsLastPairs<T> apply_pairs) {
   // (videos, frames, channels, pixels, groups, splits, z blocks, silu): partial tiles both ways
   // with 5 channels per group (tiles span groups); 4 per group (the VAE's 128 / 32); more videos
-  // than z blocks; one tile; statistics pooled over 3 frames with tiles that span frames; the
-  // UNet's 10 channels per group over several 64-row tiles.
+  // than z blocks; one tile; statistics pooled over 3 frames with tiles that span frames; 6
+  // channels per group over several 64-row tiles.
   const int cases[][8] = {{3, 1, 40, 70, 8, 3, 2, 1},  {1, 1, 128, 33, 32, 1, 1, 0},
                           {2, 1, 32, 32, 4, 2, 2, 1},  {2, 3, 20, 50, 4, 2, 1, 0},
-                          {2, 1, 320, 100, 32, 2, 1, 1}};
+                          {1, 1, 192, 100, 32, 1, 1, 1}};
   bool ok = true;
   std::mt19937 rng(11);
   for (const auto& c : cases) {

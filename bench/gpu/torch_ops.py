@@ -1,6 +1,6 @@
 """PyTorch's side of `vivify bench-ops`: the same convolution, temporal convolution, linear,
-element-wise, GroupNorm and attention cases (op_cases.json, which vivify embeds), timed the same way (best of N after a
-warm-up), one JSON line per case.
+element-wise, GroupNorm and attention cases (op_cases.json, which vivify embeds), timed the same
+way (best of N after a warm-up), one JSON line per case.
 Usage: python torch_ops.py [--iters 5] [--dtype fp16]
 """
 import argparse
@@ -82,7 +82,8 @@ def main():
             # diffusers' GroupNorm then SiLU (two kernels); the temporal layers' on
             # (videos, C, frames, H, W), statistics pooled over the frames.
             c, f = gc["channels"], gc["frames"]
-            shape = (gc["videos"], c, f, gc["h"], gc["w"]) if f > 1 else (gc["videos"], c, gc["h"], gc["w"])
+            pixels = (gc["h"], gc["w"])
+            shape = (gc["videos"], c, f, *pixels) if f > 1 else (gc["videos"], c, *pixels)
             x = torch.randn(*shape, device=dev, dtype=dt)
             wt = torch.randn(c, device=dev, dtype=dt)
             bias = torch.randn(c, device=dev, dtype=dt)

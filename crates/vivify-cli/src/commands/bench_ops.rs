@@ -1,5 +1,6 @@
-//! `vivify bench-ops`: milliseconds per convolution, linear, element-wise, GroupNorm and attention call at
-//! the UNet's and VAE's shapes (bench/gpu/torch_ops.py times the same cases in PyTorch).
+//! `vivify bench-ops`: milliseconds per convolution, linear, element-wise, GroupNorm and
+//! attention call at the UNet's and VAE's shapes (bench/gpu/torch_ops.py times the same cases in
+//! PyTorch).
 
 use crate::args::BenchOpsArgs;
 use anyhow::Result;

@@ -8,65 +8,66 @@
 #include "../elementwise.cu"
 
 #include <algorithm>
+#include <array>
 #include <string>
 
 #include "check_util.h"
 
 namespace {
 
-bool check_transpose() {
-  // (n, A, B, y blocks, z blocks): fewer y blocks than A tiles, as the host launches past
-  // 65535 tiles; more matrices than z blocks.
-  const int shapes[][5] = {{3, 40, 70, 2, 2}, {1, 32, 32, 1, 1}, {5, 7, 100, 1, 3},
-                           {2, 100, 40, 2, 1}};
+// One transpose kernel on (n, A, B, y blocks, z blocks) shapes, each element checked in place;
+// `run(in, out, n, a, b, y, z)` launches it.
+template <typename Run>
+bool check_transposes(const char* name, const std::vector<std::array<int, 5>>& shapes,
+                      unsigned seed, Run run) {
   bool ok = true;
-  std::mt19937 rng(17);
+  std::mt19937 rng(seed);
   for (const auto& s : shapes) {
     const int n = s[0], a = s[1], b = s[2];
     std::vector<uint16_t> in((size_t)n * a * b), out(in.size(), 0xffff);
     for (auto& v : in) v = uint16_t(rng());
-    emulation::launch({unsigned((b + 31) / 32), unsigned(s[3]), unsigned(s[4])}, {32, 8, 1},
-                      [&] { transpose_u16(in.data(), out.data(), n, a, b); });
+    run(in.data(), out.data(), n, a, b, unsigned(s[3]), unsigned(s[4]));
     size_t wrong = 0;
     for (int z = 0; z < n; ++z)
       for (int i = 0; i < a; ++i)
         for (int j = 0; j < b; ++j)
           wrong += out[((size_t)z * b + j) * a + i] != in[((size_t)z * a + i) * b + j];
-    const std::string what = "transpose " + std::to_string(n) + "x" + std::to_string(a) + "x" +
-                             std::to_string(b) + " on " + std::to_string(s[3]) + " y and " +
-                             std::to_string(s[4]) + " z blocks";
+    const std::string what = std::string(name) + " " + std::to_string(n) + "x" +
+                             std::to_string(a) + "x" + std::to_string(b) + " on " +
+                             std::to_string(s[3]) + " y and " + std::to_string(s[4]) +
+                             " z blocks";
     ok &= report(what.c_str(), wrong ? INFINITY : 0.0, 1e-30);
   }
   return ok;
 }
 
+bool check_transpose() {
+  // Fewer y blocks than A tiles, as the host launches past 65535 tiles; more matrices than z
+  // blocks.
+  const std::vector<std::array<int, 5>> shapes = {
+      {3, 40, 70, 2, 2}, {1, 32, 32, 1, 1}, {5, 7, 100, 1, 3}, {2, 100, 40, 2, 1}};
+  return check_transposes("transpose", shapes, 17,
+                          [](const uint16_t* in, uint16_t* out, int n, int a, int b, unsigned y,
+                             unsigned z) {
+                            emulation::launch({unsigned((b + 31) / 32), y, z}, {32, 8, 1},
+                                              [&] { transpose_u16(in, out, n, a, b); });
+                          });
+}
+
 // transpose_pairs: even A and B, whole and partial 64-element tiles on both sides, fewer y and z
 // blocks than tiles and matrices; the 16-bit halves must land in order.
 bool check_transpose_pairs() {
-  // (n, A, B, y blocks, z blocks)
-  const int shapes[][5] = {{3, 40, 70, 1, 2}, {1, 64, 64, 1, 1}, {2, 130, 66, 2, 1},
-                           {5, 2, 128, 1, 3}, {2, 200, 2, 1, 2}, {1, 192, 320, 2, 1}};
-  bool ok = true;
-  std::mt19937 rng(19);
-  for (const auto& s : shapes) {
-    const int n = s[0], a = s[1], b = s[2];
-    std::vector<uint16_t> in((size_t)n * a * b), out(in.size(), 0xffff);
-    for (auto& v : in) v = uint16_t(rng());
-    const auto* in32 = reinterpret_cast<const uint32_t*>(in.data());
-    auto* out32 = reinterpret_cast<uint32_t*>(out.data());
-    emulation::launch({unsigned((b + 63) / 64), unsigned(s[3]), unsigned(s[4])}, {32, 8, 1},
-                      [&] { transpose_pairs_u16(in32, out32, n, a, b); });
-    size_t wrong = 0;
-    for (int z = 0; z < n; ++z)
-      for (int i = 0; i < a; ++i)
-        for (int j = 0; j < b; ++j)
-          wrong += out[((size_t)z * b + j) * a + i] != in[((size_t)z * a + i) * b + j];
-    const std::string what = "transpose pairs " + std::to_string(n) + "x" + std::to_string(a) +
-                             "x" + std::to_string(b) + " on " + std::to_string(s[3]) +
-                             " y and " + std::to_string(s[4]) + " z blocks";
-    ok &= report(what.c_str(), wrong ? INFINITY : 0.0, 1e-30);
-  }
-  return ok;
+  const std::vector<std::array<int, 5>> shapes = {{3, 40, 70, 1, 2}, {1, 64, 64, 1, 1},
+                                                  {2, 130, 66, 2, 1}, {5, 2, 128, 1, 3},
+                                                  {2, 200, 2, 1, 2},  {1, 192, 320, 2, 1}};
+  return check_transposes(
+      "transpose pairs", shapes, 19,
+      [](const uint16_t* in, uint16_t* out, int n, int a, int b, unsigned y, unsigned z) {
+        const auto* in32 = reinterpret_cast<const uint32_t*>(in);
+        auto* out32 = reinterpret_cast<uint32_t*>(out);
+        emulation::launch({unsigned((b + 63) / 64), y, z}, {32, 8, 1},
+                          [&] { transpose_pairs_u16(in32, out32, n, a, b); });
+      });
 }
 
 template <typename T>

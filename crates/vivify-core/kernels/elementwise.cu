@@ -85,6 +85,15 @@ __device__ __forceinline__ void transpose_pairs(const uint32_t* __restrict__ in,
   }
 }
 
+// x + add (+ r with `residual`) in f32, rounded once: every per-channel add kernel's sum, so
+// that the vector, tiled and pairs kernels agree bit for bit.
+template <typename T>
+__device__ __forceinline__ T channel_sum(T x, float add, bool residual, T r) {
+  float y = to_f32(x) + add;
+  if (residual) y += to_f32(r);
+  return from_f32<T>(y);
+}
+
 // One block per (n, c) row of S elements; VEC elements per access (8: 16-byte loads).
 template <typename T, int VEC>
 __device__ __forceinline__ void channel_add(const T* __restrict__ x, const T* __restrict__ v,
@@ -106,16 +115,10 @@ __device__ __forceinline__ void channel_add(const T* __restrict__ x, const T* __
         uint4 ov;
         T* oe = reinterpret_cast<T*>(&ov);
 #pragma unroll
-        for (int e = 0; e < 8; ++e) {
-          float y = to_f32(xe[e]) + add;
-          if (rr) y += to_f32(re[e]);
-          oe[e] = from_f32<T>(y);
-        }
+        for (int e = 0; e < 8; ++e) oe[e] = channel_sum(xe[e], add, rr, re[e]);
         *reinterpret_cast<uint4*>(orow + s) = ov;
       } else {
-        float y = to_f32(xr[s]) + add;
-        if (rr) y += to_f32(rr[s]);
-        orow[s] = from_f32<T>(y);
+        orow[s] = channel_sum(xr[s], add, rr, rr ? rr[s] : T());
       }
     }
   }
@@ -140,9 +143,8 @@ __device__ __forceinline__ void channel_add_from_channels_last(
       const int c = c0 + j, s = s0 + threadIdx.x;
       if (s < S && c < C) {
         const long long o = base + (long long)c * S + s;
-        float y = to_f32(tile[threadIdx.x][j]) + to_f32(v[(v_rows == 1 ? 0 : z) * C + c]);
-        if (r) y += to_f32(r[o]);
-        out[o] = from_f32<T>(y);
+        const float add = to_f32(v[(v_rows == 1 ? 0 : z) * C + c]);
+        out[o] = channel_sum(tile[threadIdx.x][j], add, r, r ? r[o] : T());
       }
     }
   }
@@ -174,11 +176,7 @@ __device__ __forceinline__ void channel_add_from_channels_last_pairs(
         uint32_t ov;
         T* oe = reinterpret_cast<T*>(&ov);
 #pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float y = to_f32(xe[e]) + add;
-          if (r) y += to_f32(re[e]);
-          oe[e] = from_f32<T>(y);
-        }
+        for (int e = 0; e < 2; ++e) oe[e] = channel_sum(xe[e], add, r, re[e]);
         out[o] = ov;
       }
     }

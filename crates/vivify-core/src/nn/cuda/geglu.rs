@@ -67,7 +67,7 @@ fn launch<T: CudaDType + WithDType + DeviceRepr>(
     // 16 bytes per access over all rows where H is a multiple of 8, the output's chunks of 8
     // indexable in 32 bits, and h on a 16-byte boundary; else one block per row. Both kernels
     // loop past the grid.
-    let v8 = (half_width as usize).is_multiple_of(8)
+    let v8 = (width / 2).is_multiple_of(8)
         && n / 8 < i32::MAX as usize
         && hl.start_offset().is_multiple_of(8)
         && super::enabled("wide_access");
